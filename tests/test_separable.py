@@ -1,0 +1,106 @@
+import pytest
+import torch
+import torch.nn as nn
+from timm.layers import create_conv2d
+
+from timm_frozenmix import SeparableConv2d
+
+CONVS = {
+    'int_padding': lambda: nn.Conv2d(6, 10, 3, padding=1),
+    'tuple_padding_stride': lambda: nn.Conv2d(6, 10, (3, 5), stride=2, padding=(1, 2)),
+    'same_odd': lambda: nn.Conv2d(6, 10, 5, padding='same'),
+    'same_even': lambda: nn.Conv2d(6, 10, 8, padding='same', bias=False),
+    'valid': lambda: nn.Conv2d(6, 10, 3, padding='valid'),
+    'dilated': lambda: nn.Conv2d(6, 10, 3, padding=2, dilation=2),
+    'grouped': lambda: nn.Conv2d(6, 12, 3, padding=1, groups=3),
+    'reflect': lambda: nn.Conv2d(6, 10, 3, padding=1, padding_mode='reflect'),
+    'circular_stride': lambda: nn.Conv2d(6, 10, 3, stride=2, padding=1, padding_mode='circular'),
+    'timm_same_dynamic': lambda: create_conv2d(6, 10, 3, stride=2, padding='same'),
+    'timm_symmetric': lambda: create_conv2d(6, 10, 7, stride=2),
+}
+
+
+@pytest.mark.parametrize('name', CONVS)
+@pytest.mark.parametrize('size', [(15, 15), (16, 21)])
+def test_output_shape_matches_original_conv(name, size):
+    conv = CONVS[name]()
+    sep = SeparableConv2d.from_conv(conv, depth_multiplier=4)
+    x = torch.randn(2, 6, *size)
+    assert sep(x).shape == conv(x).shape
+
+
+@pytest.mark.parametrize('name', CONVS)
+@pytest.mark.parametrize('fused', [True, False])
+def test_to_dense_computes_the_same_function(name, fused):
+    sep = SeparableConv2d.from_conv(CONVS[name](), depth_multiplier=3)
+    sep.fused = fused
+    dense = sep.to_dense()
+    assert isinstance(dense, nn.Conv2d)
+    x = torch.randn(2, 6, 17, 19)
+    torch.testing.assert_close(dense(x), sep(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('learn', ['full', 'channels', 'spatial'])
+@pytest.mark.parametrize('name', ['int_padding', 'grouped', 'reflect', 'timm_same_dynamic', 'same_even'])
+def test_fused_and_unfused_agree_in_forward_and_gradients(learn, name):
+    sep = SeparableConv2d.from_conv(CONVS[name](), depth_multiplier=9, learn=learn)
+    x = torch.randn(2, 6, 13, 13, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        sep.fused = fused
+        sep.zero_grad(set_to_none=True)
+        x.grad = None
+        out = sep(x)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        grads = {n: p.grad.clone() for n, p in sep.named_parameters() if p.requires_grad}
+        results.append((out.detach(), x.grad.clone(), grads))
+    (out_f, gx_f, g_f), (out_u, gx_u, g_u) = results
+    torch.testing.assert_close(out_f, out_u, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(gx_f, gx_u, atol=1e-5, rtol=1e-4)
+    assert g_f.keys() == g_u.keys() and g_f
+    for key in g_f:
+        torch.testing.assert_close(g_f[key], g_u[key], atol=1e-4, rtol=1e-4)
+
+
+def test_cost_rule_fuses_wide_multipliers_only():
+    wide = SeparableConv2d(64, 64, 3, padding=1, depth_multiplier=9)
+    narrow = SeparableConv2d(64, 64, 3, padding=1, depth_multiplier=1)
+    assert wide.use_fused() and not narrow.use_fused()
+    narrow.fused = True
+    assert narrow.use_fused()
+
+
+def test_state_dict_keys():
+    sep = SeparableConv2d.from_conv(nn.Conv2d(4, 8, 3, padding=1))
+    assert set(sep.state_dict()) == {'depthwise.weight', 'pointwise.weight', 'pointwise.bias'}
+    no_bias = SeparableConv2d.from_conv(nn.Conv2d(4, 8, 3, bias=False))
+    assert set(no_bias.state_dict()) == {'depthwise.weight', 'pointwise.weight'}
+
+
+@pytest.mark.parametrize('c_in,c_out,k,d', [(16, 32, 3, 9), (3, 64, 7, 9), (8, 8, 5, 2)])
+def test_parameter_counts_are_eq2(c_in, c_out, k, d):
+    sep = SeparableConv2d.from_conv(nn.Conv2d(c_in, c_out, k, bias=False), depth_multiplier=d)
+    assert sep.depthwise.weight.numel() == c_in * k ** 2 * d
+    assert sep.pointwise.weight.numel() == c_in * d * c_out
+    assert sum(p.numel() for p in sep.parameters()) == c_in * k ** 2 * d + c_in * d * c_out
+
+
+def test_pointwise_matches_dense_count_when_d_is_k_squared():
+    dense = nn.Conv2d(32, 48, 3, bias=False)
+    sep = SeparableConv2d.from_conv(dense, depth_multiplier=9)
+    assert sep.pointwise.weight.numel() == dense.weight.numel()
+
+
+@pytest.mark.parametrize('learn,depthwise_learned,pointwise_learned', [
+    ('full', True, True), ('channels', False, True), ('chans', False, True),
+    ('spatial', True, False), ('space', True, False)])
+def test_from_conv_freezes_per_learn(learn, depthwise_learned, pointwise_learned):
+    sep = SeparableConv2d.from_conv(nn.Conv2d(4, 8, 3), learn=learn)
+    assert sep.depthwise.weight.requires_grad == depthwise_learned
+    assert sep.pointwise.weight.requires_grad == pointwise_learned
+    assert sep.pointwise.bias.requires_grad == pointwise_learned
+
+
+def test_bad_depth_multiplier():
+    with pytest.raises(ValueError, match='depth_multiplier'):
+        SeparableConv2d.from_conv(nn.Conv2d(4, 8, 3), depth_multiplier=0)

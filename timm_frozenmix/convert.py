@@ -1,0 +1,128 @@
+""" Turn any torch / timm model into one that learns only some of its mixing
+
+`separate` replaces every convolution with a kernel larger than 1x1 by a `SeparableConv2d`, `freeze` freezes
+the parameters whose role the chosen `learn` mode keeps at init, `summarize` counts parameters per role.
+
+Roles: *spatial* = depthwise convolutions (groups == in_channels, kernel > 1) and the patch-projection stem
+of a ConvMixer; *channel* = pointwise 1x1 convolutions; *other* = everything else (norms, the classifier),
+which is always learned. A frozen convolution is frozen whole, weight and bias.
+"""
+from typing import Dict, Iterator, Tuple
+
+import torch.nn as nn
+from timm.models.convmixer import ConvMixer
+
+from .filters import check_spatial_options, init_spatial_
+from .learn import ROLES, is_learned, resolve_learn
+from .separable import SeparableConv2d, is_depthwise
+
+__all__ = ['conv_roles', 'parameter_roles', 'init_depthwise_', 'freeze', 'separate', 'summarize', 'format_summary']
+
+
+def _classifier_modules(model: nn.Module) -> set:
+    get_classifier = getattr(model, 'get_classifier', None)
+    classifier = get_classifier() if callable(get_classifier) else None
+    return set(classifier.modules()) if isinstance(classifier, nn.Module) else set()
+
+
+def conv_roles(model: nn.Module) -> Iterator[Tuple[str, nn.Conv2d, str]]:
+    """Yield (name, conv, role) for every plain conv of the model that has a spatial or channel role."""
+    classifier = _classifier_modules(model)
+    stem = model.stem[0] if isinstance(model, ConvMixer) else None
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Conv2d) or module in classifier:
+            continue
+        if module is stem:
+            yield name, module, 'spatial'
+        elif module.kernel_size == (1, 1):
+            yield name, module, 'channel'
+        elif is_depthwise(module):
+            yield name, module, 'spatial'
+
+
+def parameter_roles(model: nn.Module) -> Dict[str, str]:
+    """Role of every parameter, by name."""
+    roles = {name: 'other' for name, _ in model.named_parameters()}
+    for conv_name, conv, role in conv_roles(model):
+        for param_name, _ in conv.named_parameters():
+            roles[f'{conv_name}.{param_name}' if conv_name else param_name] = role
+    return roles
+
+
+def init_depthwise_(model: nn.Module, spatial_init: str = 'random', smooth_sigma: float = 0.0) -> nn.Module:
+    """Re-init a model's existing depthwise filters with `spatial_init` and smoothing.
+
+    The default (`random`, no smoothing) keeps them as they are, so pretrained filters survive.
+    """
+    check_spatial_options(spatial_init, smooth_sigma)
+    if spatial_init != 'random' or smooth_sigma > 0:
+        for _, conv, role in conv_roles(model):
+            if role == 'spatial' and is_depthwise(conv):
+                init_spatial_(conv, spatial_init, smooth_sigma)
+    return model
+
+
+def freeze(model: nn.Module, learn: str = 'channels') -> nn.Module:
+    """Set requires_grad of every spatial and channel conv per `learn`, whole convs; others untouched."""
+    resolve_learn(learn)
+    for _, conv, role in conv_roles(model):
+        conv.requires_grad_(is_learned(role, learn))
+    return model
+
+
+def separate(
+        model: nn.Module,
+        depth_multiplier: int = 9,
+        learn: str = 'channels',
+        spatial_init: str = 'random',
+        smooth_sigma: float = 0.0,
+) -> nn.Module:
+    """Make every conv with a kernel larger than 1x1 separable, in place, then freeze per `learn`.
+
+    Already-depthwise and 1x1 convs stay as they are (they already mix only space or only channels); the
+    filters of already-depthwise convs are kept (pretrained ones included) unless a non-default
+    `spatial_init` or a smoothing is asked for. The classifier is never converted.
+    """
+    resolve_learn(learn)
+    check_spatial_options(spatial_init, smooth_sigma)
+    if not (isinstance(depth_multiplier, int) and depth_multiplier >= 1):
+        raise ValueError(f'depth_multiplier must be an integer >= 1, got {depth_multiplier!r}')
+
+    classifier = _classifier_modules(model)
+    to_convert = [
+        name for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m not in classifier and m.kernel_size != (1, 1) and not is_depthwise(m)
+    ]
+    if not to_convert:
+        raise ValueError(
+            f'{type(model).__name__} has no dense convolution with a kernel larger than 1x1 to separate; '
+            f'for a natively separable model use freeze(model, learn=...)')
+    init_depthwise_(model, spatial_init, smooth_sigma)
+    for name in to_convert:
+        parent_name, _, child_name = name.rpartition('.')
+        parent = model.get_submodule(parent_name)
+        conv = getattr(parent, child_name)
+        setattr(parent, child_name, SeparableConv2d.from_conv(
+            conv, depth_multiplier=depth_multiplier, learn=learn,
+            spatial_init=spatial_init, smooth_sigma=smooth_sigma))
+    return freeze(model, learn)
+
+
+def summarize(model: nn.Module, print_table: bool = True) -> Dict[str, Dict[str, int]]:
+    """Trainable and frozen parameter counts per role (plus a total), optionally printed as a table."""
+    counts = {role: {'trainable': 0, 'frozen': 0} for role in ROLES + ('total',)}
+    roles = parameter_roles(model)
+    for name, param in model.named_parameters():
+        state = 'trainable' if param.requires_grad else 'frozen'
+        counts[roles[name]][state] += param.numel()
+        counts['total'][state] += param.numel()
+    if print_table:
+        print(format_summary(counts))
+    return counts
+
+
+def format_summary(counts: Dict[str, Dict[str, int]]) -> str:
+    lines = [f'{"role":<8} {"trainable":>14} {"frozen":>14}']
+    for role, c in counts.items():
+        lines.append(f'{role:<8} {c["trainable"]:>14,} {c["frozen"]:>14,}')
+    return '\n'.join(lines)

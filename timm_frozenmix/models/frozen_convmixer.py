@@ -1,0 +1,185 @@
+""" ConvMixers that learn all, only channel, or only spatial mixing
+
+ConvMixer (`Patches Are All You Need?`, https://arxiv.org/abs/2201.09792) is natively separable: depthwise
+convs mix space, pointwise convs mix channels. Following "Rethinking the Role of Spatial Mixing"
+(https://arxiv.org/abs/2503.16760), `_chans` freezes the depthwise convs and the patch-projection stem at
+their random init, `_space` freezes the pointwise convs, `_full` is timm's ConvMixer unchanged.
+
+Naming follows timm, `convmixer_{dim}_{depth}[_ks{k}][_p{p}]_{mode}`, with kernel 8 and patch 7 (the paper's
+ImageNet setting) unless the name says otherwise. timm's three sizes keep timm's kernels and activations.
+"""
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import register_model, generate_default_cfgs
+from timm.models.convmixer import ConvMixer
+
+from ..convert import freeze, init_depthwise_
+from ._factory import CIFAR_MEAN, CIFAR_STD, PAPER_ID, build_model, hub_cfgs
+
+__all__ = ['FrozenMixConvMixer']
+
+
+class FrozenMixConvMixer(ConvMixer):
+    """ timm's ConvMixer with its depthwise filters initialized by `spatial_init` and frozen per `learn`.
+
+    The state dict is exactly timm's, so timm's ConvMixer checkpoints load into the `full` models.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            depth: int,
+            kernel_size: int = 8,
+            patch_size: int = 7,
+            learn: str = 'full',
+            spatial_init: str = 'random',
+            smooth_sigma: float = 0.0,
+            **kwargs,
+    ):
+        super().__init__(dim, depth, kernel_size=kernel_size, patch_size=patch_size, **kwargs)
+        self.learn = learn
+        init_depthwise_(self, spatial_init, smooth_sigma)
+        freeze(self, learn)
+
+
+def _create_convmixer(variant: str, pretrained: bool = False, **kwargs) -> FrozenMixConvMixer:
+    out_indices = kwargs.pop('out_indices', 3)
+    return build_model(
+        FrozenMixConvMixer,
+        variant,
+        pretrained,
+        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = '', **kwargs):
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': None,
+        'crop_pct': .96, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD, 'classifier': 'head',
+        'first_conv': 'stem.0', 'license': 'mit', 'paper_ids': PAPER_ID,
+        **kwargs
+    }
+
+
+_MODES = ('full', 'chans', 'space')
+_TIMM_SIZES = ('convmixer_1536_20', 'convmixer_768_32', 'convmixer_1024_20_ks9_p14')
+_CIFAR_SIZES = ('convmixer_128_4_p1', 'convmixer_128_8_p1', 'convmixer_128_16_p1')
+
+default_cfgs = generate_default_cfgs({
+    # timm's own ImageNet weights for the fully learned ConvMixers
+    **{f'{name}_full.in1k': _cfg(hf_hub_id=f'timm/{name}.in1k') for name in _TIMM_SIZES},
+    **hub_cfgs([f'{name}_{mode}' for name in _TIMM_SIZES for mode in _MODES[1:]], 'in1k', _cfg),
+    **hub_cfgs([f'convmixer_512_7_{mode}' for mode in _MODES], 'in1k', _cfg),
+    **hub_cfgs(
+        [f'{name}_{mode}' for name in _CIFAR_SIZES for mode in _MODES], 'cifar10', _cfg,
+        num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD),
+})
+
+
+@register_model
+def convmixer_512_7_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=512, depth=7, learn='full')
+    return _create_convmixer('convmixer_512_7_full', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_512_7_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=512, depth=7, learn='channels')
+    return _create_convmixer('convmixer_512_7_chans', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_512_7_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=512, depth=7, learn='spatial')
+    return _create_convmixer('convmixer_512_7_space', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_1536_20_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=1536, depth=20, kernel_size=9, learn='full')
+    return _create_convmixer('convmixer_1536_20_full', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_1536_20_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=1536, depth=20, kernel_size=9, learn='channels')
+    return _create_convmixer('convmixer_1536_20_chans', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_1536_20_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=1536, depth=20, kernel_size=9, learn='spatial')
+    return _create_convmixer('convmixer_1536_20_space', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_768_32_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=768, depth=32, kernel_size=7, act_layer=nn.ReLU, learn='full')
+    return _create_convmixer('convmixer_768_32_full', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_768_32_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=768, depth=32, kernel_size=7, act_layer=nn.ReLU, learn='channels')
+    return _create_convmixer('convmixer_768_32_chans', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_768_32_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=768, depth=32, kernel_size=7, act_layer=nn.ReLU, learn='spatial')
+    return _create_convmixer('convmixer_768_32_space', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_1024_20_ks9_p14_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=1024, depth=20, kernel_size=9, patch_size=14, learn='full')
+    return _create_convmixer('convmixer_1024_20_ks9_p14_full', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_1024_20_ks9_p14_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=1024, depth=20, kernel_size=9, patch_size=14, learn='channels')
+    return _create_convmixer('convmixer_1024_20_ks9_p14_chans', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_1024_20_ks9_p14_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=1024, depth=20, kernel_size=9, patch_size=14, learn='spatial')
+    return _create_convmixer('convmixer_1024_20_ks9_p14_space', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_4_p1_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=4, patch_size=1, learn='full')
+    return _create_convmixer('convmixer_128_4_p1_full', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_4_p1_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=4, patch_size=1, learn='channels')
+    return _create_convmixer('convmixer_128_4_p1_chans', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_4_p1_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=4, patch_size=1, learn='spatial')
+    return _create_convmixer('convmixer_128_4_p1_space', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_8_p1_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=8, patch_size=1, learn='full')
+    return _create_convmixer('convmixer_128_8_p1_full', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_8_p1_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=8, patch_size=1, learn='channels')
+    return _create_convmixer('convmixer_128_8_p1_chans', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_8_p1_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=8, patch_size=1, learn='spatial')
+    return _create_convmixer('convmixer_128_8_p1_space', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_16_p1_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=16, patch_size=1, learn='full')
+    return _create_convmixer('convmixer_128_16_p1_full', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_16_p1_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=16, patch_size=1, learn='channels')
+    return _create_convmixer('convmixer_128_16_p1_chans', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_16_p1_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=16, patch_size=1, learn='spatial')
+    return _create_convmixer('convmixer_128_16_p1_space', pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,174 @@
+""" Separable convolution with a depth multiplier
+
+A k x k convolution factored into a depthwise (spatial mixing, `depth_multiplier` filters per input channel)
+and a pointwise 1x1 (channel mixing) convolution, as in "Rethinking the Role of Spatial Mixing"
+(https://arxiv.org/abs/2503.16760). Either factor can be frozen at its random init.
+
+The layer can run unfused (depthwise then pointwise, a `depth_multiplier`-times wider intermediate) or
+fused (one dense convolution whose weight is composed from the two factors on the fly). Both compute the
+same function; the cheaper one is picked per layer.
+"""
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import Conv2dSame
+from timm.layers.padding import pad_same
+
+from .filters import init_spatial_
+from .learn import is_learned
+
+__all__ = ['SeparableConv2d', 'is_depthwise']
+
+
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """A conv whose every filter sees one input channel mixes space only (pure spatial mixing)."""
+    return conv.groups == conv.in_channels
+
+
+class SeparableConv2d(nn.Module):
+    """ Depthwise (in -> in * d, k x k, groups=in, no bias) then pointwise (in * d -> out, 1x1).
+
+    Keeps the stride, padding, dilation and padding mode of the conv it replaces on the depthwise part and
+    the groups and bias on the pointwise part, so its output has the original conv's shape for any input.
+    `fused=None` picks the cheaper execution by multiply-accumulate count; True / False force it.
+    """
+
+    def __init__(
+            self,
+            in_channels: int,
+            out_channels: int,
+            kernel_size: Union[int, Tuple[int, int]],
+            stride: Union[int, Tuple[int, int]] = 1,
+            padding: Union[int, Tuple[int, int], str] = 0,
+            dilation: Union[int, Tuple[int, int]] = 1,
+            groups: int = 1,
+            bias: bool = True,
+            padding_mode: str = 'zeros',
+            depth_multiplier: int = 9,
+            same_padding: bool = False,
+            fused: Optional[bool] = None,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if depth_multiplier < 1:
+            raise ValueError(f'depth_multiplier must be an integer >= 1, got {depth_multiplier!r}')
+        self.depth_multiplier = depth_multiplier
+        self.groups = groups
+        self.fused = fused
+        mid_channels = in_channels * depth_multiplier
+        if same_padding:
+            # timm's TF-style dynamic 'SAME' padding (Conv2dSame) computed from the input size
+            self.depthwise = Conv2dSame(
+                in_channels, mid_channels, kernel_size, stride=stride, dilation=dilation,
+                groups=in_channels, bias=False, **dd)
+        else:
+            self.depthwise = nn.Conv2d(
+                in_channels, mid_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                groups=in_channels, bias=False, padding_mode=padding_mode, **dd)
+        self.pointwise = nn.Conv2d(mid_channels, out_channels, 1, groups=groups, bias=bias, **dd)
+
+    @classmethod
+    def from_conv(
+            cls,
+            conv: nn.Conv2d,
+            depth_multiplier: int = 9,
+            learn: str = 'channels',
+            spatial_init: str = 'random',
+            smooth_sigma: float = 0.0,
+    ) -> 'SeparableConv2d':
+        """Build the separable counterpart of `conv` (fresh weights), initialized and frozen per `learn`."""
+        sep = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            depth_multiplier=depth_multiplier,
+            same_padding=isinstance(conv, Conv2dSame),
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        sep.train(conv.training)
+        init_spatial_(sep.depthwise, spatial_init, smooth_sigma)
+        sep.depthwise.requires_grad_(is_learned('spatial', learn))
+        sep.pointwise.requires_grad_(is_learned('channel', learn))
+        return sep
+
+    @property
+    def in_channels(self) -> int:
+        return self.depthwise.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.pointwise.out_channels
+
+    @property
+    def kernel_size(self) -> Tuple[int, int]:
+        return self.depthwise.kernel_size
+
+    def use_fused(self) -> bool:
+        """Fused costs out/g * k^2 MACs per input channel and pixel, unfused d * k^2 + d * out/g."""
+        if self.fused is not None:
+            return self.fused
+        k2 = self.kernel_size[0] * self.kernel_size[1]
+        out_per_group = self.out_channels // self.groups
+        d = self.depth_multiplier
+        return out_per_group * k2 <= d * k2 + d * out_per_group
+
+    def dense_weight(self) -> torch.Tensor:
+        """W[o, i] = sum_j P[o, i * d + j] * D[i * d + j], the dense (out, in / groups, kh, kw) kernel."""
+        g, d = self.groups, self.depth_multiplier
+        out_c, in_c = self.out_channels, self.in_channels
+        kh, kw = self.kernel_size
+        p = self.pointwise.weight.reshape(g, out_c // g, in_c // g, d)
+        w = self.depthwise.weight.reshape(g, in_c // g, d, kh, kw)
+        return torch.einsum('gocd,gcdhw->gochw', p, w).reshape(out_c, in_c // g, kh, kw)
+
+    def _dense_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        dw = self.depthwise
+        bias = self.pointwise.bias
+        if isinstance(dw, Conv2dSame):
+            x = pad_same(x, dw.kernel_size, dw.stride, dw.dilation)
+            padding = 0
+        elif dw.padding_mode != 'zeros':
+            x = F.pad(x, dw._reversed_padding_repeated_twice, mode=dw.padding_mode)
+            padding = 0
+        else:
+            padding = dw.padding
+        return F.conv2d(x, weight, bias, dw.stride, padding, dw.dilation, self.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_fused():
+            return self._dense_conv(x, self.dense_weight())
+        return self.pointwise(self.depthwise(x))
+
+    @torch.no_grad()
+    def to_dense(self) -> nn.Conv2d:
+        """The exactly equivalent dense convolution, for inference and deployment."""
+        dw = self.depthwise
+        common = dict(
+            stride=dw.stride, dilation=dw.dilation, groups=self.groups, bias=self.pointwise.bias is not None,
+            device=dw.weight.device, dtype=dw.weight.dtype,
+        )
+        if isinstance(dw, Conv2dSame):
+            conv = Conv2dSame(self.in_channels, self.out_channels, self.kernel_size, **common)
+        else:
+            conv = nn.Conv2d(
+                self.in_channels, self.out_channels, self.kernel_size, padding=dw.padding,
+                padding_mode=dw.padding_mode, **common)
+        conv.weight.copy_(self.dense_weight())
+        if conv.bias is not None:
+            conv.bias.copy_(self.pointwise.bias)
+        conv.train(self.training)
+        return conv
+
+    def extra_repr(self) -> str:
+        return f'depth_multiplier={self.depth_multiplier}, fused={self.fused}'
