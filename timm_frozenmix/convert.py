@@ -9,10 +9,11 @@ which is always learned. A frozen convolution is frozen whole, weight and bias.
 """
 from typing import Dict, Iterator, Tuple
 
+import torch
 import torch.nn as nn
 from timm.models.convmixer import ConvMixer
 
-from .filters import check_spatial_options, init_spatial_
+from .filters import check_spatial_options, init_spatial_, smooth_filters
 from .learn import ROLES, is_learned, resolve_learn
 from .separable import SeparableConv2d, is_depthwise
 
@@ -50,15 +51,20 @@ def parameter_roles(model: nn.Module) -> Dict[str, str]:
 
 
 def init_depthwise_(model: nn.Module, spatial_init: str = 'random', smooth_sigma: float = 0.0) -> nn.Module:
-    """Re-init a model's existing depthwise filters with `spatial_init` and smoothing.
+    """Re-init a model's existing depthwise filters with `spatial_init`, then smooth them if asked.
 
-    The default (`random`, no smoothing) keeps them as they are, so pretrained filters survive.
+    `random` keeps the filters that are there (pretrained ones too); smoothing low-passes whatever is there,
+    so the same seed gives the same filters, smoothed.
     """
     check_spatial_options(spatial_init, smooth_sigma)
-    if spatial_init != 'random' or smooth_sigma > 0:
-        for _, conv, role in conv_roles(model):
-            if role == 'spatial' and is_depthwise(conv):
-                init_spatial_(conv, spatial_init, smooth_sigma)
+    for _, conv, role in conv_roles(model):
+        if role != 'spatial' or not is_depthwise(conv):
+            continue
+        if spatial_init != 'random':
+            init_spatial_(conv, spatial_init, smooth_sigma)
+        elif smooth_sigma > 0:
+            with torch.no_grad():
+                conv.weight.copy_(smooth_filters(conv.weight, smooth_sigma))
     return model
 
 

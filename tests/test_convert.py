@@ -1,0 +1,156 @@
+import pytest
+import timm
+import torch
+import torch.nn as nn
+import torchvision
+from timm.models.convmixer import ConvMixer
+from timm.optim import create_optimizer_v2
+
+from timm_frozenmix import SeparableConv2d, freeze, parameter_roles, separate, summarize
+
+ZOO = {
+    'timm/resnet50': lambda: timm.create_model('resnet50', num_classes=7),
+    'timm/resnetv2_50': lambda: timm.create_model('resnetv2_50', num_classes=7),
+    'timm/convnext_atto': lambda: timm.create_model('convnext_atto', num_classes=7),
+    'timm/efficientnet_b0': lambda: timm.create_model('efficientnet_b0', num_classes=7),
+    'timm/mobilenetv3_small_100': lambda: timm.create_model('mobilenetv3_small_100', num_classes=7),
+    'timm/regnetx_002': lambda: timm.create_model('regnetx_002', num_classes=7),
+    'timm/vit_tiny_patch16_224': lambda: timm.create_model('vit_tiny_patch16_224', num_classes=7, img_size=64),
+    'torchvision/resnet18': lambda: torchvision.models.resnet18(num_classes=7),
+    'torchvision/mobilenet_v3_small': lambda: torchvision.models.mobilenet_v3_small(num_classes=7),
+    'torchvision/densenet121': lambda: torchvision.models.densenet121(num_classes=7),
+}
+
+
+def expected_roles(model):
+    """The role rule, stated independently of the package: by module type and shape."""
+    classifier = set(model.get_classifier().modules()) if hasattr(model, 'get_classifier') else set()
+    roles = {}
+    for mod_name, module in model.named_modules():
+        for p_name, _ in module.named_parameters(recurse=False):
+            name = f'{mod_name}.{p_name}' if mod_name else p_name
+            if isinstance(module, nn.Conv2d) and module not in classifier:
+                if module.kernel_size == (1, 1):
+                    roles[name] = 'channel'
+                elif module.groups == module.in_channels:
+                    roles[name] = 'spatial'
+                else:
+                    roles[name] = 'dense'
+            else:
+                roles[name] = 'other'
+    return roles
+
+
+def frozen_names(model):
+    return {n for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def train_steps(model, steps=3, size=64):
+    optimizer = create_optimizer_v2(model, 'adamw', lr=1e-2, weight_decay=0.05)
+    model.train()
+    for _ in range(steps):
+        out = model(torch.randn(4, 3, size, size))
+        loss = nn.functional.cross_entropy(out, torch.randint(0, 7, (4,)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ZOO)
+@pytest.mark.parametrize('learn', ['channels', 'spatial'])
+def test_zoo_separate_keeps_shapes_freezes_by_role_and_trains(name, learn):
+    torch.manual_seed(0)
+    model = ZOO[name]()
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    shape = model(x).shape
+
+    separate(model, learn=learn)
+    model.eval()
+    assert model(x).shape == shape
+    assert any(isinstance(m, SeparableConv2d) for m in model.modules())
+
+    roles = expected_roles(model)
+    assert 'dense' not in roles.values(), 'every dense conv larger than 1x1 must have been separated'
+    frozen_role = 'spatial' if learn == 'channels' else 'channel'
+    assert frozen_names(model) == {n for n, r in roles.items() if r == frozen_role}
+    assert parameter_roles(model) == roles
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_steps(model)
+    params = dict(model.named_parameters())
+    for n in frozen_names(model):
+        assert torch.equal(params[n], before[n]), f'frozen {n} changed'
+    changed = [n for n, p in params.items() if p.requires_grad and not torch.equal(p, before[n])]
+    assert changed, 'training changed nothing'
+
+
+def test_full_freezes_nothing_and_aliases_match():
+    model = separate(torchvision.models.resnet18(num_classes=3), learn='full')
+    assert not frozen_names(model)
+    chans = separate(torchvision.models.resnet18(num_classes=3), learn='chans')
+    channels = separate(torchvision.models.resnet18(num_classes=3), learn='channels')
+    assert frozen_names(chans) == frozen_names(channels)
+
+
+def test_separate_keeps_native_depthwise_filters_unless_asked():
+    model = timm.create_model('convnext_atto')
+    dw = model.stages[0].blocks[0].conv_dw.weight.detach().clone()
+    separate(model)
+    assert torch.equal(model.stages[0].blocks[0].conv_dw.weight, dw)
+    separate_box = separate(timm.create_model('convnext_atto'), spatial_init='box')
+    box = separate_box.stages[0].blocks[0].conv_dw.weight
+    assert torch.all(box == box.flatten()[0])
+
+
+def test_separate_keeps_conv_options():
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2, padding=2, dilation=1, padding_mode='reflect', bias=True))
+    separate(model, depth_multiplier=4, learn='full')
+    dw, pw = model[0].depthwise, model[0].pointwise
+    assert dw.stride == (2, 2) and dw.padding == (2, 2) and dw.padding_mode == 'reflect'
+    assert dw.out_channels == 12 and pw.bias is not None
+
+
+def test_freeze_convmixer_stem_is_spatial():
+    model = ConvMixer(dim=32, depth=2, kernel_size=5, patch_size=2, num_classes=4)
+    freeze(model, learn='channels')
+    assert not model.stem[0].weight.requires_grad and not model.stem[0].bias.requires_grad
+    assert not model.blocks[0][0].fn[0].weight.requires_grad and not model.blocks[0][0].fn[0].bias.requires_grad
+    assert model.blocks[0][1].weight.requires_grad and model.head.weight.requires_grad
+    assert model.stem[2].weight.requires_grad  # norms are always learned
+    freeze(model, learn='space')
+    assert model.stem[0].weight.requires_grad and model.blocks[0][0].fn[0].weight.requires_grad
+    assert not model.blocks[0][1].weight.requires_grad and not model.blocks[0][1].bias.requires_grad
+    freeze(model, learn='full')
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_summarize_counts_and_prints(capsys):
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, bias=False), nn.BatchNorm2d(8), nn.Conv2d(8, 5, 1))
+    separate(model, depth_multiplier=9, learn='channels')
+    counts = summarize(model)
+    assert counts['spatial'] == {'trainable': 0, 'frozen': 4 * 9 * 9}
+    assert counts['channel'] == {'trainable': 4 * 9 * 8 + 8 * 5 + 5, 'frozen': 0}
+    assert counts['other'] == {'trainable': 16, 'frozen': 0}
+    assert counts['total'] == {'trainable': 288 + 45 + 16, 'frozen': 324}
+    printed = capsys.readouterr().out
+    assert 'spatial' in printed and '324' in printed and 'trainable' in printed
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(learn='both'), "unknown learn mode 'both'.*'full', 'channels', 'spatial', 'chans', 'space'"),
+    (dict(spatial_init='gauss'), "unknown spatial_init 'gauss'.*'random', 'same', 'box', 'identity'"),
+    (dict(depth_multiplier=0), 'depth_multiplier must be an integer >= 1, got 0'),
+    (dict(smooth_sigma=-0.5), 'smooth_sigma must be >= 0.*-0.5'),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        separate(torchvision.models.resnet18(), **kwargs)
+
+
+def test_nothing_to_convert():
+    with pytest.raises(ValueError, match='no dense convolution.*freeze'):
+        separate(nn.Sequential(nn.Linear(4, 4), nn.Conv2d(4, 4, 1)))
+    with pytest.raises(ValueError, match='unknown learn mode'):
+        freeze(nn.Sequential(nn.Conv2d(4, 4, 1)), learn='nope')
