@@ -4,10 +4,10 @@ from typing import Any, Dict, Iterable
 from timm.models import build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
 
+from ..data import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD  # noqa: F401  re-exported
+
 HUB_ORG = 'timm-frozenmix'
 PAPER_ID = 'arxiv:2503.16760'
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 def hub_cfgs(names: Iterable[str], tag: str, make_cfg, **kwargs) -> Dict[str, Dict[str, Any]]:

@@ -14,7 +14,7 @@ from timm.models import register_model, generate_default_cfgs
 from timm.models.convmixer import ConvMixer
 
 from ..convert import freeze, init_depthwise_
-from ._factory import CIFAR_MEAN, CIFAR_STD, PAPER_ID, build_model, hub_cfgs
+from ._factory import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, PAPER_ID, build_model, hub_cfgs
 
 __all__ = ['FrozenMixConvMixer']
 
@@ -67,6 +67,7 @@ def _cfg(url: str = '', **kwargs):
 _MODES = ('full', 'chans', 'space')
 _TIMM_SIZES = ('convmixer_1536_20', 'convmixer_768_32', 'convmixer_1024_20_ks9_p14')
 _CIFAR_SIZES = ('convmixer_128_4_p1', 'convmixer_128_8_p1', 'convmixer_128_16_p1')
+_FASHION_MNIST_SIZES = ('convmixer_128_4_ks5_p2',)
 
 default_cfgs = generate_default_cfgs({
     # timm's own ImageNet weights for the fully learned ConvMixers
@@ -76,6 +77,11 @@ default_cfgs = generate_default_cfgs({
     **hub_cfgs(
         [f'{name}_{mode}' for name in _CIFAR_SIZES for mode in _MODES], 'cifar10', _cfg,
         num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD),
+    # a small ConvMixer for 28x28 grayscale images, trained on the embedded Fashion-MNIST sample by default
+    **hub_cfgs(
+        [f'{name}_{mode}' for name in _FASHION_MNIST_SIZES for mode in _MODES], 'fashion_mnist', _cfg,
+        num_classes=10, input_size=(1, 28, 28), crop_pct=1.0, interpolation='bilinear',
+        mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD),
 })
 
 
@@ -183,3 +189,19 @@ def convmixer_128_16_p1_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
 def convmixer_128_16_p1_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
     model_args = dict(dim=128, depth=16, patch_size=1, learn='spatial')
     return _create_convmixer('convmixer_128_16_p1_space', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def convmixer_128_4_ks5_p2_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=4, kernel_size=5, patch_size=2, in_chans=1, num_classes=10, learn='full')
+    return _create_convmixer('convmixer_128_4_ks5_p2_full', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_4_ks5_p2_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=4, kernel_size=5, patch_size=2, in_chans=1, num_classes=10, learn='channels')
+    return _create_convmixer('convmixer_128_4_ks5_p2_chans', pretrained, **dict(model_args, **kwargs))
+
+@register_model
+def convmixer_128_4_ks5_p2_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    model_args = dict(dim=128, depth=4, kernel_size=5, patch_size=2, in_chans=1, num_classes=10, learn='spatial')
+    return _create_convmixer('convmixer_128_4_ks5_p2_space', pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,58 @@
+""" Checkpoints that are never half-written and never unpickle code
+
+Every file is written to a temporary name in the same folder and renamed into place, so a run killed at any
+moment leaves either the previous file or the new one. Pickled checkpoints are read with `weights_only=True`.
+"""
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = ['save_atomic', 'save_safetensors', 'load_checkpoint', 'check_architecture']
+
+
+def _replace_atomically(path: Path, write) -> None:
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp')
+    try:
+        write(tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_atomic(obj: Dict[str, Any], path) -> None:
+    _replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_safetensors(state_dict: Dict[str, torch.Tensor], path, metadata: Optional[Dict[str, str]] = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    _replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_checkpoint(path) -> Dict[str, Any]:
+    """A train.py checkpoint (or bare safetensors weights as {'state_dict': ...}), with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint {path} not found')
+    try:
+        if path.suffix == '.safetensors':
+            return {'state_dict': load_file(str(path))}
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # any failure to parse means the file is not a usable checkpoint
+        raise ValueError(f'checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); '
+                         f'use a last.pth.tar / model_best.pth.tar / model.safetensors written by train.py') from None
+    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
+        raise ValueError(f'checkpoint {path} holds no state_dict; use a checkpoint written by train.py')
+    return checkpoint
+
+
+def check_architecture(checkpoint: Dict[str, Any], model_name: str, path) -> None:
+    """A checkpoint for another architecture is refused before anything is built or written."""
+    arch = checkpoint.get('arch')
+    if arch is not None and arch != model_name:
+        raise ValueError(f'checkpoint {path} is for {arch!r}, not {model_name!r}: pass --model {arch}')

@@ -1,0 +1,179 @@
+""" Datasets: the embedded Fashion-MNIST sample, the official Fashion-MNIST files, and everything timm knows
+
+`fashion-mnist-sample` ships inside the package (600 training and 100 test images per class), so training and
+evaluation run on a machine with no network and no data. `fashion-mnist` reads the official idx files, which
+Debian's `dataset-fashion-mnist` puts in /usr/share/datasets/fashion-mnist. Every other name goes to timm's
+`create_dataset` unchanged (`torch/cifar10`, `torch/mnist`, ImageNet-style folders, `hfds/...`, ...).
+
+All pipelines hand the model pixels in [0, 1]; normalization lives inside the model (`Normalized`), so
+adversarial examples and pixel permutations are made in pixel space.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+from timm.data import create_dataset as timm_create_dataset
+
+from .idx import read_idx
+
+__all__ = [
+    'SAMPLE', 'FASHION_MNIST', 'DEBIAN_FASHION_MNIST', 'DatasetInfo', 'IdxImageDataset', 'Normalized',
+    'create_dataset', 'dataset_info',
+]
+
+SAMPLE = 'fashion-mnist-sample'
+FASHION_MNIST = 'fashion-mnist'
+DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
+SAMPLE_DIR = Path(__file__).parent / 'sample'
+SAMPLE_PER_CLASS = {'train': 600, 'test': 100}
+FASHION_MNIST_FILES = {
+    'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+    'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
+}
+FASHION_MNIST_CLASSES = (
+    'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+_TRAIN_SPLITS = ('train', 'training')
+_EVAL_SPLITS = ('test', 'val', 'valid', 'validation', 'eval', 'evaluation')
+_TIMM_TORCH_NAMES = (
+    'cifar10', 'cifar100', 'mnist', 'kmnist', 'fashion_mnist', 'qmnist', 'inaturalist', 'inat', 'places365',
+    'imagenet', 'image_folder', 'folder')
+_TIMM_READER_PREFIXES = ('hfds', 'hfids', 'tfds', 'wds')
+_TIMM_FOLDER_NAMES = ('', 'folder', 'imagenet')
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and its data config need to know of a dataset; None defers to the model's config."""
+    in_chans: int = 3
+    num_classes: Optional[int] = None
+    input_size: Optional[Tuple[int, int, int]] = None
+    mean: Optional[Tuple[float, ...]] = None
+    std: Optional[Tuple[float, ...]] = None
+
+
+_FASHION_MNIST_INFO = DatasetInfo(1, 10, (1, 28, 28), FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+_KNOWN_INFO = {
+    SAMPLE: _FASHION_MNIST_INFO,
+    FASHION_MNIST: _FASHION_MNIST_INFO,
+    'torch/fashion_mnist': _FASHION_MNIST_INFO,
+    'torch/mnist': DatasetInfo(1, 10, (1, 28, 28), (0.1307,), (0.3081,)),
+    'torch/kmnist': DatasetInfo(1, 10, (1, 28, 28), (0.1918,), (0.3483,)),
+    'torch/qmnist': DatasetInfo(1, 10, (1, 28, 28), (0.1307,), (0.3081,)),
+    'torch/cifar10': DatasetInfo(3, 10, (3, 32, 32), CIFAR_MEAN, CIFAR_STD),
+    'torch/cifar100': DatasetInfo(3, 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+class IdxImageDataset(torch.utils.data.Dataset):
+    """Grayscale images and labels from idx arrays; `transform` is set by timm's create_loader."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None):
+        if len(images) != len(labels):
+            raise ValueError(f'{len(images)} images but {len(labels)} labels')
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+        self.classes = FASHION_MNIST_CLASSES
+
+    @classmethod
+    def from_folder(cls, folder: Path, split: str) -> 'IdxImageDataset':
+        images_file, labels_file = FASHION_MNIST_FILES[split]
+        return cls(read_idx(folder / images_file), read_idx(folder / labels_file))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = Image.fromarray(self.images[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[index])
+
+
+class Normalized(nn.Module):
+    """A model that takes [0, 1] pixels: (x - mean) / std happens inside, as its first layer."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+
+def _split_kind(split: str) -> str:
+    if split in _TRAIN_SPLITS:
+        return 'train'
+    if split in _EVAL_SPLITS:
+        return 'test'
+    raise ValueError(f'unknown split {split!r}: use one of {", ".join(_TRAIN_SPLITS + _EVAL_SPLITS)}')
+
+
+def _check_name(name: str) -> None:
+    prefix, sep, rest = name.partition('/')
+    if name in (SAMPLE, FASHION_MNIST) or name in _TIMM_FOLDER_NAMES:
+        return
+    if sep and prefix.lower() == 'torch' and rest.lower() in _TIMM_TORCH_NAMES:
+        return
+    if sep and prefix.lower() in _TIMM_READER_PREFIXES:
+        return
+    raise ValueError(
+        f'unknown dataset {name!r}: use {SAMPLE!r} (built in), {FASHION_MNIST!r} (official idx files), '
+        f"'torch/<name>' ({', '.join(_TIMM_TORCH_NAMES[:6])}, ...), 'folder' for an ImageNet-style folder, "
+        f"or a timm reader prefix ({', '.join(p + '/' for p in _TIMM_READER_PREFIXES)})")
+
+
+def _fashion_mnist_folder(root: Optional[str]) -> Path:
+    folder = Path(root) if root else DEBIAN_FASHION_MNIST
+    missing = [f for pair in FASHION_MNIST_FILES.values() for f in pair if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f'Fashion-MNIST idx files not found in {folder} (missing {", ".join(missing)}): '
+            f'run `apt-get install dataset-fashion-mnist` or pass --data-dir with the official files')
+    return folder
+
+
+def check_dataset(name: str, root: Optional[str] = None, download: bool = False) -> None:
+    """Fail early, in one line, on an unknown dataset or a missing data folder."""
+    _check_name(name)
+    if name == SAMPLE:
+        return
+    if name == FASHION_MNIST:
+        _fashion_mnist_folder(root)
+        return
+    if not root:
+        raise ValueError(f'dataset {name!r} needs --data-dir (the folder that holds or receives its files)')
+    if not download and not Path(root).exists():
+        raise FileNotFoundError(f'--data-dir {root} does not exist (add --dataset-download for torch/ datasets)')
+
+
+def create_dataset(name: str, root: Optional[str] = None, split: str = 'train', **kwargs):
+    """Our two Fashion-MNIST datasets, or timm's create_dataset with the same arguments."""
+    check_dataset(name, root, kwargs.get('download', False))
+    if name == SAMPLE:
+        return IdxImageDataset.from_folder(SAMPLE_DIR, _split_kind(split))
+    if name == FASHION_MNIST:
+        return IdxImageDataset.from_folder(_fashion_mnist_folder(root), _split_kind(split))
+    return timm_create_dataset(name, root=root, split=split, **kwargs)
+
+
+def dataset_info(name: str, dataset=None, input_img_mode: Optional[str] = None) -> DatasetInfo:
+    """Channels, classes and normalization of a dataset; for folders, counted from the data."""
+    if name.lower() in _KNOWN_INFO:
+        return _KNOWN_INFO[name.lower()]
+    num_classes = None
+    if dataset is not None:
+        reader = getattr(dataset, 'reader', None)
+        class_to_idx = getattr(reader, 'class_to_idx', None) or getattr(dataset, 'class_to_idx', None)
+        num_classes = len(class_to_idx) if class_to_idx else None
+    return DatasetInfo(in_chans=1 if input_img_mode == 'L' else 3, num_classes=num_classes)

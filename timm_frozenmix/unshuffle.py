@@ -1,0 +1,105 @@
+""" Pixel un-shuffling: learn to undo one fixed random permutation of pixel positions
+
+The paper's Sec. 4.4: a patch-size-1 ConvMixer whose pooling and classifier are replaced by a 1x1 projection
+back to the image channels, trained with `mean ||x - F(sigma(x))||^2` and reported as test PSNR.
+"""
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from timm.task import TrainingTask
+
+__all__ = ['PixelPermutation', 'UnshuffleNet', 'UnshuffleTask', 'psnr', 'save_unshuffle_grid']
+
+
+class PixelPermutation(nn.Module):
+    """One fixed random permutation of pixel positions, the same for every image and channel."""
+
+    def __init__(self, height: int, width: int, seed: int):
+        super().__init__()
+        self.seed = seed
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer('index', torch.randperm(height * width, generator=generator), persistent=False)
+        self.shape = (height, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.shape:
+            raise ValueError(f'permutation is for {self.shape} images, got {tuple(x.shape[-2:])}')
+        return x.flatten(2)[:, :, self.index].reshape(x.shape)
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(x.flatten(2))
+        out[:, :, self.index] = x.flatten(2)
+        return out.reshape(x.shape)
+
+
+class UnshuffleNet(nn.Module):
+    """A patch-size-1 backbone's feature map projected back to `out_chans` image channels by a 1x1 conv."""
+
+    def __init__(self, backbone: nn.Module, out_chans: int):
+        super().__init__()
+        stem = getattr(backbone, 'stem', None)
+        patch = getattr(stem[0], 'stride', None) if isinstance(stem, nn.Sequential) else None
+        if patch != (1, 1):
+            raise ValueError(
+                f'pixel un-shuffling needs a patch-size-1 ConvMixer, e.g. convmixer_128_8_p1_chans '
+                f'(got {type(backbone).__name__} with patch stride {patch})')
+        backbone.reset_classifier(0, '')
+        self.backbone = backbone
+        self.proj = nn.Conv2d(backbone.num_features, out_chans, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.backbone.forward_features(x))
+
+
+class UnshuffleTask(TrainingTask):
+    """Permute the pixels of [0, 1] images, reconstruct them, MSE against the originals."""
+
+    def __init__(self, model: nn.Module, permutation: PixelPermutation, **kwargs):
+        super().__init__(**kwargs)
+        self.trainable_module = model
+        self.permutation = permutation
+
+    def prepare_distributed(self, device_ids=None, **ddp_kwargs) -> 'UnshuffleTask':
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        self.trainable_module = DDP(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
+        return self
+
+    def forward(self, input: torch.Tensor, target=None):
+        output = self.trainable_module(self.permutation(input))
+        return {'loss': nn.functional.mse_loss(output.float(), input.float()), 'output': output}
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of each image, pixels clamped to the data range."""
+    mse = (reconstruction.clamp(0, data_range) - target).float().pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(data_range ** 2 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def save_unshuffle_grid(net: nn.Module, permutation: PixelPermutation, loader, path, num_images: int = 8) -> Path:
+    """A PNG with rows original / permuted / reconstruction for the first test images."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    net.eval()
+    images = next(iter(loader))[0][:num_images]
+    device = next(net.parameters()).device
+    permuted = permutation(images.to(device))
+    rows = [images, permuted, net(permuted).clamp(0, 1)]
+    titles = ['original', 'permuted', 'reconstruction']
+    fig, axes = plt.subplots(3, len(images), figsize=(1.2 * len(images), 3.8), squeeze=False)
+    for r, (row, title) in enumerate(zip(rows, titles)):
+        for c, image in enumerate(row.float().cpu()):
+            ax = axes[r][c]
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1), cmap='gray', vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
