@@ -525,6 +525,7 @@ def train(run) -> None:
         _logger.info(f'Training {args.model} on {args.dataset} for {run.num_epochs} epochs, '
                      f'writing to {run.output_dir}')
     for epoch in range(run.start_epoch, run.num_epochs):
+        lrs = [group['lr'] for group in run.optimizer.param_groups]  # the rate this epoch starts with
         train_metrics = train_one_epoch(run, epoch)
         if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
             distribute_bn(run.net, args.world_size, args.dist_bn == 'reduce')
@@ -535,11 +536,10 @@ def train(run) -> None:
             eval_metrics = validate(run, run.ema.module, log_suffix=' (EMA)')
         run.scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
         if run.primary:
-            lrs = [group['lr'] for group in run.optimizer.param_groups]
+            save_epoch(run, epoch, eval_metrics[args.eval_metric])
             summary = run.output_dir / 'summary.csv'
             update_summary(epoch, train_metrics, eval_metrics, filename=summary, lr=sum(lrs) / len(lrs),
                            write_header=not summary.exists())
-            save_epoch(run, epoch, eval_metrics[args.eval_metric])
     if run.primary:
         finish(run)
 

@@ -94,7 +94,7 @@ def save_unshuffle_grid(net: nn.Module, permutation: PixelPermutation, loader, p
     for r, (row, title) in enumerate(zip(rows, titles)):
         for c, image in enumerate(row.float().cpu()):
             ax = axes[r][c]
-            ax.imshow(image.permute(1, 2, 0).squeeze(-1), cmap='gray', vmin=0, vmax=1)
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap='gray', vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(title)

@@ -1,0 +1,95 @@
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from timm_frozenmix.data import (
+    DEBIAN_FASHION_MNIST, FASHION_MNIST_FILES, SAMPLE, SAMPLE_DIR, Normalized, create_dataset, dataset_info)
+from timm_frozenmix.idx import read_idx, write_idx
+
+REPO = Path(__file__).resolve().parents[1]
+needs_debian_files = pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST / FASHION_MNIST_FILES['train'][0]).is_file(),
+    reason='apt-get install dataset-fashion-mnist')
+
+
+def test_sample_is_stratified_and_licensed():
+    train = create_dataset(SAMPLE, split='train')
+    test = create_dataset(SAMPLE, split='validation')
+    assert len(train) == 6000 and len(test) == 1000
+    assert np.bincount(train.labels).tolist() == [600] * 10
+    assert np.bincount(test.labels).tolist() == [100] * 10
+    image, label = train[0]
+    assert image.size == (28, 28) and image.mode == 'L' and 0 <= label < 10
+    assert '2017 Zalando SE' in (SAMPLE_DIR / 'LICENSE').read_text()
+
+
+@needs_debian_files
+def test_sample_rebuilds_bit_for_bit(tmp_path):
+    subprocess.run([sys.executable, str(REPO / 'scripts' / 'build_fashion_mnist_sample.py'),
+                    '--dest', str(tmp_path)], check=True, capture_output=True)
+    for split in FASHION_MNIST_FILES.values():
+        for name in split:
+            assert hashlib.sha256((tmp_path / name).read_bytes()).digest() == \
+                hashlib.sha256((SAMPLE_DIR / name).read_bytes()).digest(), name
+
+
+@needs_debian_files
+def test_full_fashion_mnist_from_official_files():
+    train = create_dataset('fashion-mnist', root=str(DEBIAN_FASHION_MNIST), split='train')
+    test = create_dataset('fashion-mnist', split='test')  # Debian's folder is the default
+    assert len(train) == 60000 and len(test) == 10000
+    sample = create_dataset(SAMPLE, split='train')
+    first_sneaker = int(np.flatnonzero(train.labels == 7)[0])
+    assert np.array_equal(train.images[first_sneaker], sample.images[np.flatnonzero(sample.labels == 7)[0]])
+
+
+def test_idx_roundtrip_and_corrupt_files(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / 'a.gz', array)
+    assert np.array_equal(read_idx(tmp_path / 'a.gz'), array)
+    (tmp_path / 'bad.gz').write_bytes(b'not gzip at all')
+    with pytest.raises(ValueError, match='cannot read idx file'):
+        read_idx(tmp_path / 'bad.gz')
+    (tmp_path / 'short').write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2]))
+    with pytest.raises(ValueError, match='truncated'):
+        read_idx(tmp_path / 'short')
+
+
+def test_missing_fashion_mnist_folder_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match='apt-get install dataset-fashion-mnist'):
+        create_dataset('fashion-mnist', root=str(tmp_path / 'nowhere'))
+
+
+def test_unknown_dataset_and_missing_data_dir():
+    with pytest.raises(ValueError, match="unknown dataset 'cifar-11'"):
+        create_dataset('cifar-11')
+    with pytest.raises(ValueError, match="unknown dataset 'torch/cifar11'"):
+        create_dataset('torch/cifar11', root='/tmp')
+    with pytest.raises(ValueError, match='needs --data-dir'):
+        create_dataset('torch/cifar10')
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        create_dataset('folder', root='/definitely/not/here')
+
+
+def test_timm_datasets_pass_through_unchanged(monkeypatch):
+    calls = []
+    monkeypatch.setattr('timm_frozenmix.data.timm_create_dataset', lambda name, **kw: calls.append((name, kw)))
+    create_dataset('torch/cifar10', root='/data/cifar', split='train', download=True, is_training=True)
+    assert calls == [('torch/cifar10', dict(root='/data/cifar', split='train', download=True, is_training=True))]
+
+
+def test_dataset_info_follows_the_data():
+    assert dataset_info(SAMPLE).in_chans == 1 and dataset_info(SAMPLE).input_size == (1, 28, 28)
+    assert dataset_info('torch/cifar100').num_classes == 100
+    assert dataset_info('folder', input_img_mode='L').in_chans == 1
+
+
+def test_normalized_applies_mean_and_std_inside():
+    net = Normalized(torch.nn.Identity(), mean=(0.5,), std=(0.25,))
+    torch.testing.assert_close(net(torch.ones(1, 1, 2, 2)), torch.full((1, 1, 2, 2), 2.0))
+    assert not net.state_dict()  # normalization is not part of the weights
