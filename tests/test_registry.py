@@ -7,7 +7,7 @@ from timm_frozenmix import SeparableConv2d, parameter_roles, smooth_filters
 
 MODES = ('full', 'chans', 'space')
 CONVMIXERS = ('convmixer_512_7', 'convmixer_1536_20', 'convmixer_768_32', 'convmixer_1024_20_ks9_p14',
-              'convmixer_128_4_p1', 'convmixer_128_8_p1', 'convmixer_128_16_p1')
+              'convmixer_128_4_p1', 'convmixer_128_8_p1', 'convmixer_128_16_p1', 'convmixer_128_4_ks5_p2')
 SEP_RESNETS = tuple(f'sep_resnet{d}' for d in (10, 18, 26, 34, 50)) + tuple(
     f'sep_resnet{d}_cifar' for d in (20, 32, 44, 56, 110))
 ALL = [f'{base}_{mode}' for base in CONVMIXERS + SEP_RESNETS for mode in MODES]
@@ -28,10 +28,10 @@ def frozen_roles(model):
 @pytest.mark.parametrize('name', ALL)
 def test_every_model_builds_runs_and_freezes_its_mode(name):
     model = timm.create_model(name).eval()
-    size = model.pretrained_cfg['input_size'][-1]
+    chans, _, size = model.pretrained_cfg['input_size']
     size = size if size <= 32 else 64
     with torch.no_grad():
-        out = model(torch.randn(1, 3, size, size))
+        out = model(torch.randn(1, chans, size, size))
     assert out.shape == (1, model.pretrained_cfg['num_classes'])
     expected = {'full': set(), 'chans': {'spatial'}, 'space': {'channel'}}[name.rsplit('_', 1)[1]]
     assert frozen_roles(model) == expected

@@ -383,7 +383,7 @@ def make_output_dir(args, resumed: bool) -> Path:
         return Path(args.resume).resolve().parent
     name = args.experiment or '-'.join([
         datetime.now().strftime('%Y%m%d-%H%M%S'), args.model.replace('/', '_'), args.task])
-    return Path(get_outdir(args.output, name, inc=not resumed))
+    return Path(get_outdir(args.output, name, inc=not resumed)).resolve()
 
 
 def restore(run, checkpoint) -> None:
