@@ -316,7 +316,7 @@ def test_bad_resume_fails_and_leaves_the_run_folder_alone(finished_run, tmp_path
         argv[-1], match = '4', 'trained with --perm-seed 3, not 4'
     else:
         resume = tmp_path / 'broken.pth.tar'
-        resume.write_bytes(resume.parent.joinpath('x').write_bytes(b'') * b'' + b'\x80\x02garbage')
+        resume.write_bytes(b'\x80\x02garbage')
         match = 'corrupt or not a checkpoint'
     with pytest.raises(SystemExit) as exc_info:
         main([*TINY, *argv, '--resume', str(resume)])

@@ -58,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Train a timm model whose spatial mixing is frozen at random init (or any timm model).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument
 
     group = parser.add_argument_group('Dataset')
     group.add_argument('--data-dir', metavar='DIR', help='dataset folder (not needed for the embedded sample)')
@@ -114,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--lr', type=float, default=3e-3)
     group.add_argument('--sched', default='cosine')
     group.add_argument('--sched-on-updates', action='store_true')
-    group.add_argument('--epochs', type=int, default=8)
+    group.add_argument('--epochs', type=int, default=7)
     group.add_argument('--start-epoch', type=int, default=None)
     group.add_argument('--warmup-epochs', type=int, default=0)
     group.add_argument('--warmup-lr', type=float, default=1e-5)

@@ -4,8 +4,6 @@ from typing import Any, Dict, Iterable
 from timm.models import build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
 
-from ..data import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD  # noqa: F401  re-exported
-
 HUB_ORG = 'timm-frozenmix'
 PAPER_ID = 'arxiv:2503.16760'
 

@@ -14,7 +14,8 @@ from timm.models import register_model, generate_default_cfgs
 from timm.models.convmixer import ConvMixer
 
 from ..convert import freeze, init_depthwise_
-from ._factory import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, PAPER_ID, build_model, hub_cfgs
+from ..data import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from ._factory import PAPER_ID, build_model, hub_cfgs
 
 __all__ = ['FrozenMixConvMixer']
 

@@ -23,7 +23,8 @@ from ..convert import freeze
 from ..filters import check_spatial_options, init_spatial_
 from ..learn import resolve_learn
 from ..separable import SeparableConv2d
-from ._factory import CIFAR_MEAN, CIFAR_STD, PAPER_ID, build_model, hub_cfgs
+from ..data import CIFAR_MEAN, CIFAR_STD
+from ._factory import PAPER_ID, build_model, hub_cfgs
 
 __all__ = ['SeparableResNetV2', 'create_separable_conv2d']
 
