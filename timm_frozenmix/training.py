@@ -37,7 +37,7 @@ from .checkpoint import check_architecture, load_checkpoint, save_atomic, save_s
 from .convert import freeze, init_depthwise_, separate, summarize
 from .data import SAMPLE, Normalized, check_dataset, create_dataset, dataset_info
 from .filters import SPATIAL_INITS, check_spatial_options
-from .learn import LEARN_ALIASES, LEARN_MODES, resolve_learn
+from .learn import LEARN_ALIASES, LEARN_MODES
 from .unshuffle import PixelPermutation, UnshuffleNet, UnshuffleTask, psnr, save_unshuffle_grid
 
 _logger = logging.getLogger('train')
@@ -182,8 +182,6 @@ def validate_args(args) -> None:
     if not (timm.is_model(args.model) or args.model.startswith(('hf-hub:', 'local-dir:'))):
         raise ValueError(f'unknown model {args.model!r}: see timm.list_models() (import timm_frozenmix first)')
     check_dataset(args.dataset, args.data_dir, args.dataset_download)
-    if args.learn is not None:
-        resolve_learn(args.learn)
     check_spatial_options(args.spatial_init or 'random', args.smooth_sigma or 0.0)
     if args.depth_multiplier < 1:
         raise ValueError(f'--depth-multiplier must be >= 1, got {args.depth_multiplier}')
@@ -407,7 +405,8 @@ def train_one_epoch(run, epoch: int) -> OrderedDict:
     mixup = getattr(run, 'mixup', None)
     if mixup is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
         mixup.mixup_enabled = False
-    losses, batch_time = AverageMeter(), AverageMeter()
+    # the running loss stays on the device: reading it every step would sync a GPU every step
+    loss_sum, seen, batch_time = torch.zeros((), device=run.device), 0, AverageMeter()
     num_updates = epoch * len(run.loader_train)
     last_idx = len(run.loader_train) - 1
     end = time.time()
@@ -431,8 +430,9 @@ def train_one_epoch(run, epoch: int) -> OrderedDict:
         num_updates += 1
         if run.ema is not None:
             run.ema.update(run.net, step=num_updates)
-        run.scheduler.step_update(num_updates=num_updates, metric=losses.avg)
-        losses.update(loss.item(), input.size(0))
+        run.scheduler.step_update(num_updates=num_updates)
+        loss_sum += loss.detach().float() * input.size(0)
+        seen += input.size(0)
         batch_time.update(time.time() - end)
         end = time.time()
         if run.primary and (batch_idx % args.log_interval == 0 or batch_idx == last_idx):
@@ -440,9 +440,9 @@ def train_one_epoch(run, epoch: int) -> OrderedDict:
             rate = input.size(0) * args.world_size / batch_time.avg
             _logger.info(
                 f'Train: {epoch} [{batch_idx:>4d}/{last_idx} ({100. * batch_idx / max(last_idx, 1):>3.0f}%)]  '
-                f'Loss: {losses.val:#.4g} ({losses.avg:#.4g})  '
+                f'Loss: {loss.item():#.4g} ({loss_sum.item() / seen:#.4g})  '
                 f'Time: {batch_time.val:.3f}s, {rate:>7.1f}/s  LR: {lr:.3e}')
-    return OrderedDict(loss=losses.avg)
+    return OrderedDict(loss=loss_sum.item() / max(seen, 1))
 
 
 @torch.no_grad()
