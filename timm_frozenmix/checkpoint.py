@@ -10,10 +10,11 @@ from typing import Any, Dict, Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ['save_atomic', 'save_safetensors', 'load_checkpoint', 'check_architecture']
+__all__ = ['replace_atomically', 'save_atomic', 'save_safetensors', 'load_checkpoint', 'check_architecture']
 
 
-def _replace_atomically(path: Path, write) -> None:
+def replace_atomically(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path over `path`: readers see the old file or the whole new one."""
     path = Path(path)
     tmp = path.with_name(f'.{path.name}.tmp')
     try:
@@ -26,12 +27,12 @@ def _replace_atomically(path: Path, write) -> None:
 
 
 def save_atomic(obj: Dict[str, Any], path) -> None:
-    _replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+    replace_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_safetensors(state_dict: Dict[str, torch.Tensor], path, metadata: Optional[Dict[str, str]] = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    _replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_checkpoint(path) -> Dict[str, Any]:

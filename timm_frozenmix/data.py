@@ -16,13 +16,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
-from timm.data import create_dataset as timm_create_dataset
+from timm.data import create_dataset as timm_create_dataset, create_loader
 
 from .idx import read_idx
 
 __all__ = [
-    'SAMPLE', 'FASHION_MNIST', 'DEBIAN_FASHION_MNIST', 'DatasetInfo', 'IdxImageDataset', 'Normalized',
-    'create_dataset', 'dataset_info',
+    'SAMPLE', 'FASHION_MNIST', 'DEBIAN_FASHION_MNIST', 'DatasetInfo', 'IdxImageDataset', 'Normalized', 'FixedSubset',
+    'create_dataset', 'create_eval_loader', 'dataset_info',
 ]
 
 SAMPLE = 'fashion-mnist-sample'
@@ -109,6 +109,36 @@ class Normalized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+
+class FixedSubset(torch.utils.data.Subset):
+    """A seeded, fixed subset whose `transform` is its dataset's, so timm's create_loader can set it."""
+
+    def __init__(self, dataset, num_samples: int, seed: int = 0):
+        if not 0 < num_samples <= len(dataset):
+            raise ValueError(f'--num-samples must lie in [1, {len(dataset)}] for this split, got {num_samples}')
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+        super().__init__(dataset, sorted(order[:num_samples].tolist()))
+
+    @property
+    def transform(self):
+        return self.dataset.transform
+
+    @transform.setter
+    def transform(self, transform):
+        self.dataset.transform = transform
+
+
+def create_eval_loader(dataset, data_config: dict, batch_size: int, workers: int, device: torch.device,
+                       distributed: bool = False, pin_memory: bool = False, persistent_workers: bool = False):
+    """timm's eval loader (resize, centre crop) yielding [0, 1] pixels: normalization belongs to the model."""
+    chans = data_config['input_size'][0]
+    return create_loader(
+        dataset, input_size=data_config['input_size'], batch_size=batch_size, is_training=False,
+        interpolation=data_config['interpolation'], crop_pct=data_config['crop_pct'],
+        mean=(0.,) * chans, std=(1.,) * chans, num_workers=workers, distributed=distributed,
+        pin_memory=pin_memory, device=device, use_prefetcher=device.type == 'cuda',
+        persistent_workers=persistent_workers and workers > 0)
 
 
 def _split_kind(split: str) -> str:

@@ -7,6 +7,12 @@ non-random init is scaled to the expected filter energy of `random`, so only the
 
 Smoothing (Sec. 4.3) low-passes each filter with a Gaussian and restores its L2 norm, so only its spectrum
 changes.
+
+The spectral envelope of a bank (Sec. 3.1) is the max over its filters of |FFT2| of each filter zero padded to
+size x size, zero frequency centred. Each filter is first scaled to unit L2 norm, so by Parseval its mean
+squared gain over the plane is 1 and envelopes of different banks share one scale: only the shape of the
+filters counts, not their energy. Coverage is the fraction of the plane where some filter of the bank passes
+at least `threshold` of that average gain; adding filters to a bank can only grow it.
 """
 import math
 
@@ -14,7 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['SPATIAL_INITS', 'check_spatial_options', 'init_spatial_', 'smooth_filters']
+__all__ = [
+    'SPATIAL_INITS', 'check_spatial_options', 'init_spatial_', 'smooth_filters', 'spectral_envelope',
+    'spectral_coverage',
+]
 
 SPATIAL_INITS = ('random', 'same', 'box', 'identity')
 
@@ -85,3 +94,34 @@ def smooth_filters(filters: torch.Tensor, sigma: float) -> torch.Tensor:
     new_norm = smoothed.flatten(1).norm(dim=1)
     scale = torch.where(new_norm > 0, old_norm / new_norm.clamp_min(torch.finfo(flat.dtype).tiny), 0.)
     return (smoothed * scale[:, None, None, None]).reshape(filters.shape)
+
+
+@torch.no_grad()
+def spectral_envelope(filters: torch.Tensor, size: int = 512, chunk: int = 64) -> torch.Tensor:
+    """Max over the bank of |FFT2| of each unit-norm k x k filter zero padded to size x size, zero centred.
+
+    `filters` is any (..., k, k) tensor, e.g. a depthwise weight (C * d, 1, k, k); FFTs run `chunk` filters at
+    a time so a bank of thousands of filters fits in memory. All-zero filters contribute nothing.
+    """
+    kh, kw = filters.shape[-2:]
+    if size < max(kh, kw):
+        raise ValueError(f'size must be at least the filter size {max(kh, kw)}, got {size}')
+    flat = filters.detach().reshape(-1, kh, kw).double().cpu()
+    norms = flat.flatten(1).norm(dim=1)
+    flat = flat[norms > 0] / norms[norms > 0, None, None]
+    envelope = torch.zeros(size, size, dtype=torch.float64)
+    for start in range(0, flat.shape[0], chunk):
+        magnitude = torch.fft.fft2(flat[start:start + chunk], s=(size, size)).abs()
+        envelope = torch.maximum(envelope, magnitude.amax(dim=0))
+    return torch.fft.fftshift(envelope).float()
+
+
+def spectral_coverage(envelope: torch.Tensor, threshold: float = 1.0) -> float:
+    """Fraction of the frequency plane where the envelope reaches `threshold` times a filter's average gain.
+
+    A relative tolerance of 1e-5 lets an all-pass filter (a delta, gain 1 everywhere) cover the whole plane
+    at the default threshold despite FFT rounding.
+    """
+    if not threshold > 0:
+        raise ValueError(f'threshold must be > 0 (a multiple of the average gain, e.g. 1.0), got {threshold!r}')
+    return (envelope >= threshold * (1 - 1e-5)).float().mean().item()

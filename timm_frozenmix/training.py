@@ -35,7 +35,7 @@ from timm.utils import (
 
 from .checkpoint import check_architecture, load_checkpoint, save_atomic, save_safetensors
 from .convert import freeze, init_depthwise_, separate, summarize
-from .data import SAMPLE, Normalized, check_dataset, create_dataset, dataset_info
+from .data import SAMPLE, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info
 from .filters import SPATIAL_INITS, check_spatial_options
 from .learn import LEARN_ALIASES, LEARN_MODES
 from .unshuffle import PixelPermutation, UnshuffleNet, UnshuffleTask, psnr, save_unshuffle_grid
@@ -294,6 +294,7 @@ def setup(args) -> Run:
         raise ValueError(f'cannot tell the number of classes of {args.dataset!r}: pass --num-classes')
 
     model = build_model(args, in_chans, num_classes)
+    run.in_chans, run.num_classes = in_chans, num_classes
     if run.primary:
         _logger.info(f'Model {args.model} created, parameters by role:')
         summarize(model)
@@ -359,19 +360,17 @@ def make_mixup(args, num_classes):
 
 def make_loaders(args, run, dataset_train, dataset_eval):
     config = run.data_config
-    pixels = dict(mean=(0.,) * config['input_size'][0], std=(1.,) * config['input_size'][0])  # [0, 1] inputs
-    common = dict(
-        input_size=config['input_size'], interpolation=config['interpolation'], num_workers=args.workers,
-        distributed=args.distributed, pin_memory=args.pin_mem, device=run.device,
-        use_prefetcher=run.device.type == 'cuda', persistent_workers=args.workers > 0, **pixels)
+    chans = config['input_size'][0]
     loader_train = create_loader(
-        dataset_train, batch_size=args.batch_size, is_training=True, no_aug=args.no_aug,
-        re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, scale=args.scale, ratio=args.ratio,
-        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa,
-        **dict(common, interpolation=args.train_interpolation))
-    loader_eval = create_loader(
-        dataset_eval, batch_size=args.validation_batch_size or args.batch_size, is_training=False,
-        crop_pct=config['crop_pct'], **common)
+        dataset_train, input_size=config['input_size'], batch_size=args.batch_size, is_training=True,
+        no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, scale=args.scale,
+        ratio=args.ratio, hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa,
+        interpolation=args.train_interpolation, mean=(0.,) * chans, std=(1.,) * chans,  # [0, 1] inputs
+        num_workers=args.workers, distributed=args.distributed, pin_memory=args.pin_mem, device=run.device,
+        use_prefetcher=run.device.type == 'cuda', persistent_workers=args.workers > 0)
+    loader_eval = create_eval_loader(
+        dataset_eval, config, args.validation_batch_size or args.batch_size, args.workers, run.device,
+        distributed=args.distributed, pin_memory=args.pin_mem, persistent_workers=True)
     return loader_train, loader_eval
 
 
@@ -479,6 +478,8 @@ def checkpoint_state(run, epoch: int) -> dict:
     state = {
         'arch': args.model,
         'task': args.task,
+        'in_chans': run.in_chans,
+        'num_classes': run.num_classes if args.task == 'classification' else 0,
         'epoch': epoch,
         'state_dict': run.model.state_dict(),
         'optimizer': run.optimizer.state_dict(),

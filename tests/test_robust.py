@@ -1,0 +1,175 @@
+import json
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from timm_frozenmix.data import FixedSubset, Normalized, create_dataset
+from timm_frozenmix.loading import LoadedModel, load_model
+from timm_frozenmix.robust import (
+    build_parser, evaluate, evaluate_model, import_torchattacks, main, make_attack, masking_warnings)
+from timm_frozenmix.training import main as train_main
+
+TINY = ['--model-kwargs', 'dim=16', 'depth=1', '-j', '0', '--epochs', '1', '--log-interval', '1000']
+
+
+@pytest.fixture(scope='module')
+def checkpoints(tmp_path_factory):
+    """A tiny Full and a tiny Chans ConvMixer trained for one epoch on the embedded sample."""
+    root = tmp_path_factory.mktemp('runs')
+    paths = {}
+    for mode in ('full', 'chans'):
+        train_main(['--output', str(root), '--experiment', mode, '--model', f'convmixer_128_4_ks5_p2_{mode}', *TINY])
+        paths[mode] = root / mode / 'model_best.pth.tar'
+    return paths
+
+
+def robust_args(*argv):
+    return build_parser().parse_args(['-j', '0', '--num-samples', '64', '-b', '32', *argv])
+
+
+def test_eps_zero_is_clean_accuracy_and_examples_stay_in_the_ball(checkpoints):
+    results = evaluate(robust_args('--checkpoint', str(checkpoints['chans']), '--attacks', 'fgsm,pgd',
+                                   '--eps', '0,1/255,0.1', '--pgd-steps', '3'))
+    (result,) = results['models'].values()
+    assert results['num_samples'] == result['num_samples'] == 64
+    for attack in ('FGSM', 'PGD-3'):
+        assert result['accuracy'][attack][0] == result['clean_accuracy']
+        for eps, perturbation in zip(results['eps'], result['max_perturbation'][attack]):
+            assert perturbation <= eps + 1e-6
+        assert result['max_perturbation'][attack][2] > 0.09  # the attack did move the pixels
+    assert result['accuracy']['FGSM'][2] < result['clean_accuracy']
+
+
+def test_same_seed_gives_identical_numbers(checkpoints):
+    argv = ('--checkpoint', str(checkpoints['full']), '--attacks', 'pgd', '--eps', '0.05', '--pgd-steps', '2')
+    first, second = evaluate(robust_args(*argv)), evaluate(robust_args(*argv))
+    assert first['models'] == {
+        label: dict(r, wall_time_s=first['models'][label]['wall_time_s']) for label, r in second['models'].items()}
+
+
+class BatchNormNet(nn.Module):
+    """Records the mode of its batch norm at every forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 10)
+        self.num_classes = 10
+        self.modes = []
+
+    def forward(self, x):
+        self.modes.append(self.bn.training)
+        return self.head(self.bn(self.conv(x)).mean((2, 3)))
+
+
+def test_attacks_run_in_eval_mode_and_leave_batch_norm_alone():
+    model = BatchNormNet().train()
+    running_mean = model.bn.running_mean.clone()
+    loaded = LoadedModel(model, 'bn-net', dict(input_size=(1, 28, 28), mean=(0.5,), std=(0.5,),
+                                               interpolation='bilinear', crop_pct=1.0))
+    dataset = create_dataset('fashion-mnist-sample', split='test')
+    args = robust_args('--attacks', 'fgsm,pgd', '--eps', '0,0.1', '--pgd-steps', '2')
+    result = evaluate_model('bn-net', loaded, FixedSubset(dataset, 16, seed=0), args, import_torchattacks())
+    assert model.modes and not any(model.modes)
+    assert torch.equal(model.bn.running_mean, running_mean)
+    assert result['accuracy']['FGSM'][0] == result['clean_accuracy']
+
+
+def test_normalization_happens_once_inside_the_model():
+    torchattacks = import_torchattacks()
+    args = robust_args()
+    net = Normalized(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), mean=(0.5,), std=(0.25,))
+    attack = make_attack(torchattacks, 'fgsm', net, 0.1, args, num_classes=3)
+    assert attack.normalization_used is None
+    x = torch.rand(2, 1, 2, 2)
+    assert torch.equal(attack.get_logits(x), net(x))
+
+    class RobModel(nn.Module):  # torchattacks normalizes with the mean / std of a model of this class name
+        mean, std = torch.tensor([0.5]), torch.tensor([0.25])
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(RuntimeError, match='normalized twice'):
+        make_attack(torchattacks, 'fgsm', RobModel(), 0.1, args, num_classes=3)
+
+
+def test_autoattack_runs_and_is_at_least_as_strong_as_fgsm(checkpoints):
+    results = evaluate(robust_args('--checkpoint', str(checkpoints['chans']), '--attacks', 'fgsm,autoattack',
+                                   '--eps', '0,0.1', '--num-samples', '16'))
+    (result,) = results['models'].values()
+    assert result['accuracy']['AutoAttack'][0] == result['clean_accuracy']
+    assert result['accuracy']['AutoAttack'][1] <= result['accuracy']['FGSM'][1]
+    assert result['max_perturbation']['AutoAttack'][1] <= 0.1 + 1e-6
+
+
+def test_command_line_writes_json_table_and_plot_with_baseline(checkpoints, tmp_path, capsys):
+    main(['-j', '0', '--num-samples', '32', '--checkpoint', str(checkpoints['full']), str(checkpoints['chans']),
+          '--attacks', 'fgsm,pgd', '--pgd-steps', '2', '--eps', '0,2/255,0.1', '--baseline', 'convmixer_128_4_ks5_p2_full',
+          '--output', str(tmp_path / 'out')])
+    printed = capsys.readouterr().out
+    results = json.loads((tmp_path / 'out' / 'robust.json').read_text())
+    assert (tmp_path / 'out' / 'robust.png').read_bytes()[:4] == b'\x89PNG'
+    assert (tmp_path / 'out' / 'robust.md').read_text().strip() in printed
+    full, chans = results['models']['convmixer_128_4_ks5_p2_full'], results['models']['convmixer_128_4_ks5_p2_chans']
+    assert results['eps_labels'] == ['0', '2/255', '0.1'] and results['eps'][1] == pytest.approx(2 / 255)
+    assert chans['learn'] == 'channels' and chans['checkpoint'] == str(checkpoints['chans'].resolve())
+    assert chans['num_samples'] == 32 and chans['wall_time_s'] > 0
+    expected = 100 * (chans['accuracy']['FGSM'][2] - full['accuracy']['FGSM'][2]) / full['accuracy']['FGSM'][2]
+    assert chans['relative_improvement']['FGSM'][2] == pytest.approx(expected)
+    assert 'relative_improvement' not in full
+    assert '| convmixer_128_4_ks5_p2_chans | PGD-2 |' in printed and 'Relative improvement over' in printed
+
+
+def test_gradient_masking_is_flagged():
+    eps = [('0', 0.0), ('0.1', 0.1)]
+    honest = {'accuracy': {'FGSM': [90.0, 40.0], 'PGD-10': [90.0, 30.0], 'AutoAttack': [90.0, 25.0]}}
+    assert masking_warnings('m', honest, eps, gap=10) == []
+    masked = {'accuracy': {'FGSM': [90.0, 40.0], 'PGD-10': [90.0, 45.0], 'AutoAttack': [90.0, 20.0]}}
+    warnings = masking_warnings('m', masked, eps, gap=10)
+    assert len(warnings) == 2
+    assert 'above FGSM' in warnings[0] and 'AutoAttack accuracy 20.00%' in warnings[1]
+
+
+def test_loaded_checkpoint_computes_what_training_saved(checkpoints):
+    loaded = load_model(checkpoint_path=str(checkpoints['chans']))
+    state = torch.load(checkpoints['chans'], weights_only=True)['state_dict']
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
+    assert not loaded.model.training and loaded.data_config['input_size'] == (1, 28, 28)
+    assert not loaded.model.stem[0].weight.requires_grad  # the rebuilt model is frozen as it was trained
+
+
+def _fails(argv, capsys, tmp_path, match):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['-j', '0', '--output', str(tmp_path / 'out'), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert match in err[-1], err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_bad_input_fails_in_one_line_and_writes_nothing(checkpoints, tmp_path, capsys, monkeypatch):
+    chans = str(checkpoints['chans'])
+    _fails(['--checkpoint', str(tmp_path / 'missing.pth.tar')], capsys, tmp_path, 'not found')
+    _fails(['--checkpoint', chans, '--model', 'convmixer_128_4_ks5_p2_full'], capsys, tmp_path,
+           "is for 'convmixer_128_4_ks5_p2_chans', not 'convmixer_128_4_ks5_p2_full'")
+    _fails(['--checkpoint', chans, '--eps', '0,8/255,2'], capsys, tmp_path, 'eps 2 is outside [0, 1]')
+    _fails(['--checkpoint', chans, '--attacks', 'fgsm,cw'], capsys, tmp_path, "unknown attack 'cw'")
+    _fails(['--model', 'convmixer_128_4_ks5_p2_chans'], capsys, tmp_path, 'add --pretrained')
+    _fails(['--model', 'convmixer_128_4_ks5_p2_chans', '--pretrained'], capsys, tmp_path,
+           "timm-frozenmix/convmixer_128_4_ks5_p2_chans.fashion_mnist")
+    _fails(['--model', 'not_a_model'], capsys, tmp_path, "unknown model 'not_a_model'")
+    _fails(['--checkpoint', chans, '--dataset', 'fashion-mnist', '--data-dir', str(tmp_path)], capsys, tmp_path,
+           'Fashion-MNIST idx files not found')
+    corrupt = tmp_path / 'corrupt.pth.tar'
+    corrupt.write_bytes(b'not a checkpoint')
+    _fails(['--checkpoint', str(corrupt)], capsys, tmp_path, 'is corrupt')
+    monkeypatch.setitem(sys.modules, 'torchattacks', None)
+    _fails(['--checkpoint', chans], capsys, tmp_path, 'pip install --no-deps torchattacks==3.5.1')

@@ -1,0 +1,79 @@
+""" Trained models for evaluation and analysis, from wherever they live
+
+A train.py checkpoint (rebuilt from the flags it was trained with, so `--separate` models and model kwargs
+come back exactly), a registered name with its published weights (`--pretrained`), or a timm `hf-hub:` /
+`local-dir:` reference. Every failure is one line that says what to do.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import timm
+import torch.nn as nn
+from timm.data import resolve_data_config
+
+from .checkpoint import check_architecture, load_checkpoint
+from .training import build_model, build_parser
+
+__all__ = ['LoadedModel', 'load_model', 'model_from_checkpoint']
+
+_REFERENCE_PREFIXES = ('hf-hub:', 'local-dir:')
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode that takes normalized input, and the data config its inputs need."""
+    model: nn.Module
+    arch: str
+    data_config: Dict[str, Any]
+    checkpoint: Optional[str] = None
+    train_args: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+
+def model_from_checkpoint(checkpoint: Dict[str, Any], path, use_ema: bool = False) -> nn.Module:
+    """The exact model a train.py checkpoint holds: rebuilt from its saved flags, then its weights loaded."""
+    if 'args' not in checkpoint or 'in_chans' not in checkpoint:
+        raise ValueError(f'checkpoint {path} does not record how its model was built; '
+                         f'use a last.pth.tar / model_best.pth.tar written by train.py')
+    key = 'state_dict_ema' if use_ema else 'state_dict'
+    if key not in checkpoint:
+        raise ValueError(f'checkpoint {path} holds no EMA weights: train with --model-ema, or drop --use-ema')
+    args = build_parser().parse_args([])
+    vars(args).update(checkpoint['args'], pretrained=False)
+    model = build_model(args, checkpoint['in_chans'], checkpoint['num_classes'])
+    model.load_state_dict(checkpoint[key])
+    return model
+
+
+def load_model(
+        model_name: Optional[str] = None,
+        checkpoint_path: Optional[str] = None,
+        pretrained: bool = False,
+        use_ema: bool = False,
+) -> LoadedModel:
+    """A classifier from a train.py checkpoint (optionally checked against `model_name`) or published weights."""
+    if checkpoint_path is not None:
+        checkpoint = load_checkpoint(checkpoint_path)
+        if model_name is not None:
+            check_architecture(checkpoint, model_name, checkpoint_path)
+        if checkpoint.get('task', 'classification') != 'classification':
+            raise ValueError(f'checkpoint {checkpoint_path} was trained for --task {checkpoint["task"]}, '
+                             f'not classification')
+        model = model_from_checkpoint(checkpoint, checkpoint_path, use_ema)
+        return LoadedModel(model.eval(), checkpoint['arch'], dict(checkpoint['data_config']),
+                           str(Path(checkpoint_path).resolve()), dict(checkpoint['args']))
+
+    if model_name is None:
+        raise ValueError('name a model (--model) or a train.py checkpoint (--checkpoint)')
+    is_reference = model_name.startswith(_REFERENCE_PREFIXES)
+    if not (is_reference or timm.is_model(model_name)):
+        raise ValueError(f'unknown model {model_name!r}: see timm.list_models() (import timm_frozenmix first)')
+    if not (pretrained or is_reference):
+        raise ValueError(f'{model_name!r} alone has random weights: add --pretrained for its published weights, '
+                         f'or pass --checkpoint')
+    model = timm.create_model(model_name, pretrained=True)
+    return LoadedModel(model.eval(), model_name, resolve_data_config({}, model=model))
