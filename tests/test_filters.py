@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from timm_frozenmix import init_spatial_, smooth_filters
+from timm_frozenmix import init_spatial_, smooth_filters, spectral_coverage, spectral_envelope
 
 
 def depthwise(channels=64, multiplier=9, k=3):
@@ -93,3 +93,39 @@ def test_bad_options():
         init_spatial_(depthwise(), 'gabor')
     with pytest.raises(ValueError, match='smooth_sigma must be >= 0.*-1'):
         init_spatial_(depthwise(), 'random', smooth_sigma=-1)
+
+
+def test_envelope_of_a_delta_is_flat_and_parseval_holds_for_any_filter():
+    delta = torch.zeros(1, 1, 5, 5)
+    delta[..., 2, 2] = 3.0  # the scale does not matter: filters are compared at unit norm
+    envelope = spectral_envelope(delta, size=64)
+    assert envelope.shape == (64, 64)
+    assert torch.allclose(envelope, torch.ones(64, 64), atol=1e-6)
+    assert spectral_coverage(envelope) == 1.0
+    one_filter = torch.randn(1, 1, 7, 7)
+    assert spectral_envelope(one_filter, size=128).pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_envelope_puts_zero_frequency_at_the_centre():
+    box = init_spatial_(depthwise(channels=1, multiplier=1, k=5), 'box').weight
+    envelope = spectral_envelope(box, size=64)
+    assert envelope.argmax().item() == 32 * 64 + 32
+    assert envelope[32, 32].item() == pytest.approx(5.0, rel=1e-5)  # a unit-norm 5x5 box passes DC with gain 5
+
+
+def test_coverage_grows_with_random_filters_and_shrinks_with_structure_or_smoothing():
+    torch.manual_seed(0)
+    bank = torch.rand(64, 1, 8, 8) * 2 - 1
+    coverage = [spectral_coverage(spectral_envelope(bank[:n], size=64)) for n in (1, 2, 4, 8, 64)]
+    assert coverage == sorted(coverage) and coverage[0] < 0.6 and coverage[-1] == 1.0
+    random = spectral_coverage(spectral_envelope(init_spatial_(depthwise(16, k=8), 'random').weight, size=64))
+    box = spectral_coverage(spectral_envelope(init_spatial_(depthwise(16, k=8), 'box').weight, size=64))
+    smoothed = spectral_coverage(spectral_envelope(init_spatial_(depthwise(16, k=8), 'random', 2.0).weight, size=64))
+    assert box < smoothed < random
+
+
+def test_spectral_arguments_are_checked():
+    with pytest.raises(ValueError, match='at least the filter size'):
+        spectral_envelope(torch.randn(2, 1, 9, 9), size=8)
+    with pytest.raises(ValueError, match='threshold must be > 0'):
+        spectral_coverage(torch.ones(4, 4), threshold=0)

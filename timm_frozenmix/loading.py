@@ -75,5 +75,11 @@ def load_model(
     if not (pretrained or is_reference):
         raise ValueError(f'{model_name!r} alone has random weights: add --pretrained for its published weights, '
                          f'or pass --checkpoint')
-    model = timm.create_model(model_name, pretrained=True)
+    try:
+        model = timm.create_model(model_name, pretrained=True)
+    except RuntimeError as e:
+        if not (is_reference and str(e).startswith('Unknown model')):
+            raise
+        raise ValueError(f'{model_name} names an architecture this installation does not know ({e}): '
+                         f'`import timm_frozenmix` first, or upgrade with `pip install -U timm timm-frozenmix`') from None
     return LoadedModel(model.eval(), model_name, resolve_data_config({}, model=model))

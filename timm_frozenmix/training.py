@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--eval-metric', default=None, help='default: top1, or psnr for unshuffle')
     group.add_argument('--resume', default='', help='checkpoint to continue from (its run folder is reused)')
     group.add_argument('--no-resume-opt', action='store_true')
+    group = parser.add_argument_group('Publishing')
+    group.add_argument('--push-to-hub', default=None, metavar='REPO',
+                       help='at the end, export the best checkpoint with a model card and upload it to this Hub repo')
+    group.add_argument('--hub-private', action='store_true', help='create the Hub repo as private')
     return parser
 
 
@@ -193,6 +197,12 @@ def validate_args(args) -> None:
         raise ValueError('--mixup / --cutmix apply to classification, not to --task unshuffle')
     if args.amp_dtype == 'float16' and not args.device.startswith('cuda'):
         raise ValueError('--amp-dtype float16 needs a CUDA device; use bfloat16 on the CPU')
+    if args.push_to_hub:
+        if args.task != 'classification' or args.separate:
+            raise ValueError('--push-to-hub publishes classifiers that timm can rebuild by name: '
+                             'not --task unshuffle or --separate conversions')
+        from .hub import check_can_push  # hub builds on this module
+        check_can_push(args.push_to_hub)
 
 
 def load_resume(args):
@@ -553,6 +563,10 @@ def finish(run) -> None:
         grid = save_unshuffle_grid(run.net, run.permutation, run.loader_eval, out / 'unshuffle.png')
         _logger.info(f'Reconstructions of test images: {grid}')
     print(f'Output written to {out}')
+    if args.push_to_hub:
+        from .hub import export, push  # hub builds on this module
+        folder = export(out / BEST, out / 'hub', args.push_to_hub, use_ema=args.model_ema)
+        print(f'Pushed {folder} to {push(folder, args.push_to_hub, args.hub_private)}')
     if args.task == 'classification':
         dataset = f' --dataset {args.dataset}' + (f' --data-dir {args.data_dir}' if args.data_dir else '')
         print(f'Next, evaluate its robustness:\n  python eval_robust.py --checkpoint {out / BEST}{dataset}')

@@ -26,5 +26,5 @@ def build_model(model_cls, variant: str, pretrained: bool, **kwargs):
         raise RuntimeError(
             f'pretrained weights for {variant!r} could not be loaded from the Hugging Face Hub repo {repo!r} '
             f'({type(e).__name__}: not published there, or the Hub is unreachable). Train your own with '
-            f'`python train.py --model {variant}` and publish it with `--push-to-hub`, '
+            f'`python train.py --model {variant}` and publish it with `--push-to-hub {repo}`, '
             f'or create the model with pretrained=False.') from None

@@ -1,0 +1,183 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+from timm_frozenmix import hub
+from timm_frozenmix.checkpoint import load_checkpoint
+from timm_frozenmix.loading import load_model
+from timm_frozenmix.robust import build_parser as robust_parser, evaluate, write_results
+from timm_frozenmix.training import main as train_main
+
+ARCH = 'convmixer_128_4_ks5_p2_chans'
+REPO_ID = f'timm-frozenmix/{ARCH}.fashion_mnist'  # the registered name's Hub repo
+FAKE_COMMIT = 'a' * 40
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A registry-sized Chans ConvMixer with smoothed frozen filters, one epoch on the sample, plus its robust.json."""
+    root = tmp_path_factory.mktemp('hub')
+    train_main(['--output', str(root), '--experiment', 'run', '--model', ARCH, '--smooth-sigma', '0.5',
+                '-j', '0', '--epochs', '1', '--log-interval', '1000'])
+    checkpoint = root / 'run' / 'model_best.pth.tar'
+    args = robust_parser().parse_args(['--checkpoint', str(checkpoint), '-j', '0', '--num-samples', '32',
+                                       '--attacks', 'fgsm', '--eps', '0,0.1'])
+    write_results(evaluate(args), root / 'robust')
+    return checkpoint, root / 'robust' / 'robust.json'
+
+
+@pytest.fixture(scope='module')
+def exported(trained, tmp_path_factory):
+    checkpoint, robust_json = trained
+    return hub.export(checkpoint, tmp_path_factory.mktemp('export') / 'model', robust_json=robust_json)
+
+
+def test_export_holds_safetensors_weights_config_and_card(trained, exported):
+    checkpoint = load_checkpoint(trained[0])
+    assert sorted(p.name for p in exported.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    weights = load_file(exported / 'model.safetensors')
+    assert weights.keys() == checkpoint['state_dict'].keys()
+    assert all(torch.equal(weights[k], v) for k, v in checkpoint['state_dict'].items())
+    config = json.loads((exported / 'config.json').read_text())
+    assert config['architecture'] == ARCH and config['num_classes'] == 10 and config['num_features'] == 128
+    assert config['model_args'] == {'in_chans': 1, 'smooth_sigma': 0.5}
+    cfg = config['pretrained_cfg']
+    assert cfg['input_size'] == [1, 28, 28] and cfg['mean'] == [0.286] and cfg['std'] == [0.353]
+    assert cfg['interpolation'] == 'bilinear' and cfg['crop_pct'] == 1.0
+    assert (cfg['first_conv'], cfg['classifier'], cfg['paper_ids']) == ('stem.0', 'head', 'arxiv:2503.16760')
+    assert cfg['license'] == 'mit'
+    assert config['label_names'][0] == 'T-shirt/top'
+
+
+def test_model_card_parses_with_metadata_and_robust_model_index(trained, exported):
+    robust = json.loads(trained[1].read_text())
+    (entry,) = robust['models'].values()
+    card = ModelCard.load(exported / 'README.md')
+    data = card.data
+    assert data.library_name == 'timm' and data.pipeline_tag == 'image-classification' and data.license == 'mit'
+    assert {'image-classification', 'timm', 'learn-channels'} <= set(data.tags)
+    assert data.datasets == ['zalando-datasets/fashion_mnist']
+    results = {r.metric_name: r.metric_value for r in data.eval_results}
+    assert results['top-1 accuracy'] == round(load_checkpoint(trained[0])['best_metric'], 2)
+    assert results['top-1 accuracy under FGSM, eps 0.1'] == round(entry['accuracy']['FGSM'][1], 2)
+    assert len(data.eval_results) == 3
+    huggingface_hub.ModelCardData(**data.to_dict())  # the metadata round-trips through the Hub's own schema
+    for section in ('## What is frozen, and why', 'import timm_frozenmix', f'hf-hub:{REPO_ID}',
+                    f'--model {ARCH}', '--smooth-sigma 0.5', '| spatial |', '| FGSM |', '@article{cazenavette2025'):
+        assert section in card.text, section
+
+
+def _hf_cache(cache: Path, repo_id: str, folder: Path) -> None:
+    """A Hugging Face cache entry for `repo_id` holding the export, as hf_hub_download leaves it."""
+    repo = cache / f'models--{repo_id.replace("/", "--")}'
+    snapshot = repo / 'snapshots' / FAKE_COMMIT
+    shutil.copytree(folder, snapshot)
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text(FAKE_COMMIT)  # no trailing newline, as the Hub client writes it
+
+
+LOAD_ALL_WAYS = '''
+import sys, timm, torch, timm_frozenmix
+x, expected = torch.load(sys.argv[1])
+for name in (sys.argv[2], "hf-hub:" + sys.argv[3], "local-dir:" + sys.argv[4]):
+    model = timm.create_model(name, pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), expected), name
+    assert not model.stem[0].weight.requires_grad, name
+    print("loaded", name)
+'''
+
+
+def test_offline_loading_by_name_hub_reference_and_local_dir(trained, exported, tmp_path):
+    model = load_model(checkpoint_path=str(trained[0])).model
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.save((x, model(x)), tmp_path / 'expected.pt')
+    _hf_cache(tmp_path / 'cache', REPO_ID, exported)
+    env = {**__import__('os').environ, 'HF_HUB_OFFLINE': '1', 'HF_HUB_CACHE': str(tmp_path / 'cache')}
+    result = subprocess.run(
+        [sys.executable, '-c', LOAD_ALL_WAYS, str(tmp_path / 'expected.pt'), ARCH, REPO_ID, str(exported)],
+        env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('loaded') == 3
+
+
+class RecordedHub:
+    """Stands in for HfApi's network calls and keeps what would have been uploaded."""
+
+    def __init__(self, monkeypatch, tmp_path):
+        self.calls, self.uploaded = [], tmp_path / 'uploaded'
+        monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', False)
+        monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
+        monkeypatch.setattr(huggingface_hub.HfApi, 'create_repo', self.create_repo)
+        monkeypatch.setattr(huggingface_hub.HfApi, 'upload_folder', self.upload_folder)
+
+    def create_repo(self, repo_id, private=False, exist_ok=False, **kwargs):
+        self.calls.append(('create_repo', repo_id, private, exist_ok))
+        return f'https://huggingface.co/{repo_id}'
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        self.calls.append(('upload_folder', repo_id))
+        shutil.copytree(folder_path, self.uploaded)
+
+
+def test_push_uploads_the_export_folder(trained, tmp_path, monkeypatch, capsys):
+    recorded = RecordedHub(monkeypatch, tmp_path)
+    hub.main(['--checkpoint', str(trained[0]), '--output', str(tmp_path / 'export'), '--push-to-hub', 'me/my-model',
+              '--private'])
+    assert recorded.calls == [('create_repo', 'me/my-model', True, True), ('upload_folder', 'me/my-model')]
+    assert sorted(p.name for p in recorded.uploaded.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert 'hf-hub:me/my-model' in (recorded.uploaded / 'README.md').read_text()
+    assert 'Pushed to https://huggingface.co/me/my-model' in capsys.readouterr().out
+
+
+def test_train_push_to_hub_publishes_the_best_checkpoint(tmp_path, monkeypatch):
+    recorded = RecordedHub(monkeypatch, tmp_path)
+    train_main(['--output', str(tmp_path), '--experiment', 'run', '--model', ARCH, '--model-kwargs', 'dim=16',
+                'depth=1', '-j', '0', '--epochs', '1', '--log-interval', '1000', '--push-to-hub', 'me/tiny'])
+    assert [c[0] for c in recorded.calls] == ['create_repo', 'upload_folder']
+    config = json.loads((recorded.uploaded / 'config.json').read_text())
+    assert config['model_args'] == {'dim': 16, 'depth': 1, 'in_chans': 1}
+    weights = load_file(recorded.uploaded / 'model.safetensors')
+    best = load_checkpoint(tmp_path / 'run' / 'model_best.pth.tar')['state_dict']
+    assert all(torch.equal(weights[k], v) for k, v in best.items())
+
+
+def _fails(command, argv, capsys, match):
+    with pytest.raises(SystemExit) as exit_info:
+        command(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert match in err[-1], err
+
+
+def test_bad_input_fails_before_any_work(trained, tmp_path, capsys, monkeypatch):
+    checkpoint = str(trained[0])
+    monkeypatch.delenv('HF_TOKEN', raising=False)
+    monkeypatch.setattr(huggingface_hub, 'get_token', lambda: None)
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', False)
+    train = ['--output', str(tmp_path / 'runs'), '--model', ARCH, '-j', '0', '--epochs', '1']
+    _fails(train_main, [*train, '--push-to-hub', 'me/x'], capsys, 'no Hugging Face token')
+    _fails(train_main, [*train, '--push-to-hub', 'no-slash'], capsys, 'user-or-org/name')
+    _fails(train_main, [*train, '--model', 'resnet10t', '--separate', '--push-to-hub', 'me/x'], capsys,
+           'not --task unshuffle or --separate')
+    assert not (tmp_path / 'runs').exists()
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--push-to-hub', 'me/x'], capsys,
+           'HF_HUB_OFFLINE is set')
+    occupied = tmp_path / 'occupied'
+    occupied.mkdir()
+    (occupied / 'notes.txt').write_text('mine')
+    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(occupied)], capsys, 'holds files other than')
+    assert [p.name for p in occupied.iterdir()] == ['notes.txt']
+    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--robust-json',
+                      str(tmp_path / 'missing.json')], capsys, 'cannot read robustness results')
+    assert not (tmp_path / 'e').exists()

@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from timm_frozenmix.spectral import main
+
+
+def test_compare_writes_reference_banks_and_growth_curve(tmp_path, capsys):
+    main(['--compare', '--size', '64', '--output', str(tmp_path)])
+    results = json.loads((tmp_path / 'spectral.json').read_text())
+    coverage = results['reference']['coverage']
+    assert set(coverage) == {'random', 'same', 'box', 'identity', 'random, sigma 1', 'random, sigma 2'}
+    assert coverage['identity'] == 1.0 and coverage['box'] < coverage['random, sigma 2'] < coverage['random']
+    growth = results['reference']['coverage_by_filters']
+    assert growth['random'] == sorted(growth['random'])
+    assert (tmp_path / 'spectral_compare.png').read_bytes()[:4] == b'\x89PNG'
+    assert 'box' in capsys.readouterr().out
+
+
+def test_model_layers_are_listed_with_their_coverage(tmp_path, capsys):
+    main(['--model', 'convmixer_128_4_ks5_p2_chans', '--size', '32', '--output', str(tmp_path)])
+    results = json.loads((tmp_path / 'spectral.json').read_text())
+    names = [layer['layer'] for layer in results['layers']]
+    assert names == ['stem.0'] + [f'blocks.{i}.0.fn.0' for i in range(4)]
+    assert all(layer['frozen'] for layer in results['layers'])
+    assert results['layers'][1]['filters'] == 128 and results['layers'][1]['kernel'] == [5, 5]
+    printed = capsys.readouterr().out
+    assert 'blocks.3.0.fn.0' in printed
+    assert (tmp_path / 'spectral_layers.png').is_file()
+
+
+def test_bad_input_fails_in_one_line(tmp_path, capsys):
+    for argv, match in ((['--model', 'nope'], "unknown model 'nope'"),
+                        ([], 'nothing to analyse'),
+                        (['--checkpoint', str(tmp_path / 'x.pth.tar')], 'not found')):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, '--output', str(tmp_path / 'out')])
+        assert exit_info.value.code == 2
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / 'out').exists()

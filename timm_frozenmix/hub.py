@@ -1,0 +1,294 @@
+""" Checkpoints as Hugging Face Hub models: export, model card, push
+
+    python -m timm_frozenmix.hub --checkpoint output/train/<run>/model_best.pth.tar --output hub/my-model \
+        --robust-json output/robust/robust.json --push-to-hub my-user/my-model
+
+An export folder holds `model.safetensors`, `config.json` in timm's format (architecture, model_args that
+rebuild the exact model, pretrained_cfg with its preprocessing) and `README.md`, the model card rendered from
+`model_card_template.md` (Jinja, shipped with the package). timm loads the folder with `local-dir:<folder>`,
+or from the Hub with `hf-hub:<repo>` once `timm_frozenmix` is imported; frozen filters come from the weights
+file, never from a new random init.
+"""
+import argparse
+import inspect
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import huggingface_hub
+import torch.nn as nn
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+from .checkpoint import load_checkpoint, save_safetensors
+from .convert import summarize
+from .data import FASHION_MNIST, FASHION_MNIST_CLASSES, SAMPLE
+from .learn import resolve_learn
+from .loading import load_model
+from .training import build_parser as build_train_parser, parse_args as parse_train_args
+
+__all__ = ['export', 'push', 'render_model_card', 'check_can_push']
+
+CARD_TEMPLATE = Path(__file__).resolve().parent / 'model_card_template.md'  # ships with the package
+EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md')
+PRETRAINED_CFG_KEYS = (
+    'input_size', 'fixed_input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std', 'num_classes',
+    'pool_size', 'first_conv', 'classifier', 'license', 'paper_ids')
+FROZEN_MIX_ARGS = ('learn', 'spatial_init', 'smooth_sigma')
+# Hub ids of the datasets train.py knows by name, for the card's `datasets` metadata
+HUB_DATASETS = {
+    SAMPLE: 'zalando-datasets/fashion_mnist', FASHION_MNIST: 'zalando-datasets/fashion_mnist',
+    'torch/fashion_mnist': 'zalando-datasets/fashion_mnist', 'torch/mnist': 'ylecun/mnist',
+    'torch/cifar10': 'uoft-cs/cifar10', 'torch/cifar100': 'uoft-cs/cifar100',
+}
+DATASET_TITLES = {
+    SAMPLE: 'the Fashion-MNIST sample embedded in timm-frozenmix (6,000 training / 1,000 test images)',
+    FASHION_MNIST: 'Fashion-MNIST (60,000 training / 10,000 test images)',
+}
+LEARN_TEXT = {
+    'channels': ('channels-only', 'Only channel mixing is learned: the spatial filters (depthwise convolutions{stem}) '
+                 'are frozen at their random initialization and the pointwise 1x1 convolutions, norms and '
+                 'classifier are trained.'),
+    'spatial': ('spatial-only', 'Only spatial mixing is learned: the pointwise 1x1 convolutions are frozen at '
+                'their random initialization and the depthwise convolutions, norms and classifier are trained.'),
+    'full': ('fully learned', 'Nothing is frozen: this is the fully learned baseline of the same architecture, '
+             'to compare the channels-only and spatial-only models with.'),
+}
+HYPERPARAMETERS = (
+    'dataset', 'epochs', 'batch_size', 'opt', 'lr', 'weight_decay', 'sched', 'warmup_epochs', 'smoothing',
+    'mixup', 'cutmix', 'model_ema', 'amp', 'adv_train', 'adv_eps', 'learn', 'spatial_init', 'smooth_sigma', 'seed')
+
+
+def _model_args(model: nn.Module, train_args: Dict[str, Any], in_chans: int) -> Dict[str, Any]:
+    """Every create_model kwarg that rebuilds this exact architecture, frozen-mixing options included."""
+    args = dict(train_args.get('model_kwargs') or {})
+    args['in_chans'] = in_chans
+    accepted = inspect.signature(type(model).__init__).parameters
+    for key in FROZEN_MIX_ARGS:
+        value = train_args.get(key)
+        if value is not None and key in accepted:
+            args[key] = resolve_learn(value) if key == 'learn' else value
+    return args
+
+
+def _learn_mode(model: nn.Module, train_args: Dict[str, Any], arch: str) -> str:
+    if train_args.get('learn'):
+        return resolve_learn(train_args['learn'])
+    if getattr(model, 'learn', None):
+        return model.learn
+    for suffix, learn in (('_chans', 'channels'), ('_space', 'spatial')):
+        if arch.endswith(suffix):
+            return learn
+    return 'full'
+
+
+def build_config(loaded, checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """config.json in timm's format, so `hf-hub:` / `local-dir:` rebuild the model and its preprocessing."""
+    model, data_config = loaded.model, loaded.data_config
+    pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k in PRETRAINED_CFG_KEYS}
+    pretrained_cfg.update(
+        {k: data_config[k] for k in ('input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std')
+         if k in data_config},
+        num_classes=model.num_classes)
+    config = {
+        'architecture': loaded.arch,
+        'num_classes': model.num_classes,
+        'num_features': model.num_features,
+        'model_args': _model_args(model, loaded.train_args, checkpoint['in_chans']),
+        'pretrained_cfg': pretrained_cfg,
+    }
+    if loaded.train_args.get('dataset') in (SAMPLE, FASHION_MNIST) and model.num_classes == len(FASHION_MNIST_CLASSES):
+        config['label_names'] = list(FASHION_MNIST_CLASSES)
+    return config
+
+
+def _train_command(train_args: Dict[str, Any]) -> str:
+    """The train.py command line that differs from the defaults, rebuilt from the saved flags (args.yaml)."""
+    parser = build_train_parser()
+    defaults = vars(parse_train_args([]))
+    flags = {}
+    for action in parser._actions:
+        if action.option_strings and action.dest in train_args:
+            flags[action.dest] = max(action.option_strings, key=len)
+    skip = {'output', 'experiment', 'resume', 'rank', 'world_size', 'local_rank', 'distributed', 'device',
+            'push_to_hub', 'hub_private'}
+    parts = ['python train.py', f'--model {train_args["model"]}']
+    for key, value in train_args.items():
+        if key in skip or key == 'model' or key not in flags or value == defaults.get(key):
+            continue
+        if isinstance(value, bool):
+            parts.append(flags[key] if value else f'--no-{flags[key][2:]}')
+        elif isinstance(value, dict):
+            parts.append(' '.join([flags[key], *(f'{k}={v}' for k, v in value.items())]))
+        elif isinstance(value, (list, tuple)):
+            parts.append(' '.join([flags[key], *map(str, value)]))
+        else:
+            parts.append(f'{flags[key]} {value}')
+    return ' \\\n    '.join(parts)
+
+
+def _robust_entry(robust: Dict[str, Any], loaded) -> Optional[Dict[str, Any]]:
+    for entry in robust.get('models', {}).values():
+        if loaded.checkpoint and entry.get('checkpoint') == loaded.checkpoint:
+            return entry
+    return None
+
+
+def _robust_table(entry: Dict[str, Any], robust: Dict[str, Any]) -> str:
+    labels = robust['eps_labels']
+    lines = ['| attack | clean | ' + ' | '.join(f'eps {e}' for e in labels) + ' |', '|' + '---|' * (2 + len(labels))]
+    for attack, values in entry['accuracy'].items():
+        lines.append(f'| {attack} | {entry["clean_accuracy"]:.2f} | ' + ' | '.join(f'{v:.2f}' for v in values) + ' |')
+    return '\n'.join(lines)
+
+
+def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any], repo_id: str,
+                      robust: Optional[Dict[str, Any]] = None) -> ModelCard:
+    """The model card: Hub metadata (with a model-index of clean and robust accuracy) and the body sections."""
+    train_args, arch = loaded.train_args, loaded.arch
+    learn = _learn_mode(loaded.model, train_args, arch)
+    dataset = train_args.get('dataset', '')
+    hub_dataset = HUB_DATASETS.get(dataset, dataset or 'unknown')
+    dataset_title = DATASET_TITLES.get(dataset, f'`{dataset}`')
+    val_split = 'test' if dataset in (SAMPLE, FASHION_MNIST) else train_args.get('val_split', 'validation')
+    entry = _robust_entry(robust, loaded) if robust else None
+    if robust and entry is None:
+        raise ValueError(f'the robustness results hold no entry for checkpoint {loaded.checkpoint}: '
+                         f'run eval_robust.py --checkpoint on this checkpoint')
+
+    clean = checkpoint.get('best_metric')
+    eval_results = [EvalResult(
+        task_type='image-classification', dataset_type=hub_dataset, dataset_name=dataset_title.split(' (')[0],
+        dataset_split=val_split, metric_type='accuracy', metric_name='top-1 accuracy', metric_value=round(clean, 2))]
+    if entry:
+        for attack, values in entry['accuracy'].items():
+            for label, value in zip(robust['eps_labels'], values):
+                eval_results.append(EvalResult(
+                    task_type='image-classification', dataset_type=hub_dataset,
+                    dataset_name=dataset_title.split(' (')[0], dataset_split=robust['split'],
+                    metric_type='accuracy', metric_name=f'top-1 accuracy under {attack}, eps {label}',
+                    metric_config=f'{attack.lower()}-eps-{label}', metric_value=round(value, 2),
+                    metric_args={'attack': attack, 'eps': label, 'num_samples': entry['num_samples']}))
+    card_data = ModelCardData(
+        library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'),
+        tags=['image-classification', 'timm', 'timm-frozenmix', f'learn-{learn}'],
+        datasets=[hub_dataset] if hub_dataset in HUB_DATASETS.values() else None,
+        pipeline_tag='image-classification', model_name=repo_id.split('/')[-1], eval_results=eval_results)
+
+    stem = ' and the patch-projection stem' if arch.startswith('convmixer') else ''
+    learn_title, learn_paragraph = LEARN_TEXT[learn]
+    pretrained_cfg = config['pretrained_cfg']
+    hyperparameters = {k: train_args[k] for k in HYPERPARAMETERS if train_args.get(k) not in (None, '', 0.0, False)
+                       or k in ('epochs', 'lr', 'opt', 'seed')}
+    if train_args.get('adv_train', 'none') == 'none':
+        hyperparameters.pop('adv_eps', None)
+    return ModelCard.from_template(
+        card_data, template_path=str(CARD_TEMPLATE),
+        model_name=repo_id.split('/')[-1], repo_id=repo_id, arch=arch, learn_title=learn_title,
+        learn_paragraph=learn_paragraph.format(stem=stem), dataset_title=dataset_title,
+        roles=summarize(loaded.model, print_table=False),
+        input_size='x'.join(map(str, pretrained_cfg['input_size'])),
+        mean=tuple(round(m, 4) for m in pretrained_cfg['mean']), std=tuple(round(s, 4) for s in pretrained_cfg['std']),
+        label_names=config.get('label_names'), train_command=_train_command(train_args),
+        hyperparameters=hyperparameters, clean_accuracy=clean,
+        clean_source=f'the {val_split} split of {dataset_title}, best epoch {checkpoint.get("best_epoch")}',
+        robust_table=_robust_table(entry, robust) if entry else None,
+        robust_samples=entry['num_samples'] if entry else None, robust_dataset=robust['dataset'] if robust else None,
+        torchattacks_version=robust.get('torchattacks') if robust else None)
+
+
+def _check_export_target(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or set(p.name for p in output.iterdir()) - set(EXPORT_FILES)):
+        raise ValueError(f'{output} exists and holds files other than an export ({", ".join(EXPORT_FILES)}): '
+                         f'choose a new --output folder')
+
+
+def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=None, use_ema: bool = False) -> Path:
+    """Write model.safetensors, config.json and README.md for one train.py checkpoint; all or nothing."""
+    output = Path(output).resolve()
+    _check_export_target(output)
+    checkpoint = load_checkpoint(checkpoint_path)
+    if checkpoint.get('args', {}).get('separate'):
+        raise ValueError(f'checkpoint {checkpoint_path} is a --separate conversion of {checkpoint["arch"]!r}, which '
+                         f'timm cannot rebuild from a name: export a registered model (timm.list_models("*_chans"))')
+    loaded = load_model(checkpoint_path=checkpoint_path, use_ema=use_ema)
+    robust = None
+    if robust_json is not None:
+        try:
+            robust = json.loads(Path(robust_json).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f'cannot read robustness results {robust_json} ({type(e).__name__}): '
+                             f'pass the robust.json written by eval_robust.py') from None
+    config = build_config(loaded, checkpoint)
+    repo_id = repo_id or loaded.model.pretrained_cfg.get('hf_hub_id')
+    if not repo_id:
+        raise ValueError(f'{loaded.arch!r} names no Hub repo: pass the repo id the card should load from')
+    card = render_model_card(loaded, checkpoint, config, repo_id, robust)
+
+    staging = output.with_name(f'.{output.name}.tmp')
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        save_safetensors(loaded.model.state_dict(), staging / 'model.safetensors')
+        (staging / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
+        card.save(staging / 'README.md')
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output
+
+
+def check_can_push(repo_id: str) -> None:
+    """Fail before any work when a push cannot happen: a malformed repo id, offline mode or no token."""
+    if repo_id.count('/') != 1 or not all(repo_id.split('/')):
+        raise ValueError(f'--push-to-hub needs a repo id of the form user-or-org/name, got {repo_id!r}')
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise RuntimeError('HF_HUB_OFFLINE is set: publishing needs the network (unset it, or export and push later)')
+    if huggingface_hub.get_token() is None:
+        raise RuntimeError('no Hugging Face token: run `hf auth login` or set HF_TOKEN to publish')
+
+
+def push(folder, repo_id: str, private: bool = False) -> str:
+    """Create the repo if needed and upload the export folder; returns the repo URL."""
+    api = HfApi()
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message='Upload model from timm-frozenmix')
+    return str(url)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m timm_frozenmix.hub', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description='Export a train.py checkpoint as a Hub model folder (weights, config, model card) and push it.')
+    parser.add_argument('--checkpoint', required=True, help='train.py checkpoint (model_best.pth.tar)')
+    parser.add_argument('--output', required=True, help='export folder (created; replaced if it holds an export)')
+    parser.add_argument('--robust-json', default=None, help='robust.json from eval_robust.py, for the model card')
+    parser.add_argument('--use-ema', action='store_true', help='export the EMA weights')
+    parser.add_argument('--repo-id', default=None,
+                        help="the Hub repo the card loads from (default: --push-to-hub, else the model's registered repo)")
+    parser.add_argument('--push-to-hub', default=None, metavar='REPO', help='also upload to this Hub repo')
+    parser.add_argument('--private', action='store_true', help='create the Hub repo as private')
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.push_to_hub:
+            check_can_push(args.push_to_hub)
+        repo_id = args.push_to_hub or args.repo_id
+        folder = export(args.checkpoint, args.output, repo_id, args.robust_json, args.use_ema)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f'hub: error: {e}', file=sys.stderr)
+        sys.exit(2)
+    print(f'Exported to {folder}; load it with timm.create_model("local-dir:{folder}", pretrained=True)')
+    if args.push_to_hub:
+        print(f'Pushed to {push(folder, args.push_to_hub, args.private)}')
+
+
+if __name__ == '__main__':
+    main()
