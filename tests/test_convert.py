@@ -6,7 +6,7 @@ import torchvision
 from timm.models.convmixer import ConvMixer
 from timm.optim import create_optimizer_v2
 
-from timm_frozenmix import SeparableConv2d, freeze, parameter_roles, separate, summarize
+from timm_frozenmix import SeparableConv2d, freeze, parameter_roles, reparameterize, separate, summarize
 
 ZOO = {
     'timm/resnet50': lambda: timm.create_model('resnet50', num_classes=7),
@@ -154,3 +154,16 @@ def test_nothing_to_convert():
         separate(nn.Sequential(nn.Linear(4, 4), nn.Conv2d(4, 4, 1)))
     with pytest.raises(ValueError, match='unknown learn mode'):
         freeze(nn.Sequential(nn.Conv2d(4, 4, 1)), learn='nope')
+
+
+@pytest.mark.parametrize('name', ['sep_resnet20_cifar_chans', 'sep_resnet18_space'])
+def test_reparameterize_gives_a_dense_model_with_the_same_outputs(name):
+    model = timm.create_model(name, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        dense = reparameterize(model)
+        assert not any(isinstance(m, SeparableConv2d) for m in dense.modules())
+        assert torch.allclose(dense(x), expected, atol=1e-4, rtol=1e-4)
+    stem = dense.stem.conv
+    assert isinstance(stem, torch.nn.Conv2d) and stem.groups == 1 and stem.weight.requires_grad

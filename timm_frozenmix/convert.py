@@ -17,7 +17,10 @@ from .filters import check_spatial_options, init_spatial_, smooth_filters
 from .learn import ROLES, is_learned, resolve_learn
 from .separable import SeparableConv2d, is_depthwise
 
-__all__ = ['conv_roles', 'parameter_roles', 'init_depthwise_', 'freeze', 'separate', 'summarize', 'format_summary']
+__all__ = [
+    'conv_roles', 'parameter_roles', 'init_depthwise_', 'freeze', 'separate', 'reparameterize', 'summarize',
+    'format_summary',
+]
 
 
 def _classifier_modules(model: nn.Module) -> set:
@@ -112,6 +115,25 @@ def separate(
             conv, depth_multiplier=depth_multiplier, learn=learn,
             spatial_init=spatial_init, smooth_sigma=smooth_sigma))
     return freeze(model, learn)
+
+
+def reparameterize(model: nn.Module) -> nn.Module:
+    """Replace every SeparableConv2d by its exactly equivalent dense conv, in place, for inference and export.
+
+    The dense conv is trainable when either factor was; the result no longer has separate spatial and channel
+    parameters, so freeze / learn modes no longer apply to it.
+    """
+    if isinstance(model, SeparableConv2d):
+        raise ValueError('reparameterize a model that contains SeparableConv2d layers; for one layer use to_dense()')
+    separables = [name for name, m in model.named_modules() if isinstance(m, SeparableConv2d)]
+    for name in separables:
+        parent_name, _, child_name = name.rpartition('.')
+        parent = model.get_submodule(parent_name)
+        sep = getattr(parent, child_name)
+        dense = sep.to_dense()
+        dense.requires_grad_(any(p.requires_grad for p in sep.parameters()))
+        setattr(parent, child_name, dense)
+    return model
 
 
 def summarize(model: nn.Module, print_table: bool = True) -> Dict[str, Dict[str, int]]:
