@@ -62,12 +62,14 @@ def test_fused_and_unfused_agree_in_forward_and_gradients(learn, name):
         torch.testing.assert_close(g_f[key], g_u[key], atol=1e-4, rtol=1e-4)
 
 
-def test_cost_rule_fuses_wide_multipliers_only():
+def test_cost_rule_fuses_wide_multipliers_on_large_feature_maps_only():
     wide = SeparableConv2d(64, 64, 3, padding=1, depth_multiplier=9)
     narrow = SeparableConv2d(64, 64, 3, padding=1, depth_multiplier=1)
-    assert wide.use_fused() and not narrow.use_fused()
+    feature_map, tiny = torch.empty(32, 64, 32, 32), torch.empty(2, 64, 2, 2)
+    assert wide.use_fused(feature_map) and not narrow.use_fused(feature_map)
+    assert not wide.use_fused(tiny)  # composing the weight would cost more than the 9x wider activation
     narrow.fused = True
-    assert narrow.use_fused()
+    assert narrow.use_fused(tiny)
 
 
 def test_state_dict_keys():

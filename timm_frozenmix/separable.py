@@ -21,6 +21,8 @@ from .learn import is_learned
 
 __all__ = ['SeparableConv2d', 'is_depthwise']
 
+COMPOSE_COST = 4  # cost of one weight-composition MAC relative to a conv MAC, measured on CPU
+
 
 def is_depthwise(conv: nn.Conv2d) -> bool:
     """A conv whose every filter sees one input channel mixes space only (pure spatial mixing)."""
@@ -114,14 +116,24 @@ class SeparableConv2d(nn.Module):
     def kernel_size(self) -> Tuple[int, int]:
         return self.depthwise.kernel_size
 
-    def use_fused(self) -> bool:
-        """Fused costs out/g * k^2 MACs per input channel and pixel, unfused d * k^2 + d * out/g."""
+    def use_fused(self, x: torch.Tensor) -> bool:
+        """Pick the cheaper execution for this input by multiply-accumulate count (or as forced by `fused`).
+
+        Per output pixel, fused costs a dense conv, (out / g) * in * k^2, and unfused a depthwise plus a
+        pointwise conv, in * d * (k^2 + out / g); fused also composes its weight once per step, out / g * in
+        * d * k^2, which memory-bound batched matmuls (forward and backward) make about COMPOSE_COST times
+        dearer. With d = k^2 fused wins on large feature maps and unfused on tiny ones (small batch, last stage).
+        """
         if self.fused is not None:
             return self.fused
-        k2 = self.kernel_size[0] * self.kernel_size[1]
+        kh, kw = self.kernel_size
+        k2, d, in_c = kh * kw, self.depth_multiplier, self.in_channels
         out_per_group = self.out_channels // self.groups
-        d = self.depth_multiplier
-        return out_per_group * k2 <= d * k2 + d * out_per_group
+        sh, sw = self.depthwise.stride
+        pixels = x.shape[0] * -(-x.shape[-2] // sh) * -(-x.shape[-1] // sw)
+        fused = pixels * out_per_group * in_c * k2 + COMPOSE_COST * out_per_group * in_c * d * k2
+        unfused = pixels * in_c * d * (k2 + out_per_group)
+        return fused <= unfused
 
     def dense_weight(self) -> torch.Tensor:
         """W[o, i] = sum_j P[o, i * d + j] * D[i * d + j], the dense (out, in / groups, kh, kw) kernel."""
@@ -146,7 +158,7 @@ class SeparableConv2d(nn.Module):
         return F.conv2d(x, weight, bias, dw.stride, padding, dw.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_fused():
+        if self.use_fused(x):
             return self._dense_conv(x, self.dense_weight())
         return self.pointwise(self.depthwise(x))
 

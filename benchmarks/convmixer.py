@@ -1,0 +1,50 @@
+""" 3. Train step: the paper's CIFAR ConvMixer (width 128, depth 8, kernel 8, patch 1), Chans and Space vs
+timm's own ConvMixer of the same size, fully learned; also time per trainable parameter (paper Fig. 3/6)
+
+    python -m benchmarks.convmixer
+"""
+import warnings
+
+import timm
+import torch
+from timm.models.convmixer import ConvMixer
+
+import timm_frozenmix  # noqa: F401  (registers the models with timm)
+from benchmarks._harness import machine, peak_memory, ratio_row, table, time_interleaved
+
+BATCH, SIZE, STEPS, WARMUP = 32, 32, 5, 1
+warnings.filterwarnings('ignore', message='Using padding=.same. with even kernel')
+
+
+def build(case: str):
+    torch.manual_seed(0)
+    if case == 'timm':
+        model = ConvMixer(128, 8, kernel_size=8, patch_size=1, num_classes=10)
+    else:
+        model = timm.create_model(f'convmixer_128_8_p1_{case}', num_classes=10)
+    return model, torch.randn(BATCH, 3, SIZE, SIZE)
+
+
+def _trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def run() -> list:
+    cases = {c: build(c) for c in ('timm', 'chans', 'space')}
+    seconds = time_interleaved(cases, True, STEPS, WARMUP)
+    mib = {c: peak_memory(__name__, c, True) for c in cases}
+    base_trainable = _trainable(cases['timm'][0])
+    rows = []
+    for mode, target in (('chans', '<= 0.3x time'), ('space', '-')):
+        rows.append(ratio_row(f'convmixer_128_8_p1_{mode} vs timm ConvMixer (full), train step',
+                              seconds[mode], seconds['timm'], mib[mode], mib['timm'], target))
+        trainable = _trainable(cases[mode][0])
+        per_param = (seconds[mode] / trainable) / (seconds['timm'] / base_trainable)
+        rows.append([f'same, time per trainable parameter ({trainable:,} vs {base_trainable:,})',
+                     '', '', f'{per_param:.2f}x', '', '-'])
+    return rows
+
+
+if __name__ == '__main__':
+    print(f'Batch {BATCH} at {SIZE}x{SIZE}, median of {STEPS} interleaved steps after {WARMUP}; {machine()}')
+    print(table(run()))

@@ -1,0 +1,58 @@
+""" 1. Train step: sep_resnet20_cifar_chans vs the dense pre-activation ResNet-20 with the same widths
+
+The baseline is what a researcher would otherwise train: timm's ResNetV2 with dense 3x3 convs, a 3x3 stride-1
+stem and widths 16/32/64 times the width factor. Batch 64 at 32x32. The naive unfused separable path (a 9x
+wider depthwise output) is printed for reference.
+
+    python -m benchmarks.sep_resnet20
+"""
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import BatchNormAct2d, create_conv2d
+from timm.models.resnetv2 import ResNetV2
+
+from timm_frozenmix import SeparableConv2d
+from benchmarks._harness import machine, peak_memory, ratio_row, table, time_interleaved
+
+BATCH, SIZE, STEPS, WARMUP = 64, 32, 7, 2
+
+
+def dense_resnet_cifar(depth: int = 20, width: int = 1) -> nn.Module:
+    n = (depth - 2) // 6
+    model = ResNetV2((n, n, n), channels=(16, 32, 64), num_classes=10, stem_chs=16, width_factor=width, basic=True,
+                     bottle_ratio=1.0, conv_layer=create_conv2d, norm_layer=BatchNormAct2d)
+    model.stem = nn.Sequential()
+    model.stem.add_module('conv', create_conv2d(3, model.feature_info[0]['num_chs'], 3))
+    return model
+
+
+def build(case: str, width: int = 1):
+    torch.manual_seed(0)
+    if case == 'dense':
+        model = dense_resnet_cifar(20, width)
+    else:
+        model = timm.create_model('sep_resnet20_cifar_chans', num_classes=10, width=width)
+        for m in model.modules():
+            if isinstance(m, SeparableConv2d):
+                m.fused = {'ours': None, 'unfused': False}[case]
+    return model, torch.randn(BATCH, 3, SIZE, SIZE)
+
+
+def run() -> list:
+    rows = []
+    for width in (1, 4):
+        cases = ('dense', 'ours', 'unfused')
+        seconds = time_interleaved({c: build(c, width) for c in cases}, True, STEPS, WARMUP)
+        mib = {c: peak_memory(__name__, c, True, width=width) for c in cases}
+        rows.append(ratio_row(f'sep_resnet20_cifar_chans x{width} vs dense ResNet-20 x{width}, train step',
+                              seconds['ours'], seconds['dense'], mib['ours'], mib['dense'],
+                              '<= 1.05x time, <= 1.1x memory'))
+        rows.append(ratio_row('same, naive unfused path (reference)', seconds['unfused'], seconds['dense'],
+                              mib['unfused'], mib['dense'], '-'))
+    return rows
+
+
+if __name__ == '__main__':
+    print(f'Batch {BATCH} at {SIZE}x{SIZE}, median of {STEPS} interleaved steps after {WARMUP}; {machine()}')
+    print(table(run()))
