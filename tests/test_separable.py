@@ -106,3 +106,10 @@ def test_from_conv_freezes_per_learn(learn, depthwise_learned, pointwise_learned
 def test_bad_depth_multiplier():
     with pytest.raises(ValueError, match='depth_multiplier'):
         SeparableConv2d.from_conv(nn.Conv2d(4, 8, 3), depth_multiplier=0)
+
+
+def test_frozen_depthwise_gets_no_weight_gradient():
+    sep = SeparableConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1), learn='channels')
+    sep.fused = False
+    sep(torch.randn(2, 8, 6, 6)).sum().backward()
+    assert sep.depthwise.weight.grad is None and sep.pointwise.weight.grad is not None
