@@ -181,3 +181,13 @@ def test_bad_input_fails_before_any_work(trained, tmp_path, capsys, monkeypatch)
     _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--robust-json',
                       str(tmp_path / 'missing.json')], capsys, 'cannot read robustness results')
     assert not (tmp_path / 'e').exists()
+
+
+def test_a_repo_naming_an_unknown_architecture_says_to_import_or_upgrade(exported, tmp_path):
+    future = tmp_path / 'future'
+    shutil.copytree(exported, future)
+    config = json.loads((future / 'config.json').read_text())
+    config['architecture'] = 'convmixer_4096_64_future_chans'
+    (future / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(ValueError, match='import timm_frozenmix` first, or upgrade'):
+        load_model(f'local-dir:{future}')
