@@ -89,9 +89,9 @@ def peak_memory(module: str, case: str, train: bool, **kwargs) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def ratio_row(name: str, ours_s: float, base_s: float, ours_mib, base_mib, target: str) -> list:
-    memory = f'{ours_mib / base_mib:.2f}x' if ours_mib is not None else ''
-    return [name, f'{ours_s * 1000:.0f} ms', f'{base_s * 1000:.0f} ms', f'{ours_s / base_s:.2f}x', memory, target]
+def ratio_row(name: str, ours_s: float, base_s: float, ours_mib: float, base_mib: float, target: str) -> list:
+    return [name, f'{ours_s * 1000:.0f} ms', f'{base_s * 1000:.0f} ms', f'{ours_s / base_s:.2f}x',
+            f'{ours_mib / base_mib:.2f}x', target]
 
 
 def machine() -> str:

@@ -7,6 +7,7 @@ from timm.models.convmixer import ConvMixer
 from timm.optim import create_optimizer_v2
 
 from timm_frozenmix import SeparableConv2d, freeze, parameter_roles, reparameterize, separate, summarize
+from timm_frozenmix.convert import learn_mode
 
 ZOO = {
     'timm/resnet50': lambda: timm.create_model('resnet50', num_classes=7),
@@ -167,3 +168,13 @@ def test_reparameterize_gives_a_dense_model_with_the_same_outputs(name):
         assert torch.allclose(dense(x), expected, atol=1e-4, rtol=1e-4)
     stem = dense.stem.conv
     assert isinstance(stem, torch.nn.Conv2d) and stem.groups == 1 and stem.weight.requires_grad
+
+
+def test_learn_mode_reads_what_is_actually_frozen():
+    assert [learn_mode(timm.create_model(f'convmixer_128_4_ks5_p2_{m}')) for m in ('full', 'chans', 'space')] == [
+        'full', 'channels', 'spatial']
+    assert learn_mode(freeze(timm.create_model('convmixer_128_4_ks5_p2_chans'), 'full')) == 'full'
+    model = timm.create_model('convmixer_128_4_ks5_p2_full')
+    model.blocks[0][0].fn[0].requires_grad_(False)  # one depthwise conv frozen by hand: no mode
+    model.blocks[0][1].requires_grad_(False)
+    assert learn_mode(model) is None

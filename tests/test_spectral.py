@@ -3,6 +3,7 @@ import json
 import pytest
 
 from timm_frozenmix.spectral import main
+from timm_frozenmix.training import main as train_main
 
 
 def test_compare_writes_reference_banks_and_growth_curve(tmp_path, capsys):
@@ -38,3 +39,13 @@ def test_bad_input_fails_in_one_line(tmp_path, capsys):
         assert exit_info.value.code == 2
         assert match in capsys.readouterr().err
         assert not (tmp_path / 'out').exists()
+
+
+def test_an_unshuffling_checkpoint_is_analysed_too(tmp_path, capsys):
+    train_main(['--output', str(tmp_path), '--experiment', 'run', '--task', 'unshuffle', '--model',
+                'convmixer_128_4_p1_chans', '--model-kwargs', 'dim=16', 'depth=1',
+                '-j', '0', '--epochs', '1', '--log-interval', '1000'])
+    main(['--checkpoint', str(tmp_path / 'run' / 'model_best.pth.tar'), '--size', '32', '--output', str(tmp_path / 'out')])
+    results = json.loads((tmp_path / 'out' / 'spectral.json').read_text())
+    assert [layer['layer'] for layer in results['layers']] == ['backbone.blocks.0.0.fn.0']
+    assert results['layers'][0]['frozen']

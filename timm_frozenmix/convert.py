@@ -7,7 +7,7 @@ Roles: *spatial* = depthwise convolutions (groups == in_channels, kernel > 1) an
 of a ConvMixer; *channel* = pointwise 1x1 convolutions; *other* = everything else (norms, the classifier),
 which is always learned. A frozen convolution is frozen whole, weight and bias.
 """
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,7 @@ from .separable import SeparableConv2d, is_depthwise
 
 __all__ = [
     'conv_roles', 'parameter_roles', 'init_depthwise_', 'freeze', 'separate', 'reparameterize', 'summarize',
-    'format_summary',
+    'format_summary', 'learn_mode',
 ]
 
 
@@ -147,6 +147,22 @@ def summarize(model: nn.Module, print_table: bool = True) -> Dict[str, Dict[str,
     if print_table:
         print(format_summary(counts))
     return counts
+
+
+def learn_mode(model: nn.Module) -> Optional[str]:
+    """The learn mode the model's parameters are actually in ('full', 'channels', 'spatial'), from what is frozen.
+
+    None when the frozen set matches no mode (e.g. a hand-picked freeze).
+    """
+    counts = summarize(model, print_table=False)
+    spatial_frozen, channel_frozen = counts['spatial']['frozen'], counts['channel']['frozen']
+    if not spatial_frozen and not channel_frozen:
+        return 'full'
+    if spatial_frozen and not counts['spatial']['trainable'] and not channel_frozen:
+        return 'channels'
+    if channel_frozen and not counts['channel']['trainable'] and not spatial_frozen:
+        return 'spatial'
+    return None
 
 
 def format_summary(counts: Dict[str, Dict[str, int]]) -> str:

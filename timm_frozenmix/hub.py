@@ -23,7 +23,7 @@ import torch.nn as nn
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .checkpoint import load_checkpoint, save_safetensors
-from .convert import summarize
+from .convert import learn_mode, summarize
 from .data import FASHION_MNIST, FASHION_MNIST_CLASSES, SAMPLE
 from .learn import resolve_learn
 from .loading import load_model
@@ -73,17 +73,6 @@ def _model_args(model: nn.Module, train_args: Dict[str, Any], in_chans: int) -> 
     return args
 
 
-def _learn_mode(model: nn.Module, train_args: Dict[str, Any], arch: str) -> str:
-    if train_args.get('learn'):
-        return resolve_learn(train_args['learn'])
-    if getattr(model, 'learn', None):
-        return model.learn
-    for suffix, learn in (('_chans', 'channels'), ('_space', 'spatial')):
-        if arch.endswith(suffix):
-            return learn
-    return 'full'
-
-
 def build_config(loaded, checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     """config.json in timm's format, so `hf-hub:` / `local-dir:` rebuild the model and its preprocessing."""
     model, data_config = loaded.model, loaded.data_config
@@ -112,14 +101,13 @@ def _train_command(train_args: Dict[str, Any]) -> str:
     for action in parser._actions:
         if action.option_strings and action.dest in train_args:
             flags[action.dest] = max(action.option_strings, key=len)
-    skip = {'output', 'experiment', 'resume', 'rank', 'world_size', 'local_rank', 'distributed', 'device',
-            'push_to_hub', 'hub_private'}
+    skip = {'output', 'experiment', 'resume', 'device', 'push_to_hub', 'hub_private'}  # where, not what
     parts = ['python train.py', f'--model {train_args["model"]}']
     for key, value in train_args.items():
         if key in skip or key == 'model' or key not in flags or value == defaults.get(key):
             continue
-        if isinstance(value, bool):
-            parts.append(flags[key] if value else f'--no-{flags[key][2:]}')
+        if isinstance(value, bool):  # store_true flags: differing from the default means set
+            parts.append(flags[key])
         elif isinstance(value, dict):
             parts.append(' '.join([flags[key], *(f'{k}={v}' for k, v in value.items())]))
         elif isinstance(value, (list, tuple)):
@@ -148,7 +136,10 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
                       robust: Optional[Dict[str, Any]] = None) -> ModelCard:
     """The model card: Hub metadata (with a model-index of clean and robust accuracy) and the body sections."""
     train_args, arch = loaded.train_args, loaded.arch
-    learn = _learn_mode(loaded.model, train_args, arch)
+    learn = learn_mode(loaded.model)
+    if learn is None:
+        raise ValueError(f'the frozen parameters of {arch!r} match no learn mode (full, channels, spatial): '
+                         f'the card cannot say what is frozen')
     dataset = train_args.get('dataset', '')
     hub_dataset = HUB_DATASETS.get(dataset, dataset or 'unknown')
     dataset_title = DATASET_TITLES.get(dataset, f'`{dataset}`')

@@ -25,6 +25,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from .checkpoint import replace_atomically
+from .convert import learn_mode
 from .data import SAMPLE, FixedSubset, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info
 from .loading import LoadedModel, load_model
 from .training import parse_fraction
@@ -208,7 +209,7 @@ def evaluate_model(label: str, loaded: LoadedModel, dataset, args, torchattacks)
     return {
         'model': loaded.arch,
         'checkpoint': loaded.checkpoint,
-        'learn': loaded.train_args.get('learn') or _learn_from_name(loaded.arch),
+        'learn': learn_mode(loaded.model),
         'num_samples': total,
         'clean_accuracy': 100 * clean_correct / total,
         'accuracy': {attack_label(name, args): [100 * correct[name, i] / total for i in range(len(args.eps))]
@@ -217,13 +218,6 @@ def evaluate_model(label: str, loaded: LoadedModel, dataset, args, torchattacks)
                              for name in args.attacks},
         'wall_time_s': time.perf_counter() - start,
     }
-
-
-def _learn_from_name(arch: str):
-    for suffix, learn in (('_full', 'full'), ('_chans', 'channels'), ('_space', 'spatial')):
-        if arch.split('.')[0].endswith(suffix):
-            return learn
-    return None
 
 
 def masking_warnings(label: str, result: dict, eps: List[Tuple[str, float]], gap: float) -> List[str]:

@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .checkpoint import replace_atomically
+from .checkpoint import load_checkpoint, replace_atomically
 from .convert import conv_roles
 from .filters import init_spatial_, spectral_coverage, spectral_envelope
-from .loading import load_model
+from .loading import model_from_checkpoint
 
 RESULTS, LAYERS_PLOT, COMPARE_PLOT = 'spectral.json', 'spectral_layers.png', 'spectral_compare.png'
 REFERENCE_BANKS = ('random', 'same', 'box', 'identity')
@@ -157,8 +157,8 @@ def main(argv=None) -> None:
     try:
         validate_args(args)
         model = None
-        if args.checkpoint:
-            model = load_model(checkpoint_path=args.checkpoint).model
+        if args.checkpoint:  # classifiers and un-shuffling models alike
+            model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
         elif args.model:
             torch.manual_seed(args.seed)
             model = timm.create_model(args.model, pretrained=args.pretrained)
