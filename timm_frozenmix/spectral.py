@@ -78,6 +78,12 @@ def analyse_model(model: nn.Module, size: int, threshold: float) -> Tuple[List[d
     return layers, panels
 
 
+def coverage_growth(kernel: int, size: int, threshold: float, sigma: float = 0.0) -> List[float]:
+    """Coverage of nested random banks of FILTER_COUNTS k x k filters (paper Fig. 1): each adds filters."""
+    largest = reference_bank('random', max(FILTER_COUNTS), 1, kernel, sigma=sigma).flatten(0, 1)
+    return [spectral_coverage(spectral_envelope(largest[:n], size), threshold) for n in FILTER_COUNTS]
+
+
 def compare_banks(args) -> Tuple[dict, Dict[str, list]]:
     """Reference banks of one shape, and coverage as random filters are added (nested banks, paper Fig. 1)."""
     torch.manual_seed(args.seed)
@@ -91,16 +97,13 @@ def compare_banks(args) -> Tuple[dict, Dict[str, list]]:
         coverage[name] = spectral_coverage(envelope, args.threshold)
         panels.append((f'{name}\ncoverage {coverage[name]:.3f}', envelope))
 
-    largest = reference_bank('random', max(FILTER_COUNTS), 1, args.kernel).flatten(0, 1)
-    growth = {'random': largest}
+    curves = {'random': coverage_growth(args.kernel, args.size, args.threshold)}
     for sigma in args.sigmas:
-        growth[f'random, sigma {sigma:g}'] = reference_bank(
-            'random', max(FILTER_COUNTS), 1, args.kernel, sigma=sigma).flatten(0, 1)
-    curves = {name: [spectral_coverage(spectral_envelope(w[:n], args.size), args.threshold) for n in FILTER_COUNTS]
-              for name, w in growth.items()}
+        curves[f'random, sigma {sigma:g}'] = coverage_growth(args.kernel, args.size, args.threshold, sigma)
+    largest = reference_bank('random', max(FILTER_COUNTS), 1, args.kernel).flatten(0, 1)
     for n in FILTER_COUNTS[:4]:
         envelope = spectral_envelope(largest[:n], args.size)
-        panels.append((f'{n} random filter{"s" * (n > 1)}\ncoverage {curves["random"][FILTER_COUNTS.index(n)]:.3f}',
+        panels.append((f'{n} random filter{"s" * (n > 1)}\ncoverage {spectral_coverage(envelope, args.threshold):.3f}',
                        envelope))
 
     def plot_curves(ax):

@@ -560,7 +560,8 @@ def finish(run) -> None:
     if run.best_epoch is not None:
         _logger.info(f'*** Best {args.eval_metric}: {run.best_metric:.4f} (epoch {run.best_epoch})')
     if args.task == 'unshuffle':
-        grid = save_unshuffle_grid(run.net, run.permutation, run.loader_eval, out / 'unshuffle.png')
+        images = next(iter(run.loader_eval))[0][:8]
+        grid = save_unshuffle_grid({'reconstruction': run.net}, run.permutation, images, out / 'unshuffle.png')
         _logger.info(f'Reconstructions of test images: {grid}')
     print(f'Output written to {out}')
     if args.push_to_hub:

@@ -5,10 +5,13 @@ back to the image channels, trained with `mean ||x - F(sigma(x))||^2` and report
 """
 
 from pathlib import Path
+from typing import Dict
 
 import torch
 import torch.nn as nn
 from timm.task import TrainingTask
+
+from .checkpoint import replace_atomically
 
 __all__ = ['PixelPermutation', 'UnshuffleNet', 'UnshuffleTask', 'psnr', 'save_unshuffle_grid']
 
@@ -78,28 +81,31 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor, data_range: float =
 
 
 @torch.no_grad()
-def save_unshuffle_grid(net: nn.Module, permutation: PixelPermutation, loader, path, num_images: int = 8) -> Path:
-    """A PNG with rows original / permuted / reconstruction for the first test images."""
+def save_unshuffle_grid(nets: Dict[str, nn.Module], permutation: PixelPermutation, images: torch.Tensor,
+                        path) -> Path:
+    """A PNG with rows original / permuted / one reconstruction per net (with its mean PSNR) for a few images."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    net.eval()
-    images = next(iter(loader))[0][:num_images]
-    device = next(net.parameters()).device
-    permuted = permutation(images.to(device))
-    rows = [images, permuted, net(permuted).clamp(0, 1)]
-    titles = ['original', 'permuted', 'reconstruction']
-    fig, axes = plt.subplots(3, len(images), figsize=(1.2 * len(images), 3.8), squeeze=False)
-    for r, (row, title) in enumerate(zip(rows, titles)):
+    device = permutation.index.device
+    images = images.to(device)
+    permuted = permutation(images)
+    rows = [('original', images), ('permuted', permuted)]
+    for label, net in nets.items():
+        net.eval()
+        reconstruction = net(permuted).float().clamp(0, 1)
+        rows.append((f'{label}\n{psnr(reconstruction, images).mean():.1f} dB', reconstruction))
+    fig, axes = plt.subplots(len(rows), len(images), figsize=(1.2 * len(images), 1.3 * len(rows)), squeeze=False)
+    for r, (title, row) in enumerate(rows):
         for c, image in enumerate(row.float().cpu()):
             ax = axes[r][c]
             ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap='gray', vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(title)
+                ax.set_ylabel(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
     plt.close(fig)
     return path

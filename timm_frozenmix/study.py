@@ -1,0 +1,363 @@
+""" The paper's claims as one study on Fashion-MNIST, rerun with one command
+
+    python -m timm_frozenmix.study            # the full study: 60k train / 10k test images, under an hour on 2 cores
+    python -m timm_frozenmix.study --quick    # the same experiments, tiny, on the embedded sample (minutes)
+
+Every model is trained by train.py's own code (`training.setup` / `training.train`) and attacked by
+eval_robust's (`robust.evaluate`), with one fixed recipe and fixed seeds. All numbers go to `reproduction.json`;
+the report (`reproduction.md` and its figures) is rendered from that file alone by `study_report`.
+Finished training runs are reused when the study is rerun with the same recipe, so an interrupted study resumes.
+"""
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import timm
+import torch
+
+from . import robust, training
+from .checkpoint import load_checkpoint, replace_atomically
+from .data import FASHION_MNIST, SAMPLE, Normalized, check_dataset, create_dataset
+from .loading import model_from_checkpoint
+from .spectral import FILTER_COUNTS, coverage_growth, spatial_banks
+from .filters import spectral_coverage, spectral_envelope
+from .study_report import RESULTS, write_report
+from .timing import time_interleaved
+from .unshuffle import PixelPermutation, psnr, save_unshuffle_grid
+
+_logger = logging.getLogger('study')
+
+MODES = ('full', 'chans', 'space')
+FILTER_INITS = ('random', 'same', 'box', 'identity')
+CONVMIXER = 'convmixer_128_4_ks5_p2_{mode}'  # registered Fashion-MNIST ConvMixer, resized by model kwargs
+RESNET = 'sep_resnet20_cifar_{mode}'  # registered CIFAR separable ResNet, resized by model kwargs
+UNSHUFFLE_GRID = 'reproduction_unshuffle.png'
+MASKING_GAP = 10.0  # points: AutoAttack this far below PGD-10 flags gradient masking
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Model sizes and budgets of one scale of the study; everything else is shared by every run."""
+    dataset: str
+    epochs: int
+    convmixer_dim: int
+    convmixer_depths: Tuple[int, ...]
+    convmixer_kernel: int
+    resnet_channels: Tuple[int, int, int]
+    resnet_depths: Tuple[int, ...]  # n of the 6n+2-layer ResNet
+    widths: Tuple[int, ...]  # width factors of the n = resnet_depths[0] ResNet
+    sigmas: Tuple[float, ...]
+    unshuffle_dim: int
+    unshuffle_depth: int
+    unshuffle_kernel: int
+    robust_samples: int
+    autoattack_samples: int
+    eps: str
+    strong_eps: str
+    timing_steps: int
+    spectral_size: int
+
+
+FULL = Recipe(
+    dataset=FASHION_MNIST, epochs=1, convmixer_dim=64, convmixer_depths=(2, 4), convmixer_kernel=5,
+    resnet_channels=(8, 16, 32), resnet_depths=(1, 2), widths=(1, 2, 4), sigmas=(1.0, 2.0),
+    unshuffle_dim=32, unshuffle_depth=4, unshuffle_kernel=9, robust_samples=2000, autoattack_samples=32,
+    eps='0,1/255,2/255,4/255,8/255', strong_eps='8/255', timing_steps=10, spectral_size=128)
+QUICK = Recipe(
+    dataset=SAMPLE, epochs=1, convmixer_dim=32, convmixer_depths=(1, 2), convmixer_kernel=5,
+    resnet_channels=(4, 8, 16), resnet_depths=(1, 2), widths=(1, 2), sigmas=(1.0, 2.0),
+    unshuffle_dim=16, unshuffle_depth=2, unshuffle_kernel=9, robust_samples=200, autoattack_samples=8,
+    eps='0,2/255,8/255', strong_eps='8/255', timing_steps=3, spectral_size=64)
+
+# shared by every run: one epoch-based cosine schedule stepped per update, no augmentation (few epochs),
+# channels-last (3x faster depthwise weight gradients on the CPU), no loader workers (they compete for 2 cores)
+TRAIN_FLAGS = ['--sched', 'cosine', '--sched-on-updates', '--opt', 'adamw', '--lr', '3e-3', '--weight-decay', '0.05',
+               '--smoothing', '0.1', '--no-aug', '-b', '128', '--channels-last', '--log-interval', '100']
+
+
+def convmixer_kwargs(recipe: Recipe, depth: int) -> List[str]:
+    return [f'dim={recipe.convmixer_dim}', f'depth={depth}', f'kernel_size={recipe.convmixer_kernel}']
+
+
+def resnet_kwargs(recipe: Recipe, n: int, width: int = 1) -> List[str]:
+    channels = ','.join(str(c) for c in recipe.resnet_channels)
+    return [f'layers=({n},{n},{n})', f'channels=({channels})', f'width={width}']
+
+
+class Study:
+    """Trains (or reuses) the runs of one study and collects what each experiment measured."""
+
+    def __init__(self, recipe: Recipe, output: Path, seed: int, workers: int):
+        self.recipe, self.output, self.seed, self.workers = recipe, output, seed, workers
+        self.runs: Dict[str, dict] = {}
+        self.reused: List[str] = []
+
+    def data_flags(self) -> List[str]:
+        return ['--dataset', self.recipe.dataset, '--epochs', str(self.recipe.epochs), '--seed', str(self.seed),
+                '-j', str(self.workers)]
+
+    def train(self, name: str, model: str, model_kwargs: List[str], extra: Optional[List[str]] = None) -> dict:
+        """One train.py run; reused if a finished run with the very same arguments is on disk."""
+        argv = ['--model', model, '--model-kwargs', *model_kwargs, *self.data_flags(), *TRAIN_FLAGS, *(extra or [])]
+        folder = self.output / 'runs' / name
+        record = folder / 'study_run.json'
+        if record.exists():
+            cached = json.loads(record.read_text())
+            if cached['argv'] == argv:
+                _logger.info(f'Reusing run {name} ({cached["metric"]:.2f})')
+                self.runs[name] = cached
+                self.reused.append(name)
+                return cached
+        shutil.rmtree(folder, ignore_errors=True)  # a run that did not finish, or another recipe
+        _logger.info(f'Run {name}: train.py {" ".join(argv)}')
+        args = training.parse_args(argv + ['--output', str(folder.parent), '--experiment', name])
+        start = time.perf_counter()
+        run = training.setup(args)
+        training.train(run)
+        result = dict(
+            name=name, argv=argv, model=model, metric=run.best_metric, eval_metric=args.eval_metric,
+            checkpoint=str(folder / training.BEST),
+            trainable_params=sum(p.numel() for p in run.model.parameters() if p.requires_grad),
+            params=sum(p.numel() for p in run.model.parameters()), wall_time_s=time.perf_counter() - start)
+        replace_atomically(record, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + '\n'))
+        self.runs[name] = result
+        return result
+
+    # 1. Full vs Chans vs Space
+    def modes(self) -> List[dict]:
+        rows, r = [], self.recipe
+        for depth in r.convmixer_depths:
+            for mode in MODES:
+                run = self.train(f'convmixer-d{depth}-{mode}', CONVMIXER.format(mode=mode), convmixer_kwargs(r, depth))
+                rows.append(dict(family='ConvMixer', depth=depth, mode=mode, run=run['name'], top1=run['metric'],
+                                 trainable_params=run['trainable_params']))
+        for n in r.resnet_depths:
+            for mode in MODES:
+                run = self.train(f'resnet-n{n}-{mode}', RESNET.format(mode=mode), resnet_kwargs(r, n))
+                rows.append(dict(family='SepResNet', depth=n, mode=mode, run=run['name'], top1=run['metric'],
+                                 trainable_params=run['trainable_params']))
+        return rows
+
+    # 2. width sweep
+    def widths(self) -> List[dict]:
+        rows, r = [], self.recipe
+        n = r.resnet_depths[0]
+        for width in r.widths:
+            for mode in ('full', 'chans'):
+                name = f'resnet-n{n}-{mode}' if width == 1 else f'resnet-n{n}-w{width}-{mode}'
+                run = self.train(name, RESNET.format(mode=mode), resnet_kwargs(r, n, width))
+                rows.append(dict(width=width, base_width=r.resnet_channels[0] * width, mode=mode, run=name,
+                                 top1=run['metric'], trainable_params=run['trainable_params']))
+        return rows
+
+    # 3. filter structure
+    def filters(self) -> List[dict]:
+        rows, n = [], self.recipe.resnet_depths[0]
+        for init in FILTER_INITS:
+            name = f'resnet-n{n}-chans' if init == 'random' else f'resnet-n{n}-chans-{init}'
+            run = self.train(name, RESNET.format(mode='chans'), resnet_kwargs(self.recipe, n),
+                             [] if init == 'random' else ['--spatial-init', init])
+            rows.append(dict(init=init, run=name, top1=run['metric']))
+        return rows
+
+    # 4. robustness
+    def robustness(self) -> dict:
+        r = self.recipe
+        depth = r.convmixer_depths[0]
+        kwargs = convmixer_kwargs(r, depth)
+        models = {mode: f'convmixer-d{depth}-{mode}' for mode in MODES}
+        for mode in ('full', 'chans'):
+            models[f'{mode}, FGSM-trained'] = self.train(
+                f'convmixer-d{depth}-{mode}-fgsm', CONVMIXER.format(mode=mode), kwargs,
+                ['--adv-train', 'fgsm', '--adv-eps', r.strong_eps])['name']
+        for sigma in r.sigmas:
+            models[f'chans, sigma {sigma:g}'] = self.train(
+                f'convmixer-d{depth}-chans-sigma{sigma:g}', CONVMIXER.format(mode='chans'), kwargs,
+                ['--smooth-sigma', str(sigma)])['name']
+        weak = self.attack(models, ['--attacks', 'fgsm,pgd', '--pgd-steps', '2', '--eps', r.eps,
+                                    '--num-samples', str(r.robust_samples)], baseline='chans')
+        # strong-attack check: PGD-10 (vs FGSM) on every defended or smoothed model, AutoAttack (vs PGD-10) on a
+        # few images of Full, Chans and the smoothest Chans: AutoAttack's later stages cost seconds per image here
+        strong = self.attack({k: v for k, v in models.items() if k != 'space'},
+                             ['--attacks', 'fgsm,pgd', '--pgd-steps', '10', '--eps', r.strong_eps,
+                              '--num-samples', str(r.robust_samples)])
+        smoothest = f'chans, sigma {max(r.sigmas):g}'
+        autoattack = self.attack({k: models[k] for k in ('full', 'chans', smoothest)},
+                                 ['--attacks', 'pgd,autoattack', '--pgd-steps', '10', '--eps', r.strong_eps,
+                                  '--num-samples', str(r.autoattack_samples), '--masking-gap', str(MASKING_GAP)])
+        return dict(model=f'ConvMixer width {r.convmixer_dim}, depth {depth}', weak=weak, strong=strong,
+                    autoattack=autoattack, masking_gap=MASKING_GAP)
+
+    def attack(self, models: Dict[str, str], flags: List[str], baseline: Optional[str] = None) -> dict:
+        """eval_robust on the study's checkpoints; results keyed by the study's own model labels."""
+        checkpoints = [self.runs[run]['checkpoint'] for run in models.values()]
+        argv = ['--checkpoint', *checkpoints, '--dataset', self.recipe.dataset, '--seed', str(self.seed),
+                '-j', str(self.workers), *flags]
+        if baseline:
+            argv += ['--baseline', self.runs[models[baseline]]['checkpoint']]
+        _logger.info(f'eval_robust.py {" ".join(argv)}')
+        results = robust.evaluate(robust.build_parser().parse_args(argv))
+        by_checkpoint = {r['checkpoint']: r for r in results['models'].values()}
+        results['models'] = {label: by_checkpoint[str(Path(self.runs[run]['checkpoint']).resolve())]
+                             for label, run in models.items()}
+        results['baseline'] = baseline
+        results['argv'] = argv
+        return results
+
+    # 5. pixel un-shuffling
+    def unshuffle(self, report_dir: Path) -> dict:
+        r = self.recipe
+        kwargs = [f'dim={r.unshuffle_dim}', f'depth={r.unshuffle_depth}', f'kernel_size={r.unshuffle_kernel}',
+                  'patch_size=1']
+        runs = {mode: self.train(f'unshuffle-{mode}', CONVMIXER.format(mode=mode), kwargs,
+                                 ['--task', 'unshuffle', '--perm-seed', str(self.seed)]) for mode in MODES}
+        test = create_dataset(r.dataset, split='test')
+        images = torch.from_numpy(test.images.copy()).float().div(255).unsqueeze(1)
+        train_mean = torch.from_numpy(create_dataset(r.dataset, split='train').images.copy()).float().div(255).mean(0)
+        permutation = PixelPermutation(*images.shape[-2:], seed=self.seed)
+        nets = {}
+        for mode, run in runs.items():
+            checkpoint = load_checkpoint(run['checkpoint'])
+            config = checkpoint['data_config']
+            nets[mode] = Normalized(model_from_checkpoint(checkpoint, run['checkpoint']), config['mean'], config['std'])
+        save_unshuffle_grid(nets, permutation, images[:8], report_dir / UNSHUFFLE_GRID)
+        return dict(
+            model=f'ConvMixer width {r.unshuffle_dim}, depth {r.unshuffle_depth}, kernel {r.unshuffle_kernel}, patch 1',
+            psnr={mode: run['metric'] for mode, run in runs.items()},
+            runs={mode: run['name'] for mode, run in runs.items()},
+            baselines={'permuted input': psnr(permutation(images), images).mean().item(),
+                       'mean training image': psnr(train_mean.expand_as(images), images).mean().item()},
+            grid=UNSHUFFLE_GRID)
+
+    # 6. training cost
+    def cost(self) -> List[dict]:
+        r = self.recipe
+        specs = [('ConvMixer', r.convmixer_depths[-1], CONVMIXER, convmixer_kwargs(r, r.convmixer_depths[-1])),
+                 ('SepResNet', r.resnet_depths[-1], RESNET, resnet_kwargs(r, r.resnet_depths[-1]))]
+        in_chans, size = (1, 28)
+        rows = []
+        for channels_last in (False, True):
+            cases, params = {}, {}
+            for family, depth, name, kwargs in specs:
+                for mode in MODES:
+                    torch.manual_seed(self.seed)
+                    model_kwargs = training.parse_args(['--model-kwargs', *kwargs]).model_kwargs
+                    model = timm.create_model(name.format(mode=mode), in_chans=in_chans, num_classes=10, **model_kwargs)
+                    x = torch.rand(128, in_chans, size, size)
+                    if channels_last:
+                        model, x = model.to(memory_format=torch.channels_last), x.contiguous(
+                            memory_format=torch.channels_last)
+                    cases[family, depth, mode] = (model, x)
+                    params[family, depth, mode] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            _logger.info(f'Timing {len(cases)} models, {r.timing_steps} steps each (channels_last={channels_last})')
+            seconds = time_interleaved(cases, train=True, steps=r.timing_steps, warmup=2)
+            rows += [dict(family=family, depth=depth, mode=mode, channels_last=channels_last, batch=128,
+                          seconds_per_step=seconds[family, depth, mode], trainable_params=params[family, depth, mode])
+                     for family, depth, mode in cases]
+        return rows
+
+    # 7. spectral coverage of the frozen banks
+    def spectral(self, accuracy: Dict[str, float]) -> dict:
+        size, threshold = self.recipe.spectral_size, 1.0
+        banks = []
+        for name, top1 in accuracy.items():
+            run = self.runs[name]
+            checkpoint = load_checkpoint(run['checkpoint'])
+            model = model_from_checkpoint(checkpoint, run['checkpoint'])
+            layers = [spectral_coverage(spectral_envelope(w.detach(), size), threshold)
+                      for _, w in spatial_banks(model) if not w.requires_grad]
+            banks.append(dict(run=name, top1=top1, layers=len(layers), coverage=sum(layers) / len(layers),
+                              min_coverage=min(layers)))
+        torch.manual_seed(self.seed)
+        kernels = sorted({self.recipe.convmixer_kernel, 3})
+        growth = {f'{k}x{k}': coverage_growth(k, size, threshold) for k in kernels}
+        return dict(size=size, threshold=threshold, banks=banks, growth=dict(filters=list(FILTER_COUNTS), **growth))
+
+
+def machine() -> dict:
+    return dict(platform=platform.platform(), processor=platform.machine(), cpus=os.cpu_count(),
+                threads=torch.get_num_threads(), python=platform.python_version(), torch=torch.__version__,
+                timm=timm.__version__)
+
+
+def run_study(recipe: Recipe, output: Path, report_dir: Path, seed: int, workers: int, quick: bool) -> dict:
+    study = Study(recipe, output, seed, workers)
+    started = datetime.now(timezone.utc)
+    start = time.perf_counter()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    results = dict(quick=quick, recipe=asdict(recipe), train_flags=TRAIN_FLAGS, seed=seed, machine=machine(),
+                   started=started.isoformat(timespec='seconds'))
+    timings = {}
+    for key, step in [('modes', study.modes), ('widths', study.widths), ('filters', study.filters),
+                      ('robustness', study.robustness), ('unshuffle', lambda: study.unshuffle(report_dir)),
+                      ('cost', study.cost)]:
+        t = time.perf_counter()
+        results[key] = step()
+        timings[key] = time.perf_counter() - t
+    t = time.perf_counter()
+    chans_runs = {row['run']: row['top1'] for row in results['modes'] if row['mode'] == 'chans'}
+    chans_runs.update({row['run']: row['top1'] for row in results['filters']})
+    chans_runs.update({row['run']: row['top1'] for row in results['widths'] if row['mode'] == 'chans'})
+    for label, r in results['robustness']['weak']['models'].items():
+        if label.startswith('chans'):
+            chans_runs[Path(r['checkpoint']).parent.name] = r['clean_accuracy']
+    results['spectral'] = study.spectral(chans_runs)
+    timings['spectral'] = time.perf_counter() - t
+    results['runs'] = study.runs
+    results['reused_runs'] = study.reused
+    results['timings_s'] = timings
+    results['wall_time_s'] = time.perf_counter() - start
+    results['training_time_s'] = sum(run['wall_time_s'] for run in study.runs.values())
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m timm_frozenmix.study', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Reproduce the paper's claims on Fashion-MNIST and write an honest report.")
+    parser.add_argument('--quick', action='store_true', help='tiny models on the embedded sample, a few minutes')
+    parser.add_argument('--output', default=None, help='folder for the training runs (default output/study[-quick])')
+    parser.add_argument('--report-dir', default=None,
+                        help='folder for reproduction.md/.json and figures (default docs, or <output>/report with --quick)')
+    parser.add_argument('--render-only', action='store_true',
+                        help='only re-render the report from the reproduction.json in --report-dir')
+    parser.add_argument('--seed', type=int, default=42)
+    parser.add_argument('-j', '--workers', type=int, default=0, help='data loader workers of every run')
+    return parser
+
+
+def main(argv=None) -> None:
+    from timm.utils import setup_default_logging
+    setup_default_logging()
+    args = build_parser().parse_args(argv)
+    output = Path(args.output or ('output/study-quick' if args.quick else 'output/study')).resolve()
+    report_dir = Path(args.report_dir or (output / 'report' if args.quick else 'docs')).resolve()
+    try:
+        if args.render_only:
+            path = report_dir / RESULTS
+            if not path.is_file():
+                raise FileNotFoundError(f'{path} not found: run the study first, or pass --report-dir')
+            results = json.loads(path.read_text())
+        else:
+            recipe = QUICK if args.quick else FULL
+            check_dataset(recipe.dataset)
+            robust.import_torchattacks()
+            results = run_study(recipe, output, report_dir, args.seed, args.workers, args.quick)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f'study: error: {e}', file=sys.stderr)
+        sys.exit(2)
+    files = write_report(results, report_dir)
+    print(f'Report written to {files[0]} ({results["wall_time_s"] / 60:.1f} min), with {", ".join(f.name for f in files[1:])}')
+
+
+if __name__ == '__main__':
+    main()
