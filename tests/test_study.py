@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from timm_frozenmix import study_report
-from timm_frozenmix.study import FILTER_INITS, MODES, QUICK
+from timm_frozenmix.study import CONVMIXER, FILTER_INITS, MODES, QUICK, TRAIN_FLAGS, Study, convmixer_kwargs
 from timm_frozenmix.study_report import FAILS, HOLDS, PARTLY
 
 
@@ -101,6 +101,37 @@ def test_render_only_without_results_is_a_one_line_error(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count('\n') == 0 and 'reproduction.json' in out.stderr and 'run the study' in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_finished_runs_are_reused_once_and_other_recipes_retrained(tmp_path):
+    study = Study(QUICK, tmp_path, seed=0, workers=0)
+    kwargs = convmixer_kwargs(QUICK, 1)
+    argv = ['--model', 'no_such_model', '--model-kwargs', *kwargs, *study.data_flags(), *TRAIN_FLAGS]
+    folder = tmp_path / 'runs' / 'run'
+    folder.mkdir(parents=True)
+    record = dict(name='run', argv=argv, metric=50.0, wall_time_s=12.0)
+    (folder / 'study_run.json').write_text(json.dumps(record))
+    assert study.train('run', 'no_such_model', kwargs) == record
+    assert study.train('run', 'no_such_model', kwargs) == record  # a second experiment sharing the run
+    assert study.reused == ['run']
+
+    other = Study(QUICK, tmp_path, seed=1, workers=0)  # another seed: the record does not match, so it retrains
+    with pytest.raises(ValueError, match='unknown model'):
+        other.train('run', 'no_such_model', kwargs)
+    assert not folder.exists() and other.reused == []
+
+
+def test_attack_results_and_warnings_name_the_study_models(tmp_path):
+    study = Study(QUICK, tmp_path, seed=0, workers=0)
+    for run in ('a', 'b'):  # one architecture twice: eval_robust alone would tell them apart by folder
+        study.train(run, CONVMIXER.format(mode='full'), convmixer_kwargs(QUICK, 1))
+    # a PGD step that barely moves is weaker than FGSM, so eval_robust's masking check fires for both models
+    weak_pgd = ['--attacks', 'fgsm,pgd', '--pgd-steps', '1', '--pgd-alpha', '0.0001', '--no-pgd-random-start',
+                '--eps', '0,0.3', '--num-samples', '64']
+    results = study.attack({'first': 'a', 'second': 'b'}, weak_pgd)
+    assert list(results['models']) == ['first', 'second']
+    assert results['models']['first']['checkpoint'] != results['models']['second']['checkpoint']
+    assert {w.split(': ')[0] for w in results['warnings']} == {'first', 'second'}
 
 
 @pytest.mark.slow

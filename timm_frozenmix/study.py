@@ -70,8 +70,8 @@ class Recipe:
 FULL = Recipe(
     dataset=FASHION_MNIST, epochs=1, convmixer_dim=64, convmixer_depths=(2, 4), convmixer_kernel=5,
     resnet_channels=(8, 16, 32), resnet_depths=(1, 2), widths=(1, 2, 4), sigmas=(1.0, 2.0),
-    unshuffle_dim=32, unshuffle_depth=4, unshuffle_kernel=9, robust_samples=2000, autoattack_samples=32,
-    eps='0,1/255,2/255,4/255,8/255', strong_eps='8/255', timing_steps=10, spectral_size=128)
+    unshuffle_dim=32, unshuffle_depth=4, unshuffle_kernel=9, robust_samples=2000, autoattack_samples=128,
+    eps='0,1/255,2/255,4/255,8/255', strong_eps='8/255', timing_steps=40, spectral_size=128)
 QUICK = Recipe(
     dataset=SAMPLE, epochs=1, convmixer_dim=32, convmixer_depths=(1, 2), convmixer_kernel=5,
     resnet_channels=(4, 8, 16), resnet_depths=(1, 2), widths=(1, 2), sigmas=(1.0, 2.0),
@@ -108,6 +108,8 @@ class Study:
     def train(self, name: str, model: str, model_kwargs: List[str], extra: Optional[List[str]] = None) -> dict:
         """One train.py run; reused if a finished run with the very same arguments is on disk."""
         argv = ['--model', model, '--model-kwargs', *model_kwargs, *self.data_flags(), *TRAIN_FLAGS, *(extra or [])]
+        if name in self.runs:  # shared by several experiments of this study
+            return self.runs[name]
         folder = self.output / 'runs' / name
         record = folder / 'study_run.json'
         if record.exists():
@@ -185,8 +187,8 @@ class Study:
                 ['--smooth-sigma', str(sigma)])['name']
         weak = self.attack(models, ['--attacks', 'fgsm,pgd', '--pgd-steps', '2', '--eps', r.eps,
                                     '--num-samples', str(r.robust_samples)], baseline='chans')
-        # strong-attack check: PGD-10 (vs FGSM) on every defended or smoothed model, AutoAttack (vs PGD-10) on a
-        # few images of Full, Chans and the smoothest Chans: AutoAttack's later stages cost seconds per image here
+        # strong-attack check: PGD-10 (vs FGSM) on every model but Space, AutoAttack (vs PGD-10) on fewer images of
+        # Full, Chans and the smoothest Chans: AutoAttack's later stages cost about a second per image here
         strong = self.attack({k: v for k, v in models.items() if k != 'space'},
                              ['--attacks', 'fgsm,pgd', '--pgd-steps', '10', '--eps', r.strong_eps,
                               '--num-samples', str(r.robust_samples)])
@@ -198,17 +200,20 @@ class Study:
                     autoattack=autoattack, masking_gap=MASKING_GAP)
 
     def attack(self, models: Dict[str, str], flags: List[str], baseline: Optional[str] = None) -> dict:
-        """eval_robust on the study's checkpoints; results keyed by the study's own model labels."""
+        """eval_robust on the study's checkpoints; results and warnings name models by the study's own labels."""
         checkpoints = [self.runs[run]['checkpoint'] for run in models.values()]
         argv = ['--checkpoint', *checkpoints, '--dataset', self.recipe.dataset, '--seed', str(self.seed),
                 '-j', str(self.workers), *flags]
         if baseline:
             argv += ['--baseline', self.runs[models[baseline]]['checkpoint']]
         _logger.info(f'eval_robust.py {" ".join(argv)}')
-        results = robust.evaluate(robust.build_parser().parse_args(argv))
+        args = robust.build_parser().parse_args(argv)
+        results = robust.evaluate(args)
         by_checkpoint = {r['checkpoint']: r for r in results['models'].values()}
         results['models'] = {label: by_checkpoint[str(Path(self.runs[run]['checkpoint']).resolve())]
                              for label, run in models.items()}
+        results['warnings'] = [w for label, r in results['models'].items()
+                               for w in robust.masking_warnings(label, r, args.eps, args.masking_gap)]
         results['baseline'] = baseline
         results['argv'] = argv
         return results
@@ -315,7 +320,8 @@ def run_study(recipe: Recipe, output: Path, report_dir: Path, seed: int, workers
     results['runs'] = study.runs
     results['reused_runs'] = study.reused
     results['timings_s'] = timings
-    results['wall_time_s'] = time.perf_counter() - start
+    # reused runs were trained by an earlier invocation: their time belongs to the study's total
+    results['wall_time_s'] = time.perf_counter() - start + sum(study.runs[name]['wall_time_s'] for name in study.reused)
     results['training_time_s'] = sum(run['wall_time_s'] for run in study.runs.values())
     return results
 

@@ -344,8 +344,8 @@ def render(results: dict) -> str:
         f'{machine["platform"]}; Python {machine["python"]}, torch {machine["torch"]}, timm {machine["timm"]}.',
         f'- Started {results["started"]}; total run time {results["wall_time_s"] / 60:.1f} min, of which training '
         f'{results["training_time_s"] / 60:.1f} min over {len(results["runs"])} runs.'
-        + (f' {len(results.get("reused_runs", []))} runs were reused from an earlier invocation with the same recipe; their '
-           f'training time counts in the training total but not in the run time.' if results.get("reused_runs") else ''),
+        + (f' {len(results["reused_runs"])} runs were trained by an earlier invocation with the same recipe and reused; '
+           f'their training time is included.' if results['reused_runs'] else ''),
         f'- Seed {results["seed"]} for every run (model init, data order, attack starts); the pixel permutation uses '
         f'the same seed.', '',
         '## Verdicts', '',
@@ -442,6 +442,7 @@ def _section_robustness(results, verdicts) -> List[str]:
     gain_rows = [[label, _signed(g['clean']), *(f'{_signed(g[a][0])}% ({g[a][1]:+.2f} points)' for a in attacks)]
                  for label, g in gains.items()]
     warnings = strong['warnings'] + autoattack['warnings']
+    weak_warnings = [f'- {w}' for w in weak['warnings']]
     return ['## 4. Robustness', '',
             'Paper: Chans is more robust than Full to FGSM and PGD-2, and stays so with FGSM-defended training; '
             f'smoothing the frozen random filters raises robustness further, over {SMOOTHING_GAIN:g}% relative at the '
@@ -449,6 +450,10 @@ def _section_robustness(results, verdicts) -> List[str]:
             f'{robustness["model"]}, top-1 (%) on {weak["num_samples"]} fixed test images, attacks in [0, 1] pixel '
             'space (torchattacks, normalization inside the model, eval mode):', '',
             _table(header, body), '',
+            *([f'eval_robust\'s masking check on these weak attacks ({len(weak_warnings)} warnings; PGD-2 starts at a '
+               'random point of the ball, so it can miss a few images that FGSM finds; the strong-attack check below '
+               'tests for masking directly):', '',
+               *weak_warnings, ''] if weak_warnings else []),
             f'Smoothing, against unsmoothed Chans at the largest eps ({weak["eps_labels"][-1]}): relative improvement '
             '(absolute change in points).', '',
             _table(['model', 'clean (points)', *attacks], gain_rows), '',
@@ -457,7 +462,7 @@ def _section_robustness(results, verdicts) -> List[str]:
             'Weak attacks can overstate robustness when gradients are masked. Two signs are checked: a 10-step PGD '
             'that does worse than one FGSM step, and AutoAttack landing far below PGD-10.', '',
             f'FGSM and PGD-10 on the same {strong["num_samples"]} images:', '', _accuracy_table(strong), '',
-            f'PGD-10 and AutoAttack (standard) on {autoattack["num_samples"]} images (AutoAttack costs seconds per '
+            f'PGD-10 and AutoAttack (standard) on {autoattack["num_samples"]} images (AutoAttack costs about a second per '
             'image on this CPU):', '', _accuracy_table(autoattack), '',
             *([f'Gradient-masking warnings ({len(warnings)}):', '', *(f'- {w}' for w in warnings)] if warnings else
               ['No gradient-masking warning: PGD-10 is at least as strong as FGSM, and AutoAttack is within '
