@@ -10,8 +10,8 @@ import torch
 from timm.models.convmixer import ConvMixer
 
 import timm_frozenmix  # noqa: F401  (registers the models with timm)
-from benchmarks._harness import machine, peak_memory, ratio_row, table
 from timm_frozenmix.timing import time_interleaved
+from benchmarks._harness import machine, peak_memory, ratio_row, table
 
 BATCH, SIZE, STEPS, WARMUP = 32, 32, 5, 1
 warnings.filterwarnings('ignore', message='Using padding=.same. with even kernel')

@@ -6,8 +6,8 @@ import timm
 import torch
 
 from timm_frozenmix import reparameterize
-from benchmarks._harness import machine, peak_memory, ratio_row, table
 from timm_frozenmix.timing import time_interleaved
+from benchmarks._harness import machine, peak_memory, ratio_row, table
 from benchmarks.sep_resnet20 import BATCH, SIZE, dense_resnet_cifar
 
 STEPS, WARMUP = 21, 3

@@ -6,8 +6,8 @@ import timm
 import torch
 
 import timm_frozenmix  # noqa: F401  (registers the models with timm)
-from benchmarks._harness import machine, peak_memory, ratio_row, table
 from timm_frozenmix.timing import time_interleaved
+from benchmarks._harness import machine, peak_memory, ratio_row, table
 
 BATCH, SIZE, STEPS, WARMUP = 32, 64, 11, 2
 

@@ -13,8 +13,8 @@ from timm.layers import BatchNormAct2d, create_conv2d
 from timm.models.resnetv2 import ResNetV2
 
 from timm_frozenmix import SeparableConv2d
-from benchmarks._harness import machine, peak_memory, ratio_row, table
 from timm_frozenmix.timing import time_interleaved
+from benchmarks._harness import machine, peak_memory, ratio_row, table
 
 BATCH, SIZE, STEPS, WARMUP = 64, 32, 7, 2
 

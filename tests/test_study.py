@@ -3,12 +3,15 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from timm_frozenmix import study_report
 from timm_frozenmix.study import CONVMIXER, FILTER_INITS, MODES, QUICK, TRAIN_FLAGS, Study, convmixer_kwargs
 from timm_frozenmix.study_report import FAILS, HOLDS, PARTLY
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _modes(full, chans, space):
@@ -114,6 +117,8 @@ def test_finished_runs_are_reused_once_and_other_recipes_retrained(tmp_path):
     assert study.train('run', 'no_such_model', kwargs) == record
     assert study.train('run', 'no_such_model', kwargs) == record  # a second experiment sharing the run
     assert study.reused == ['run']
+    with pytest.raises(ValueError, match='other arguments'):  # one name, two recipes: the study is inconsistent
+        study.train('run', 'no_such_model', convmixer_kwargs(QUICK, 2))
 
     other = Study(QUICK, tmp_path, seed=1, workers=0)  # another seed: the record does not match, so it retrains
     with pytest.raises(ValueError, match='unknown model'):
@@ -132,6 +137,30 @@ def test_attack_results_and_warnings_name_the_study_models(tmp_path):
     assert list(results['models']) == ['first', 'second']
     assert results['models']['first']['checkpoint'] != results['models']['second']['checkpoint']
     assert {w.split(': ')[0] for w in results['warnings']} == {'first', 'second'}
+
+
+def test_committed_report_is_rendered_from_its_json():
+    results = json.loads((REPO / 'docs' / 'reproduction.json').read_text())
+    assert study_report.render(results) == (REPO / 'docs' / 'reproduction.md').read_text()
+
+
+def test_readme_summary_files_each_claim_under_its_verdict():
+    """README's three summary lines are written by hand: each claim must sit under the verdict the report gives."""
+    mentions = {  # a phrase of the README summary per claim
+        study_report.verdict_chans_near_full: 'behind Full', study_report.verdict_space_far_worse: 'Space is',
+        study_report.verdict_width: 'wider', study_report.verdict_filters: 'same 9 random filters',
+        study_report.verdict_robust: 'more robust', study_report.verdict_smoothing: 'smoothing',
+        study_report.verdict_unshuffle: 'un-shuffles', study_report.verdict_cost: 'per step',
+        study_report.verdict_coverage: 'frequency plane'}
+    section = (REPO / 'README.md').read_text().split('## Does it hold?')[1].split('\n## ')[0]
+    bullets = {}
+    for heading, verdict in (('Holds', HOLDS), ('Partly', PARTLY), ('Does not hold here', FAILS)):
+        match = re.search(rf'^- \*\*{heading}:\*\*(.*?)(?=^- |^\s*$)', section, re.S | re.M)
+        bullets[verdict] = ' '.join(match.group(1).split())
+    results = json.loads((REPO / 'docs' / 'reproduction.json').read_text())
+    for _, claim, rule in study_report.CLAIMS:
+        verdict = rule(results)[0]
+        assert [v for v, text in bullets.items() if mentions[rule] in text] == [verdict], claim
 
 
 @pytest.mark.slow
@@ -160,6 +189,7 @@ def test_quick_study_end_to_end(tmp_path):
     trainable = {(r['family'], r['depth'], r['mode']): r['trainable_params'] for r in results['modes']}
     assert all(trainable[f, d, 'chans'] < trainable[f, d, 'full'] for f, d, m in trainable if m == 'full')
     assert all(0 <= b['coverage'] <= 1 for b in results['spectral']['banks'])
+    assert all(b['top1'] == results['runs'][b['run']]['metric'] for b in results['spectral']['banks'])
     assert {(r['mode'], r['channels_last']) for r in results['cost']} == {(m, c) for m in MODES for c in (False, True)}
 
     # the report: a verdict for every claim, its numbers taken from the JSON, every figure beside it
@@ -178,3 +208,11 @@ def test_quick_study_end_to_end(tmp_path):
     subprocess.run([sys.executable, '-m', 'timm_frozenmix.study', '--render-only', '--report-dir', str(report_dir)],
                    check=True, capture_output=True)
     assert '12.35' in (report_dir / 'reproduction.md').read_text()
+
+    # a report whose reconstructions figure is gone cannot be re-rendered: one line, the old report left whole
+    (report_dir / 'reproduction_unshuffle.png').unlink()
+    before = {p.name: p.read_bytes() for p in report_dir.iterdir()}
+    out = subprocess.run([sys.executable, '-m', 'timm_frozenmix.study', '--render-only', '--report-dir',
+                          str(report_dir)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().count('\n') == 0 and 'rerun the study' in out.stderr
+    assert {p.name: p.read_bytes() for p in report_dir.iterdir()} == before

@@ -42,6 +42,7 @@ CONVMIXER = 'convmixer_128_4_ks5_p2_{mode}'  # registered Fashion-MNIST ConvMixe
 RESNET = 'sep_resnet20_cifar_{mode}'  # registered CIFAR separable ResNet, resized by model kwargs
 UNSHUFFLE_GRID = 'reproduction_unshuffle.png'
 MASKING_GAP = 10.0  # points: AutoAttack this far below PGD-10 flags gradient masking
+BATCH = 128  # training and timing batch size
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ QUICK = Recipe(
 # shared by every run: one epoch-based cosine schedule stepped per update, no augmentation (few epochs),
 # channels-last (3x faster depthwise weight gradients on the CPU), no loader workers (they compete for 2 cores)
 TRAIN_FLAGS = ['--sched', 'cosine', '--sched-on-updates', '--opt', 'adamw', '--lr', '3e-3', '--weight-decay', '0.05',
-               '--smoothing', '0.1', '--no-aug', '-b', '128', '--channels-last', '--log-interval', '100']
+               '--smoothing', '0.1', '--no-aug', '-b', str(BATCH), '--channels-last', '--log-interval', '100']
 
 
 def convmixer_kwargs(recipe: Recipe, depth: int) -> List[str]:
@@ -109,6 +110,8 @@ class Study:
         """One train.py run; reused if a finished run with the very same arguments is on disk."""
         argv = ['--model', model, '--model-kwargs', *model_kwargs, *self.data_flags(), *TRAIN_FLAGS, *(extra or [])]
         if name in self.runs:  # shared by several experiments of this study
+            if self.runs[name]['argv'] != argv:
+                raise ValueError(f'run {name} is already part of the study with other arguments: rename one of them')
             return self.runs[name]
         folder = self.output / 'runs' / name
         record = folder / 'study_run.json'
@@ -196,7 +199,7 @@ class Study:
         autoattack = self.attack({k: models[k] for k in ('full', 'chans', smoothest)},
                                  ['--attacks', 'pgd,autoattack', '--pgd-steps', '10', '--eps', r.strong_eps,
                                   '--num-samples', str(r.autoattack_samples), '--masking-gap', str(MASKING_GAP)])
-        return dict(model=f'ConvMixer width {r.convmixer_dim}, depth {depth}', weak=weak, strong=strong,
+        return dict(model=f'ConvMixer width {r.convmixer_dim}, depth {depth}', runs=models, weak=weak, strong=strong,
                     autoattack=autoattack, masking_gap=MASKING_GAP)
 
     def attack(self, models: Dict[str, str], flags: List[str], baseline: Optional[str] = None) -> dict:
@@ -219,7 +222,7 @@ class Study:
         return results
 
     # 5. pixel un-shuffling
-    def unshuffle(self, report_dir: Path) -> dict:
+    def unshuffle(self) -> dict:
         r = self.recipe
         kwargs = [f'dim={r.unshuffle_dim}', f'depth={r.unshuffle_depth}', f'kernel_size={r.unshuffle_kernel}',
                   'patch_size=1']
@@ -234,7 +237,7 @@ class Study:
             checkpoint = load_checkpoint(run['checkpoint'])
             config = checkpoint['data_config']
             nets[mode] = Normalized(model_from_checkpoint(checkpoint, run['checkpoint']), config['mean'], config['std'])
-        save_unshuffle_grid(nets, permutation, images[:8], report_dir / UNSHUFFLE_GRID)
+        save_unshuffle_grid(nets, permutation, images[:8], self.output / UNSHUFFLE_GRID)
         return dict(
             model=f'ConvMixer width {r.unshuffle_dim}, depth {r.unshuffle_depth}, kernel {r.unshuffle_kernel}, patch 1',
             psnr={mode: run['metric'] for mode, run in runs.items()},
@@ -257,7 +260,7 @@ class Study:
                     torch.manual_seed(self.seed)
                     model_kwargs = training.parse_args(['--model-kwargs', *kwargs]).model_kwargs
                     model = timm.create_model(name.format(mode=mode), in_chans=in_chans, num_classes=10, **model_kwargs)
-                    x = torch.rand(128, in_chans, size, size)
+                    x = torch.rand(BATCH, in_chans, size, size)
                     if channels_last:
                         model, x = model.to(memory_format=torch.channels_last), x.contiguous(
                             memory_format=torch.channels_last)
@@ -265,22 +268,23 @@ class Study:
                     params[family, depth, mode] = sum(p.numel() for p in model.parameters() if p.requires_grad)
             _logger.info(f'Timing {len(cases)} models, {r.timing_steps} steps each (channels_last={channels_last})')
             seconds = time_interleaved(cases, train=True, steps=r.timing_steps, warmup=2)
-            rows += [dict(family=family, depth=depth, mode=mode, channels_last=channels_last, batch=128,
+            rows += [dict(family=family, depth=depth, mode=mode, channels_last=channels_last, batch=BATCH,
                           seconds_per_step=seconds[family, depth, mode], trainable_params=params[family, depth, mode])
                      for family, depth, mode in cases]
         return rows
 
     # 7. spectral coverage of the frozen banks
-    def spectral(self, accuracy: Dict[str, float]) -> dict:
+    def spectral(self, names: List[str]) -> dict:
+        """Coverage of every frozen layer of the named Chans runs, next to the test top-1 each run reached."""
         size, threshold = self.recipe.spectral_size, 1.0
         banks = []
-        for name, top1 in accuracy.items():
+        for name in names:
             run = self.runs[name]
             checkpoint = load_checkpoint(run['checkpoint'])
             model = model_from_checkpoint(checkpoint, run['checkpoint'])
             layers = [spectral_coverage(spectral_envelope(w.detach(), size), threshold)
                       for _, w in spatial_banks(model) if not w.requires_grad]
-            banks.append(dict(run=name, top1=top1, layers=len(layers), coverage=sum(layers) / len(layers),
+            banks.append(dict(run=name, top1=run['metric'], layers=len(layers), coverage=sum(layers) / len(layers),
                               min_coverage=min(layers)))
         torch.manual_seed(self.seed)
         kernels = sorted({self.recipe.convmixer_kernel, 3})
@@ -294,28 +298,25 @@ def machine() -> dict:
                 timm=timm.__version__)
 
 
-def run_study(recipe: Recipe, output: Path, report_dir: Path, seed: int, workers: int, quick: bool) -> dict:
+def run_study(recipe: Recipe, output: Path, seed: int, workers: int, quick: bool) -> dict:
+    """Every experiment's numbers; the un-shuffling grid is drawn into `output` (the report copies it)."""
     study = Study(recipe, output, seed, workers)
     started = datetime.now(timezone.utc)
     start = time.perf_counter()
-    report_dir.mkdir(parents=True, exist_ok=True)
     results = dict(quick=quick, recipe=asdict(recipe), train_flags=TRAIN_FLAGS, seed=seed, machine=machine(),
                    started=started.isoformat(timespec='seconds'))
     timings = {}
     for key, step in [('modes', study.modes), ('widths', study.widths), ('filters', study.filters),
-                      ('robustness', study.robustness), ('unshuffle', lambda: study.unshuffle(report_dir)),
+                      ('robustness', study.robustness), ('unshuffle', study.unshuffle),
                       ('cost', study.cost)]:
         t = time.perf_counter()
         results[key] = step()
         timings[key] = time.perf_counter() - t
     t = time.perf_counter()
-    chans_runs = {row['run']: row['top1'] for row in results['modes'] if row['mode'] == 'chans'}
-    chans_runs.update({row['run']: row['top1'] for row in results['filters']})
-    chans_runs.update({row['run']: row['top1'] for row in results['widths'] if row['mode'] == 'chans'})
-    for label, r in results['robustness']['weak']['models'].items():
-        if label.startswith('chans'):
-            chans_runs[Path(r['checkpoint']).parent.name] = r['clean_accuracy']
-    results['spectral'] = study.spectral(chans_runs)
+    chans_runs = [row['run'] for row in results['modes'] + results['widths'] if row['mode'] == 'chans']
+    chans_runs += [row['run'] for row in results['filters']]  # every filter experiment is a Chans model
+    chans_runs += [run for label, run in results['robustness']['runs'].items() if label.startswith('chans')]
+    results['spectral'] = study.spectral(list(dict.fromkeys(chans_runs)))
     timings['spectral'] = time.perf_counter() - t
     results['runs'] = study.runs
     results['reused_runs'] = study.reused
@@ -352,16 +353,17 @@ def main(argv=None) -> None:
             path = report_dir / RESULTS
             if not path.is_file():
                 raise FileNotFoundError(f'{path} not found: run the study first, or pass --report-dir')
-            results = json.loads(path.read_text())
+            results, drawn = json.loads(path.read_text()), {}
         else:
             recipe = QUICK if args.quick else FULL
             check_dataset(recipe.dataset)
             robust.import_torchattacks()
-            results = run_study(recipe, output, report_dir, args.seed, args.workers, args.quick)
+            results = run_study(recipe, output, args.seed, args.workers, args.quick)
+            drawn = {UNSHUFFLE_GRID: output / UNSHUFFLE_GRID}
+        files = write_report(results, report_dir, drawn)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f'study: error: {e}', file=sys.stderr)
         sys.exit(2)
-    files = write_report(results, report_dir)
     print(f'Report written to {files[0]} ({results["wall_time_s"] / 60:.1f} min), with {", ".join(f.name for f in files[1:])}')
 
 

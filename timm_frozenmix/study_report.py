@@ -5,9 +5,12 @@ can be re-rendered (`python -m timm_frozenmix.study --render-only`) and checked 
 A verdict is a fixed rule over those numbers (thresholds below), stated next to it in the report.
 """
 import json
+import os
+import shutil
 import statistics
+import tempfile
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .checkpoint import replace_atomically
 from .robust import plot_results
@@ -277,7 +280,7 @@ def plot_cost(results: dict, path: Path) -> None:
                     label=MODE_NAMES[mode])
         axes[1].bar(offsets, [1e6 * steps[g + (mode,)]['seconds_per_step'] / steps[g + (mode,)]['trainable_params']
                               for g in groups], 0.27, label=MODE_NAMES[mode])
-    axes[0].set(ylabel='ms per training step (batch 128)', title='time per step')
+    axes[0].set(ylabel=f'ms per training step (batch {results["cost"][0]["batch"]})', title='time per step')
     axes[1].set(ylabel='microseconds per step per trainable parameter', yscale='log',
                 title='time per step / trainable parameters')
     for ax in axes:
@@ -359,7 +362,7 @@ def render(results: dict) -> str:
         f'- Data: {"the embedded 6,000/1,000-image sample" if results["quick"] else "full Fashion-MNIST, 60,000 training / 10,000 test images"} '
         f'(28x28 grayscale), Debian\'s official files. The paper uses CIFAR-10/100 and ImageNet '
         '(and MNIST, Fashion-MNIST, CIFAR-10 for un-shuffling).',
-        f'- Training: {recipe["epochs"]} epoch(s) per model, batch 128, `train.py ' + ' '.join(results['train_flags'])
+        f'- Training: {recipe["epochs"]} epoch(s) per model, `train.py ' + ' '.join(results['train_flags'])
         + '`. The paper trains for many epochs with augmentation; one epoch keeps the whole study within an '
         'hour on two CPU cores, so absolute accuracies are below converged ones.',
         f'- ConvMixer: width {recipe["convmixer_dim"]}, depths {", ".join(map(str, recipe["convmixer_depths"]))}, '
@@ -492,7 +495,8 @@ def _section_cost(results, verdict) -> List[str]:
     return ['## 6. Training cost', '',
             'Paper: Chans trains faster per step (no gradients for the frozen spatial filters), and far faster per '
             'trainable parameter.', '',
-            'One SGD step at batch 128 on 28x28 images, median of interleaved steps in one process:', '',
+            f'One SGD step at batch {results["cost"][0]["batch"]} on 28x28 images, median of interleaved steps in '
+            'one process:', '',
             _table(['model', 'memory format', 'mode', 'ms/step', 'vs Full', 'trainable parameters',
                     'us/step per parameter'], body), '',
             '![training cost](reproduction_cost.png)', '', *_verdict_lines([verdict])]
@@ -520,15 +524,30 @@ def _section_spectral(results, verdict) -> List[str]:
             *_verdict_lines([verdict])]
 
 
-def write_report(results: dict, folder: Path) -> List[Path]:
-    """reproduction.json, reproduction.md and the figures, each written atomically; the report path first."""
+def write_report(results: dict, folder: Path, drawn: Optional[Dict[str, Path]] = None) -> List[Path]:
+    """reproduction.md, .json and the figures, all or none; the report path first.
+
+    `drawn` maps figure names to files the study drew itself (they need models, not just the JSON); a figure
+    missing from it must already be in `folder`, as when re-rendering. Everything is written to a staging
+    folder first and moved in only once all of it exists, so a failure leaves the previous report whole.
+    """
+    drawn = drawn or {}
+    grid = results['unshuffle']['grid']
+    if grid not in drawn and not (folder / grid).is_file():
+        raise FileNotFoundError(f'{folder / grid} not found: rerun the study to draw the reconstructions')
+    markdown = render(results)
     folder.mkdir(parents=True, exist_ok=True)
-    markdown = render(results)  # fails before anything is written if the results are incomplete
-    json_path, report = folder / RESULTS, folder / REPORT
-    replace_atomically(json_path, lambda tmp: tmp.write_text(json.dumps(results, indent=2) + '\n'))
-    figures = []
-    for name, plot in FIGURES.items():
-        plot(results, folder / name)
-        figures.append(folder / name)
-    replace_atomically(report, lambda tmp: tmp.write_text(markdown))
-    return [report, json_path, *figures, folder / results['unshuffle']['grid']]
+    staging = Path(tempfile.mkdtemp(prefix='.staging-', dir=folder))
+    try:
+        (staging / REPORT).write_text(markdown)
+        (staging / RESULTS).write_text(json.dumps(results, indent=2) + '\n')
+        for name, plot in FIGURES.items():
+            plot(results, staging / name)
+        for name, source in drawn.items():
+            shutil.copyfile(source, staging / name)
+        names = [REPORT, RESULTS, *FIGURES, *drawn]
+        for name in names:
+            os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [folder / name for name in names] + ([] if grid in drawn else [folder / grid])
