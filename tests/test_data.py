@@ -9,6 +9,7 @@ import torch
 
 from timm_frozenmix.data import (
     DEBIAN_FASHION_MNIST, FASHION_MNIST_FILES, SAMPLE, SAMPLE_DIR, Normalized, create_dataset, dataset_info)
+from timm_frozenmix.errors import UsageError
 from timm_frozenmix.idx import read_idx, write_idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_idx_roundtrip_and_corrupt_files(tmp_path):
 
 
 def test_missing_fashion_mnist_folder_names_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match='apt-get install dataset-fashion-mnist'):
+    with pytest.raises(UsageError, match='apt-get install dataset-fashion-mnist'):
         create_dataset('fashion-mnist', root=str(tmp_path / 'nowhere'))
 
 
@@ -72,7 +73,7 @@ def test_unknown_dataset_and_missing_data_dir():
         create_dataset('torch/cifar11', root='/tmp')
     with pytest.raises(ValueError, match='needs --data-dir'):
         create_dataset('torch/cifar10')
-    with pytest.raises(FileNotFoundError, match='does not exist'):
+    with pytest.raises(UsageError, match='does not exist'):
         create_dataset('folder', root='/definitely/not/here')
 
 

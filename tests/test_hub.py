@@ -17,7 +17,7 @@ from timm_frozenmix.robust import build_parser as robust_parser, evaluate, write
 from timm_frozenmix.training import main as train_main
 
 ARCH = 'convmixer_128_4_ks5_p2_chans'
-REPO_ID = f'timm-frozenmix/{ARCH}.fashion_mnist'  # the registered name's Hub repo
+REPO_ID = f'me/{ARCH}'  # the repo the model card loads from
 FAKE_COMMIT = 'a' * 40
 
 
@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope='module')
 def exported(trained, tmp_path_factory):
     checkpoint, robust_json = trained
-    return hub.export(checkpoint, tmp_path_factory.mktemp('export') / 'model', robust_json=robust_json)
+    return hub.export(checkpoint, tmp_path_factory.mktemp('export') / 'model', REPO_ID, robust_json=robust_json)
 
 
 def test_export_holds_safetensors_weights_config_and_card(trained, exported):
@@ -87,16 +87,20 @@ def _hf_cache(cache: Path, repo_id: str, folder: Path) -> None:
 LOAD_ALL_WAYS = '''
 import sys, timm, torch, timm_frozenmix
 x, expected = torch.load(sys.argv[1])
-for name in (sys.argv[2], "hf-hub:" + sys.argv[3], "local-dir:" + sys.argv[4]):
+for name in ("hf-hub:" + sys.argv[3], "local-dir:" + sys.argv[4]):
     model = timm.create_model(name, pretrained=True).eval()
     with torch.no_grad():
         assert torch.equal(model(x), expected), name
     assert not model.stem[0].weight.requires_grad, name
     print("loaded", name)
+try:  # the registered name has no published weights: an error, never a random model
+    timm.create_model(sys.argv[2], pretrained=True)
+except ValueError as e:
+    print("refused", e)
 '''
 
 
-def test_offline_loading_by_name_hub_reference_and_local_dir(trained, exported, tmp_path):
+def test_offline_loading_by_hub_reference_and_local_dir(trained, exported, tmp_path):
     model = load_model(checkpoint_path=str(trained[0])).model
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
@@ -107,7 +111,8 @@ def test_offline_loading_by_name_hub_reference_and_local_dir(trained, exported, 
         [sys.executable, '-c', LOAD_ALL_WAYS, str(tmp_path / 'expected.pt'), ARCH, REPO_ID, str(exported)],
         env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count('loaded') == 3
+    assert result.stdout.count('loaded') == 2
+    assert f"refused no pretrained weights exist for '{ARCH}'" in result.stdout
 
 
 class RecordedHub:
@@ -176,11 +181,32 @@ def test_bad_input_fails_before_any_work(trained, tmp_path, capsys, monkeypatch)
     occupied = tmp_path / 'occupied'
     occupied.mkdir()
     (occupied / 'notes.txt').write_text('mine')
-    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(occupied)], capsys, 'holds files other than')
+    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(occupied), '--repo-id', 'me/x'], capsys,
+           'holds something other than an earlier export')
     assert [p.name for p in occupied.iterdir()] == ['notes.txt']
-    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--robust-json',
+    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e')], capsys, 'pass --repo-id')
+    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--repo-id', 'me/x', '--robust-json',
                       str(tmp_path / 'missing.json')], capsys, 'cannot read robustness results')
     assert not (tmp_path / 'e').exists()
+
+
+def test_export_replaces_only_an_earlier_export_and_touches_nothing_else(trained, exported, tmp_path, capsys):
+    checkpoint = str(trained[0])
+    readme_only = tmp_path / 'readme-only'
+    readme_only.mkdir()
+    (readme_only / 'README.md').write_text('my notes')
+    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(readme_only), '--repo-id', 'me/x'], capsys,
+           'holds something other than an earlier export')
+    assert (readme_only / 'README.md').read_text() == 'my notes'
+    earlier = tmp_path / 'model'
+    shutil.copytree(exported, earlier)
+    users_tmp = tmp_path / '.model.tmp'  # a folder of the user's with the name a staging folder might take
+    users_tmp.mkdir()
+    (users_tmp / 'keep.txt').write_text('mine')
+    hub.main(['--checkpoint', checkpoint, '--output', str(earlier), '--repo-id', 'me/again'])
+    assert 'hf-hub:me/again' in (earlier / 'README.md').read_text()
+    assert (users_tmp / 'keep.txt').read_text() == 'mine'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.model.tmp', 'model', 'readme-only']
 
 
 def test_a_repo_naming_an_unknown_architecture_says_to_import_or_upgrade(exported, tmp_path):

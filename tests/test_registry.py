@@ -4,6 +4,7 @@ import torch
 
 import timm_frozenmix  # noqa: F401  registers the models
 from timm_frozenmix import SeparableConv2d, parameter_roles, smooth_filters
+from timm_frozenmix.errors import UsageError
 
 MODES = ('full', 'chans', 'space')
 CONVMIXERS = ('convmixer_512_7', 'convmixer_1536_20', 'convmixer_768_32', 'convmixer_1024_20_ks9_p14',
@@ -61,12 +62,16 @@ def test_full_convmixers_are_timms_architecture(name):
     assert ours.pretrained_cfg['hf_hub_id'] == f'timm/{name}.in1k'
 
 
-def test_pretrained_configs_point_at_project_hub_repos():
-    for name, tag in [('convmixer_512_7_chans', 'in1k'), ('sep_resnet20_cifar_space', 'cifar10')]:
+def test_list_pretrained_names_only_weights_that_exist():
+    ours = [n for n in timm.list_pretrained() if n.split('.')[0] in ALL]
+    assert sorted(ours) == sorted(f'{name}_full.in1k' for name in CONVMIXERS[1:4])  # timm's own ConvMixer weights
+    for name in ours:
+        assert timm.get_pretrained_cfg(name.split('.')[0]).hf_hub_id.startswith('timm/')
+    for name in ('convmixer_512_7_chans', 'sep_resnet20_cifar_space'):
         cfg = timm.create_model(name).pretrained_cfg
-        assert cfg['hf_hub_id'] == f'timm-frozenmix/{name}.{tag}'
         assert cfg['paper_ids'] == 'arxiv:2503.16760' and cfg['license']
         assert cfg['first_conv'] and cfg['classifier']
+        assert not (cfg.get('hf_hub_id') or cfg.get('url') or cfg.get('file'))
 
 
 def test_separable_resnets_have_paper_structure():
@@ -134,10 +139,21 @@ def test_bad_model_kwargs(kwargs, match):
         timm.create_model('sep_resnet20_cifar_chans', **kwargs)
 
 
-def test_unpublished_pretrained_weights_fail_with_one_clear_message():
-    with pytest.raises(RuntimeError) as info:
-        timm.create_model('convmixer_128_4_p1_chans', pretrained=True)
+@pytest.mark.parametrize('name', ['convmixer_128_4_p1_chans', 'sep_resnet18_space', 'convmixer_1536_20_chans'])
+def test_pretrained_without_weights_fails_in_one_line_instead_of_a_random_model(name):
+    with pytest.raises(UsageError) as info:
+        timm.create_model(name, pretrained=True)
     message = str(info.value)
-    assert 'timm-frozenmix/convmixer_128_4_p1_chans.cifar10' in message
-    assert 'train.py --model convmixer_128_4_p1_chans' in message and 'push-to-hub' in message
-    assert '\n' not in message and info.value.__cause__ is None and info.value.__suppress_context__
+    assert f'no pretrained weights exist for {name!r}' in message and 'timm.list_pretrained()' in message
+    assert 'hf-hub:' in message and f'train.py --model {name}' in message
+    assert 'timm-frozenmix/' not in message  # no namespace users cannot push to
+    assert '\n' not in message
+
+
+def test_pretrained_from_a_file_still_loads(tmp_path):
+    torch.manual_seed(0)
+    trained = timm.create_model('convmixer_128_4_ks5_p2_chans', dim=16)
+    torch.save(trained.state_dict(), tmp_path / 'weights.pth')
+    loaded = timm.create_model('convmixer_128_4_ks5_p2_chans', dim=16, pretrained=True,
+                               pretrained_cfg_overlay=dict(file=str(tmp_path / 'weights.pth')))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in trained.state_dict().items())

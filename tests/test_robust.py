@@ -1,14 +1,18 @@
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-from timm_frozenmix.data import FixedSubset, Normalized, create_dataset
+from timm_frozenmix.data import ImageSubset, Normalized, create_dataset
+from timm_frozenmix.errors import UsageError
 from timm_frozenmix.loading import LoadedModel, load_model
 from timm_frozenmix.robust import (
-    build_parser, evaluate, evaluate_model, import_torchattacks, main, make_attack, masking_warnings)
+    autoattack_components, build_parser, evaluate, evaluate_model, import_torchattacks, main, make_attack,
+    masking_warnings,
+)
 from timm_frozenmix.training import main as train_main
 
 TINY = ['--model-kwargs', 'dim=16', 'depth=1', '-j', '0', '--epochs', '1', '--log-interval', '1000']
@@ -72,7 +76,7 @@ def test_attacks_run_in_eval_mode_and_leave_batch_norm_alone():
                                                interpolation='bilinear', crop_pct=1.0))
     dataset = create_dataset('fashion-mnist-sample', split='test')
     args = robust_args('--attacks', 'fgsm,pgd', '--eps', '0,0.1', '--pgd-steps', '2')
-    result = evaluate_model('bn-net', loaded, FixedSubset(dataset, 16, seed=0), args, import_torchattacks())
+    result = evaluate_model('bn-net', loaded, ImageSubset.random(dataset, 16, seed=0), args, import_torchattacks())
     assert model.modes and not any(model.modes)
     assert torch.equal(model.bn.running_mean, running_mean)
     assert result['accuracy']['FGSM'][0] == result['clean_accuracy']
@@ -164,7 +168,7 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(checkpoints, tmp_path, c
     _fails(['--checkpoint', chans, '--attacks', 'fgsm,cw'], capsys, tmp_path, "unknown attack 'cw'")
     _fails(['--model', 'convmixer_128_4_ks5_p2_chans'], capsys, tmp_path, 'add --pretrained')
     _fails(['--model', 'convmixer_128_4_ks5_p2_chans', '--pretrained'], capsys, tmp_path,
-           "timm-frozenmix/convmixer_128_4_ks5_p2_chans.fashion_mnist")
+           "no pretrained weights exist for 'convmixer_128_4_ks5_p2_chans'")
     _fails(['--model', 'not_a_model'], capsys, tmp_path, "unknown model 'not_a_model'")
     _fails(['--checkpoint', chans, '--dataset', 'fashion-mnist', '--data-dir', str(tmp_path)], capsys, tmp_path,
            'Fashion-MNIST idx files not found')
@@ -173,3 +177,108 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(checkpoints, tmp_path, c
     _fails(['--checkpoint', str(corrupt)], capsys, tmp_path, 'is corrupt')
     monkeypatch.setitem(sys.modules, 'torchattacks', None)
     _fails(['--checkpoint', chans], capsys, tmp_path, 'pip install --no-deps torchattacks==3.5.1')
+
+
+def test_a_missing_torchattacks_dependency_is_named(monkeypatch):
+    for name in [m for m in sys.modules if m == 'torchattacks' or m.startswith('torchattacks.')]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, 'scipy', None)
+    with pytest.raises(UsageError) as info:
+        import_torchattacks()
+    message = str(info.value)
+    assert "needs 'scipy'" in message and 'pip install scipy' in message and '--no-deps' not in message
+
+
+class TinyClassifier(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 16), nn.ReLU(), nn.Linear(16, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize('num_classes,components', [
+    (2, ['APGD-CE', 'FAB-T', 'Square']),
+    (3, ['APGD-CE', 'APGD-DLR', 'FAB-T', 'Square']),
+    (10, ['APGD-CE', 'APGD-T', 'FAB-T', 'Square']),
+])
+def test_autoattack_runs_for_any_number_of_classes(num_classes, components):
+    torch.manual_seed(0)
+    model = TinyClassifier(num_classes)
+    loaded = LoadedModel(model, 'tiny', dict(input_size=(1, 28, 28), mean=(0.5,), std=(0.5,),
+                                             interpolation='bilinear', crop_pct=1.0))
+    images = ImageSubset.random(create_dataset('fashion-mnist-sample', split='test'), 8, seed=0)
+    images.dataset.labels = images.dataset.labels % num_classes  # a num_classes-way task over the same images
+    args = robust_args('--attacks', 'autoattack', '--eps', '0.05')
+    result = evaluate_model('tiny', loaded, images, args, import_torchattacks())
+    assert result['autoattack_components'] == components
+    assert 0 <= result['accuracy']['AutoAttack'][0] <= result['clean_accuracy']
+    assert result['max_perturbation']['AutoAttack'][0] <= 0.05 + 1e-6
+
+
+def test_a_one_class_model_is_refused_before_any_work():
+    with pytest.raises(UsageError, match='cannot be attacked'):
+        autoattack_components(1)
+
+
+def make_folder_split(root, unreadable=()):
+    """An ImageNet-style folder of 2 classes x 6 RGB images, some replaced by files that are not images."""
+    from PIL import Image
+    generator = torch.Generator().manual_seed(0)
+    for c in range(2):
+        folder = root / f'class{c}'
+        folder.mkdir(parents=True)
+        for i in range(6):
+            path = folder / f'{i}.png'
+            if (c, i) in unreadable:
+                path.write_bytes(b'\x89PNG\r\n\x1a\n not really a png')
+            else:
+                pixels = (torch.rand(20, 20, 3, generator=generator) * 255).byte().numpy()
+                Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture(scope='module')
+def folder_checkpoint(tmp_path_factory):
+    """A tiny 2-class ConvMixer trained on an RGB image folder, and the folder with 2 unreadable test images."""
+    root = tmp_path_factory.mktemp('folder')
+    make_folder_split(root / 'data' / 'train')
+    make_folder_split(root / 'data' / 'validation', unreadable={(0, 1), (1, 4)})
+    train_main(['--output', str(root), '--experiment', 'run', '--dataset', 'folder', '--data-dir',
+                str(root / 'data'), '-b', '4', *TINY])
+    return root / 'run' / 'model_best.pth.tar', root / 'data'
+
+
+def test_unreadable_images_are_left_out_and_counted(folder_checkpoint, tmp_path, capsys):
+    checkpoint, data = folder_checkpoint
+    main(['-j', '0', '--checkpoint', str(checkpoint), '--dataset', 'folder', '--data-dir', str(data), '--split',
+          'validation', '--attacks', 'fgsm,autoattack', '--eps', '0.05', '--output', str(tmp_path)])
+    results = json.loads((tmp_path / 'robust.json').read_text())
+    (result,) = results['models'].values()
+    assert results['requested_samples'] == 12 and results['num_samples'] == result['num_samples'] == 10
+    assert sorted(Path(f).name for f in results['unreadable']) == ['1.png', '4.png']
+    assert result['autoattack_components'] == ['APGD-CE', 'FAB-T', 'Square']  # a 2-class model
+    assert '2 unreadable image(s) left out' in capsys.readouterr().out
+
+
+def test_output_and_values_are_checked_before_any_model_is_loaded(checkpoints, tmp_path, capsys, monkeypatch):
+    loads = []
+    monkeypatch.setattr('timm_frozenmix.robust.load_model', lambda *a, **k: loads.append(a))
+    (tmp_path / 'file').write_text('mine')
+    for argv, match in ((['--output', str(tmp_path / 'file')], 'is a file'),
+                        (['--num-samples', '0'], '--num-samples must be >= 1'),
+                        (['--masking-gap', '-1'], '--masking-gap must be >= 0')):
+        with pytest.raises(SystemExit) as exit_info:
+            main(['-j', '0', '--checkpoint', str(checkpoints['chans']), *argv])
+        assert exit_info.value.code == 2 and match in capsys.readouterr().err.strip().splitlines()[-1]
+    assert loads == [] and (tmp_path / 'file').read_text() == 'mine'
+
+
+def test_a_genuine_failure_during_attacks_keeps_its_traceback(checkpoints, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError('simulated CUDA error')
+    monkeypatch.setattr('timm_frozenmix.robust.evaluate_model', broken)
+    with pytest.raises(RuntimeError, match='simulated CUDA error'):
+        main(['-j', '0', '--checkpoint', str(checkpoints['chans']), '--output', str(tmp_path / 'out')])
+    assert not (tmp_path / 'out').exists()

@@ -41,6 +41,16 @@ def test_bad_input_fails_in_one_line(tmp_path, capsys):
         assert not (tmp_path / 'out').exists()
 
 
+def test_an_unwritable_output_is_refused_before_the_analysis(tmp_path, capsys, monkeypatch):
+    analysed = []
+    monkeypatch.setattr('timm_frozenmix.spectral.analyse_model', lambda *args: analysed.append(args))
+    (tmp_path / 'file').write_text('mine')
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--model', 'convmixer_128_4_ks5_p2_chans', '--output', str(tmp_path / 'file' / 'out')])
+    assert exit_info.value.code == 2 and 'lies under the file' in capsys.readouterr().err
+    assert analysed == []
+
+
 def test_an_unshuffling_checkpoint_is_analysed_too(tmp_path, capsys):
     train_main(['--output', str(tmp_path), '--experiment', 'run', '--task', 'unshuffle', '--model',
                 'convmixer_128_4_p1_chans', '--model-kwargs', 'dim=16', 'depth=1',

@@ -277,6 +277,17 @@ BAD_INPUTS = {
     'absent data dir': (['--dataset', 'folder', '--data-dir', '/no/such/dir'], 'does not exist'),
     'eps out of range': (['--adv-train', 'fgsm', '--adv-eps', '2'], '--adv-eps must lie in [0, 1]'),
     'bad smoothing': (['--smooth-sigma', '-1'], 'smooth_sigma must be >= 0'),
+    'no epochs': (['--epochs', '0'], '--epochs must be >= 1, got 0'),
+    'kwarg the model lacks': (['--model-kwargs', 'dim=16', 'kernel=3'], 'does not take --model-kwargs kernel'),
+    'channels the data lacks': (['--in-chans', '3'], '--in-chans 3 does not fit fashion-mnist-sample'),
+    'mean of the wrong length': (['--mean', '0.1', '0.2'], '--mean takes 1 or 1 values'),
+    'unknown optimizer': (['--opt', 'adamz'], '--opt adamz'),
+    'unknown schedule': (['--sched', 'zigzag'], "--sched zigzag: Unknown scheduler 'zigzag'"),
+    'metric never measured': (['--eval-metric', 'psnr'], '--eval-metric psnr is not measured'),
+    'no GPU here': (['--device', 'cuda:0'], 'asks for CUDA') if not torch.cuda.is_available() else
+                   (['--device', 'gpu7'], 'is not a torch device'),
+    'probability over 1': (['--hflip', '1.5'], 'probabilities in [0, 1]'),
+    'nested experiment': (['--experiment', '../elsewhere'], 'must be a plain folder name'),
 }
 
 
@@ -302,6 +313,22 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, capsys, case):
     assert_one_line_error(capsys, exc_info, match)
     assert not (tmp_path / 'out').exists()
 
+
+def test_an_output_that_cannot_be_a_folder_is_refused_first(tmp_path, capsys):
+    (tmp_path / 'file').write_text('mine')
+    for output, match in ((tmp_path / 'file', 'is a file'), (tmp_path / 'file' / 'sub', 'lies under the file')):
+        with pytest.raises(SystemExit) as exc_info:
+            main(['--output', str(output), *TINY])
+        assert_one_line_error(capsys, exc_info, match)
+    assert [p.name for p in tmp_path.iterdir()] == ['file'] and (tmp_path / 'file').read_text() == 'mine'
+
+
+def test_a_genuine_failure_keeps_its_traceback(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError('simulated torch failure while setting up')
+    monkeypatch.setattr('timm_frozenmix.training.summarize', broken)
+    with pytest.raises(RuntimeError, match='simulated torch failure'):
+        main(['--output', str(tmp_path), *TINY])
 
 @pytest.mark.parametrize('case', ['other architecture', 'corrupt', 'perm seed'])
 def test_bad_resume_fails_and_leaves_the_run_folder_alone(finished_run, tmp_path, capsys, case):

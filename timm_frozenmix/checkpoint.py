@@ -3,27 +3,16 @@
 Every file is written to a temporary name in the same folder and renamed into place, so a run killed at any
 moment leaves either the previous file or the new one. Pickled checkpoints are read with `weights_only=True`.
 """
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ['replace_atomically', 'save_atomic', 'save_safetensors', 'load_checkpoint', 'check_architecture']
+from .errors import UsageError
+from .outputs import replace_atomically
 
-
-def replace_atomically(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path over `path`: readers see the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    try:
-        write(tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+__all__ = ['save_atomic', 'save_safetensors', 'load_checkpoint', 'check_architecture']
 
 
 def save_atomic(obj: Dict[str, Any], path) -> None:
@@ -39,16 +28,16 @@ def load_checkpoint(path) -> Dict[str, Any]:
     """A train.py checkpoint (or bare safetensors weights as {'state_dict': ...}), with one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'checkpoint {path} not found')
+        raise UsageError(f'checkpoint {path} not found')
     try:
         if path.suffix == '.safetensors':
             return {'state_dict': load_file(str(path))}
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # any failure to parse means the file is not a usable checkpoint
-        raise ValueError(f'checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); '
+        raise UsageError(f'checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); '
                          f'use a last.pth.tar / model_best.pth.tar / model.safetensors written by train.py') from None
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
-        raise ValueError(f'checkpoint {path} holds no state_dict; use a checkpoint written by train.py')
+        raise UsageError(f'checkpoint {path} holds no state_dict; use a checkpoint written by train.py')
     return checkpoint
 
 
@@ -56,4 +45,4 @@ def check_architecture(checkpoint: Dict[str, Any], model_name: str, path) -> Non
     """A checkpoint for another architecture is refused before anything is built or written."""
     arch = checkpoint.get('arch')
     if arch is not None and arch != model_name:
-        raise ValueError(f'checkpoint {path} is for {arch!r}, not {model_name!r}: pass --model {arch}')
+        raise UsageError(f'checkpoint {path} is for {arch!r}, not {model_name!r}: pass --model {arch}')

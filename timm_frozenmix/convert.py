@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from timm.models.convmixer import ConvMixer
 
+from .errors import UsageError
 from .filters import check_spatial_options, init_spatial_, smooth_filters
 from .learn import ROLES, is_learned, resolve_learn
 from .separable import SeparableConv2d, is_depthwise
@@ -95,7 +96,7 @@ def separate(
     resolve_learn(learn)
     check_spatial_options(spatial_init, smooth_sigma)
     if not (isinstance(depth_multiplier, int) and depth_multiplier >= 1):
-        raise ValueError(f'depth_multiplier must be an integer >= 1, got {depth_multiplier!r}')
+        raise UsageError(f'depth_multiplier must be an integer >= 1, got {depth_multiplier!r}')
 
     classifier = _classifier_modules(model)
     to_convert = [
@@ -103,7 +104,7 @@ def separate(
         if isinstance(m, nn.Conv2d) and m not in classifier and m.kernel_size != (1, 1) and not is_depthwise(m)
     ]
     if not to_convert:
-        raise ValueError(
+        raise UsageError(
             f'{type(model).__name__} has no dense convolution with a kernel larger than 1x1 to separate; '
             f'for a natively separable model use freeze(model, learn=...)')
     init_depthwise_(model, spatial_init, smooth_sigma)
@@ -124,7 +125,7 @@ def reparameterize(model: nn.Module) -> nn.Module:
     parameters, so freeze / learn modes no longer apply to it.
     """
     if isinstance(model, SeparableConv2d):
-        raise ValueError('reparameterize a model that contains SeparableConv2d layers; for one layer use to_dense()')
+        raise UsageError('reparameterize a model that contains SeparableConv2d layers; for one layer use to_dense()')
     separables = [name for name, m in model.named_modules() if isinstance(m, SeparableConv2d)]
     for name in separables:
         parent_name, _, child_name = name.rpartition('.')

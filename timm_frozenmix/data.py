@@ -10,7 +10,7 @@ adversarial examples and pixel permutations are made in pixel space.
 """
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,11 +18,12 @@ import torch.nn as nn
 from PIL import Image
 from timm.data import create_dataset as timm_create_dataset, create_loader
 
+from .errors import UsageError
 from .idx import read_idx
 
 __all__ = [
-    'SAMPLE', 'FASHION_MNIST', 'DEBIAN_FASHION_MNIST', 'DatasetInfo', 'IdxImageDataset', 'Normalized', 'FixedSubset',
-    'create_dataset', 'create_eval_loader', 'dataset_info',
+    'SAMPLE', 'FASHION_MNIST', 'DEBIAN_FASHION_MNIST', 'DatasetInfo', 'IdxImageDataset', 'Normalized', 'ImageSubset',
+    'create_dataset', 'create_eval_loader', 'dataset_info', 'drop_unreadable', 'is_known_dataset',
 ]
 
 SAMPLE = 'fashion-mnist-sample'
@@ -77,7 +78,7 @@ class IdxImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None):
         if len(images) != len(labels):
-            raise ValueError(f'{len(images)} images but {len(labels)} labels')
+            raise UsageError(f'{len(images)} images but {len(labels)} labels')
         self.images = images
         self.labels = labels
         self.transform = transform
@@ -111,14 +112,16 @@ class Normalized(nn.Module):
         return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
 
 
-class FixedSubset(torch.utils.data.Subset):
-    """A seeded, fixed subset whose `transform` is its dataset's, so timm's create_loader can set it."""
+class ImageSubset(torch.utils.data.Subset):
+    """A subset whose `transform` is its dataset's, so timm's create_loader can set it."""
 
-    def __init__(self, dataset, num_samples: int, seed: int = 0):
+    @classmethod
+    def random(cls, dataset, num_samples: int, seed: int = 0) -> 'ImageSubset':
+        """A seeded, fixed random subset of `num_samples` images (UsageError if the split has fewer)."""
         if not 0 < num_samples <= len(dataset):
-            raise ValueError(f'--num-samples must lie in [1, {len(dataset)}] for this split, got {num_samples}')
+            raise UsageError(f'--num-samples must lie in [1, {len(dataset)}] for this split, got {num_samples}')
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-        super().__init__(dataset, sorted(order[:num_samples].tolist()))
+        return cls(dataset, sorted(order[:num_samples].tolist()))
 
     @property
     def transform(self):
@@ -127,6 +130,45 @@ class FixedSubset(torch.utils.data.Subset):
     @transform.setter
     def transform(self, transform):
         self.dataset.transform = transform
+
+
+class _Readability(torch.utils.data.Dataset):
+    """Whether each image of a timm folder dataset opens and decodes, as its loader would read it."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> bool:
+        file = self.dataset.reader[self.indices[i]][0]
+        try:
+            with Image.open(file) as image:
+                image.convert(self.dataset.input_img_mode or 'RGB')
+        except (OSError, ValueError):  # what timm's ImageDataset skips, plus PIL's errors on bad headers
+            return False
+        finally:
+            if hasattr(file, 'close'):
+                file.close()
+        return True
+
+
+def drop_unreadable(dataset, workers: int = 0) -> Tuple[ImageSubset, List[str]]:
+    """`dataset` without the images that cannot be read, and the files left out.
+
+    timm's folder datasets replace an unreadable image by the next one with a warning, so a count of samples
+    would include the substitute. Here each image is opened first (with `workers` processes) and only the
+    readable ones are kept. Datasets read from arrays (Fashion-MNIST, torchvision's) are returned whole.
+    """
+    base, indices = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, torch.utils.data.Subset) \
+        else (dataset, list(range(len(dataset))))
+    if not (hasattr(base, 'reader') and hasattr(base, 'filename') and hasattr(base, 'input_img_mode')):
+        return ImageSubset(base, indices), []
+    loader = torch.utils.data.DataLoader(_Readability(base, indices), batch_size=64, num_workers=workers)
+    readable = torch.cat([batch for batch in loader]).tolist()
+    kept = [i for i, ok in zip(indices, readable) if ok]
+    return ImageSubset(base, kept), [base.filename(i) for i, ok in zip(indices, readable) if not ok]
 
 
 def create_eval_loader(dataset, data_config: dict, batch_size: int, workers: int, device: torch.device,
@@ -146,7 +188,7 @@ def _split_kind(split: str) -> str:
         return 'train'
     if split in _EVAL_SPLITS:
         return 'test'
-    raise ValueError(f'unknown split {split!r}: use one of {", ".join(_TRAIN_SPLITS + _EVAL_SPLITS)}')
+    raise UsageError(f'unknown split {split!r}: use one of {", ".join(_TRAIN_SPLITS + _EVAL_SPLITS)}')
 
 
 def _check_name(name: str) -> None:
@@ -157,7 +199,7 @@ def _check_name(name: str) -> None:
         return
     if sep and prefix.lower() in _TIMM_READER_PREFIXES:
         return
-    raise ValueError(
+    raise UsageError(
         f'unknown dataset {name!r}: use {SAMPLE!r} (built in), {FASHION_MNIST!r} (official idx files), '
         f"'torch/<name>' ({', '.join(_TIMM_TORCH_NAMES[:6])}, ...), 'folder' for an ImageNet-style folder, "
         f"or a timm reader prefix ({', '.join(p + '/' for p in _TIMM_READER_PREFIXES)})")
@@ -167,7 +209,7 @@ def _fashion_mnist_folder(root: Optional[str]) -> Path:
     folder = Path(root) if root else DEBIAN_FASHION_MNIST
     missing = [f for pair in FASHION_MNIST_FILES.values() for f in pair if not (folder / f).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise UsageError(
             f'Fashion-MNIST idx files not found in {folder} (missing {", ".join(missing)}): '
             f'run `apt-get install dataset-fashion-mnist` or pass --data-dir with the official files')
     return folder
@@ -182,9 +224,9 @@ def check_dataset(name: str, root: Optional[str] = None, download: bool = False)
         _fashion_mnist_folder(root)
         return
     if not root:
-        raise ValueError(f'dataset {name!r} needs --data-dir (the folder that holds or receives its files)')
+        raise UsageError(f'dataset {name!r} needs --data-dir (the folder that holds or receives its files)')
     if not download and not Path(root).exists():
-        raise FileNotFoundError(f'--data-dir {root} does not exist (add --dataset-download for torch/ datasets)')
+        raise UsageError(f'--data-dir {root} does not exist (add --dataset-download for torch/ datasets)')
 
 
 def create_dataset(name: str, root: Optional[str] = None, split: str = 'train', **kwargs):
@@ -197,9 +239,14 @@ def create_dataset(name: str, root: Optional[str] = None, split: str = 'train', 
     return timm_create_dataset(name, root=root, split=split, **kwargs)
 
 
+def is_known_dataset(name: str) -> bool:
+    """Whether channels, classes and normalization of `name` are known without reading its files."""
+    return name.lower() in _KNOWN_INFO
+
+
 def dataset_info(name: str, dataset=None, input_img_mode: Optional[str] = None) -> DatasetInfo:
     """Channels, classes and normalization of a dataset; for folders, counted from the data."""
-    if name.lower() in _KNOWN_INFO:
+    if is_known_dataset(name):
         return _KNOWN_INFO[name.lower()]
     num_classes = None
     if dataset is not None:

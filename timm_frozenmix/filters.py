@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import UsageError
+
 __all__ = [
     'SPATIAL_INITS', 'check_spatial_options', 'init_spatial_', 'smooth_filters', 'spectral_envelope',
     'spectral_coverage',
@@ -31,9 +33,9 @@ SPATIAL_INITS = ('random', 'same', 'box', 'identity')
 def check_spatial_options(spatial_init: str, smooth_sigma: float) -> None:
     if spatial_init not in SPATIAL_INITS:
         choices = ', '.join(repr(s) for s in SPATIAL_INITS)
-        raise ValueError(f'unknown spatial_init {spatial_init!r}: choose one of {choices}')
+        raise UsageError(f'unknown spatial_init {spatial_init!r}: choose one of {choices}')
     if not smooth_sigma >= 0:
-        raise ValueError(f'smooth_sigma must be >= 0 (a Gaussian sigma in pixels), got {smooth_sigma!r}')
+        raise UsageError(f'smooth_sigma must be >= 0 (a Gaussian sigma in pixels), got {smooth_sigma!r}')
 
 
 def _random_bound(weight: torch.Tensor) -> float:
@@ -105,7 +107,7 @@ def spectral_envelope(filters: torch.Tensor, size: int = 512, chunk: int = 64) -
     """
     kh, kw = filters.shape[-2:]
     if size < max(kh, kw):
-        raise ValueError(f'size must be at least the filter size {max(kh, kw)}, got {size}')
+        raise UsageError(f'size must be at least the filter size {max(kh, kw)}, got {size}')
     flat = filters.detach().reshape(-1, kh, kw).double().cpu()
     norms = flat.flatten(1).norm(dim=1)
     flat = flat[norms > 0] / norms[norms > 0, None, None]
@@ -123,5 +125,5 @@ def spectral_coverage(envelope: torch.Tensor, threshold: float = 1.0) -> float:
     at the default threshold despite FFT rounding.
     """
     if not threshold > 0:
-        raise ValueError(f'threshold must be > 0 (a multiple of the average gain, e.g. 1.0), got {threshold!r}')
+        raise UsageError(f'threshold must be > 0 (a multiple of the average gain, e.g. 1.0), got {threshold!r}')
     return (envelope >= threshold * (1 - 1e-5)).float().mean().item()

@@ -14,7 +14,6 @@ import inspect
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -25,8 +24,10 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from .checkpoint import load_checkpoint, save_safetensors
 from .convert import learn_mode, summarize
 from .data import FASHION_MNIST, FASHION_MNIST_CLASSES, SAMPLE
+from .errors import UsageError, exit_on_usage_error
 from .learn import resolve_learn
 from .loading import load_model
+from .outputs import check_output_folder, staging_folder
 from .training import build_parser as build_train_parser, parse_args as parse_train_args
 
 __all__ = ['export', 'push', 'render_model_card', 'check_can_push']
@@ -138,7 +139,7 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
     train_args, arch = loaded.train_args, loaded.arch
     learn = learn_mode(loaded.model)
     if learn is None:
-        raise ValueError(f'the frozen parameters of {arch!r} match no learn mode (full, channels, spatial): '
+        raise UsageError(f'the frozen parameters of {arch!r} match no learn mode (full, channels, spatial): '
                          f'the card cannot say what is frozen')
     dataset = train_args.get('dataset', '')
     hub_dataset = HUB_DATASETS.get(dataset, dataset or 'unknown')
@@ -146,7 +147,7 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
     val_split = 'test' if dataset in (SAMPLE, FASHION_MNIST) else train_args.get('val_split', 'validation')
     entry = _robust_entry(robust, loaded) if robust else None
     if robust and entry is None:
-        raise ValueError(f'the robustness results hold no entry for checkpoint {loaded.checkpoint}: '
+        raise UsageError(f'the robustness results hold no entry for checkpoint {loaded.checkpoint}: '
                          f'run eval_robust.py --checkpoint on this checkpoint')
 
     clean = checkpoint.get('best_metric')
@@ -190,19 +191,40 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
         torchattacks_version=robust.get('torchattacks') if robust else None)
 
 
-def _check_export_target(output: Path) -> None:
-    if output.exists() and (not output.is_dir() or set(p.name for p in output.iterdir()) - set(EXPORT_FILES)):
-        raise ValueError(f'{output} exists and holds files other than an export ({", ".join(EXPORT_FILES)}): '
-                         f'choose a new --output folder')
+def _is_export(folder: Path) -> bool:
+    """Whether `folder` holds exactly an earlier export of this command (its three files, its card tag)."""
+    if sorted(p.name for p in folder.iterdir()) != sorted(EXPORT_FILES):
+        return False
+    try:
+        card = ModelCard.load(folder / 'README.md')
+        json.loads((folder / 'config.json').read_text())['architecture']
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return 'timm-frozenmix' in (card.data.tags or [])
+
+
+def check_export_target(output) -> Path:
+    """The export folder, checked before any work: new, empty, or an earlier export (which it replaces)."""
+    output = check_output_folder(output)
+    if output.exists() and any(output.iterdir()) and not _is_export(output):
+        raise UsageError(f'{output} exists and holds something other than an earlier export '
+                         f'({", ".join(EXPORT_FILES)}): choose a new --output folder')
+    return output
 
 
 def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=None, use_ema: bool = False) -> Path:
-    """Write model.safetensors, config.json and README.md for one train.py checkpoint; all or nothing."""
-    output = Path(output).resolve()
-    _check_export_target(output)
+    """Write model.safetensors, config.json and README.md for one train.py checkpoint; all or nothing.
+
+    The files are staged in a fresh temporary folder beside `output` and moved in at the end. `output` must be
+    new, empty or an earlier export; anything else of the user's there is refused (UsageError), never replaced.
+    """
+    output = check_export_target(output)
+    if not repo_id:
+        raise UsageError('name the Hub repo the model card loads from: pass --repo-id user/name '
+                         '(or --push-to-hub user/name)')
     checkpoint = load_checkpoint(checkpoint_path)
     if checkpoint.get('args', {}).get('separate'):
-        raise ValueError(f'checkpoint {checkpoint_path} is a --separate conversion of {checkpoint["arch"]!r}, which '
+        raise UsageError(f'checkpoint {checkpoint_path} is a --separate conversion of {checkpoint["arch"]!r}, which '
                          f'timm cannot rebuild from a name: export a registered model (timm.list_models("*_chans"))')
     loaded = load_model(checkpoint_path=checkpoint_path, use_ema=use_ema)
     robust = None
@@ -210,37 +232,31 @@ def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=N
         try:
             robust = json.loads(Path(robust_json).read_text())
         except (OSError, ValueError) as e:
-            raise ValueError(f'cannot read robustness results {robust_json} ({type(e).__name__}): '
+            raise UsageError(f'cannot read robustness results {robust_json} ({type(e).__name__}): '
                              f'pass the robust.json written by eval_robust.py') from None
     config = build_config(loaded, checkpoint)
-    repo_id = repo_id or loaded.model.pretrained_cfg.get('hf_hub_id')
-    if not repo_id:
-        raise ValueError(f'{loaded.arch!r} names no Hub repo: pass the repo id the card should load from')
     card = render_model_card(loaded, checkpoint, config, repo_id, robust)
 
-    staging = output.with_name(f'.{output.name}.tmp')
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        save_safetensors(loaded.model.state_dict(), staging / 'model.safetensors')
-        (staging / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
-        card.save(staging / 'README.md')
-        if output.exists():
+    with staging_folder(output.parent) as staging:
+        folder = staging / output.name
+        folder.mkdir()
+        save_safetensors(loaded.model.state_dict(), folder / 'model.safetensors')
+        (folder / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
+        card.save(folder / 'README.md')
+        if output.exists():  # empty, or an earlier export: checked above
             shutil.rmtree(output)
-        os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.replace(folder, output)
     return output
 
 
 def check_can_push(repo_id: str) -> None:
     """Fail before any work when a push cannot happen: a malformed repo id, offline mode or no token."""
     if repo_id.count('/') != 1 or not all(repo_id.split('/')):
-        raise ValueError(f'--push-to-hub needs a repo id of the form user-or-org/name, got {repo_id!r}')
+        raise UsageError(f'--push-to-hub needs a repo id of the form user-or-org/name, got {repo_id!r}')
     if huggingface_hub.constants.HF_HUB_OFFLINE:
-        raise RuntimeError('HF_HUB_OFFLINE is set: publishing needs the network (unset it, or export and push later)')
+        raise UsageError('HF_HUB_OFFLINE is set: publishing needs the network (unset it, or export and push later)')
     if huggingface_hub.get_token() is None:
-        raise RuntimeError('no Hugging Face token: run `hf auth login` or set HF_TOKEN to publish')
+        raise UsageError('no Hugging Face token: run `hf auth login` or set HF_TOKEN to publish')
 
 
 def push(folder, repo_id: str, private: bool = False) -> str:
@@ -260,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--robust-json', default=None, help='robust.json from eval_robust.py, for the model card')
     parser.add_argument('--use-ema', action='store_true', help='export the EMA weights')
     parser.add_argument('--repo-id', default=None,
-                        help="the Hub repo the card loads from (default: --push-to-hub, else the model's registered repo)")
+                        help='the Hub repo the card loads from, user/name (default: --push-to-hub)')
     parser.add_argument('--push-to-hub', default=None, metavar='REPO', help='also upload to this Hub repo')
     parser.add_argument('--private', action='store_true', help='create the Hub repo as private')
     return parser
@@ -268,14 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with exit_on_usage_error('hub'):
         if args.push_to_hub:
             check_can_push(args.push_to_hub)
-        repo_id = args.push_to_hub or args.repo_id
-        folder = export(args.checkpoint, args.output, repo_id, args.robust_json, args.use_ema)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f'hub: error: {e}', file=sys.stderr)
-        sys.exit(2)
+        folder = export(args.checkpoint, args.output, args.push_to_hub or args.repo_id, args.robust_json, args.use_ema)
     print(f'Exported to {folder}; load it with timm.create_model("local-dir:{folder}", pretrained=True)')
     if args.push_to_hub:
         print(f'Pushed to {push(folder, args.push_to_hub, args.private)}')

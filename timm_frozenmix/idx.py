@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UsageError
+
 __all__ = ['read_idx', 'write_idx']
 
 
@@ -16,14 +18,14 @@ def read_idx(path) -> np.ndarray:
         with opener(path, 'rb') as f:
             data = f.read()
     except (OSError, EOFError) as e:
-        raise ValueError(f'cannot read idx file {path}: {e}') from None
+        raise UsageError(f'cannot read idx file {path}: {e}') from None
     if len(data) < 4 or data[:2] != b'\x00\x00' or data[2] != 0x08:
-        raise ValueError(f'{path} is not an unsigned-byte idx file (bad magic number)')
+        raise UsageError(f'{path} is not an unsigned-byte idx file (bad magic number)')
     ndim = data[3]
     shape = struct.unpack(f'>{ndim}I', data[4:4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
-        raise ValueError(f'{path} is truncated: header says {shape}, found {body.size} bytes of data')
+        raise UsageError(f'{path} is truncated: header says {shape}, found {body.size} bytes of data')
     return body.reshape(shape)
 
 

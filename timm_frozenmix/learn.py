@@ -3,6 +3,7 @@
 `full` learns both, `channels` (the paper's "Chans") freezes spatial mixing, `spatial` ("Space") freezes
 channel mixing. Parameters of any other role (norms, head) are always learned.
 """
+from .errors import UsageError
 
 __all__ = ['LEARN_MODES', 'LEARN_ALIASES', 'ROLES', 'resolve_learn', 'is_learned']
 
@@ -16,7 +17,7 @@ def resolve_learn(learn: str) -> str:
     mode = LEARN_ALIASES.get(learn, learn)
     if mode not in LEARN_MODES:
         choices = ', '.join(repr(m) for m in LEARN_MODES + tuple(LEARN_ALIASES))
-        raise ValueError(f'unknown learn mode {learn!r}: choose one of {choices}')
+        raise UsageError(f'unknown learn mode {learn!r}: choose one of {choices}')
     return mode
 
 

@@ -13,6 +13,7 @@ import torch.nn as nn
 from timm.data import resolve_data_config
 
 from .checkpoint import check_architecture, load_checkpoint
+from .errors import UsageError
 from .training import build_model, build_parser
 
 __all__ = ['LoadedModel', 'load_model', 'model_from_checkpoint']
@@ -37,11 +38,11 @@ class LoadedModel:
 def model_from_checkpoint(checkpoint: Dict[str, Any], path, use_ema: bool = False) -> nn.Module:
     """The exact model a train.py checkpoint holds: rebuilt from its saved flags, then its weights loaded."""
     if 'args' not in checkpoint or 'in_chans' not in checkpoint:
-        raise ValueError(f'checkpoint {path} does not record how its model was built; '
+        raise UsageError(f'checkpoint {path} does not record how its model was built; '
                          f'use a last.pth.tar / model_best.pth.tar written by train.py')
     key = 'state_dict_ema' if use_ema else 'state_dict'
     if key not in checkpoint:
-        raise ValueError(f'checkpoint {path} holds no EMA weights: train with --model-ema, or drop --use-ema')
+        raise UsageError(f'checkpoint {path} holds no EMA weights: train with --model-ema, or drop --use-ema')
     args = build_parser().parse_args([])
     vars(args).update(checkpoint['args'], pretrained=False)
     model = build_model(args, checkpoint['in_chans'], checkpoint['num_classes'])
@@ -61,25 +62,25 @@ def load_model(
         if model_name is not None:
             check_architecture(checkpoint, model_name, checkpoint_path)
         if checkpoint.get('task', 'classification') != 'classification':
-            raise ValueError(f'checkpoint {checkpoint_path} was trained for --task {checkpoint["task"]}, '
+            raise UsageError(f'checkpoint {checkpoint_path} was trained for --task {checkpoint["task"]}, '
                              f'not classification')
         model = model_from_checkpoint(checkpoint, checkpoint_path, use_ema)
         return LoadedModel(model.eval(), checkpoint['arch'], dict(checkpoint['data_config']),
                            str(Path(checkpoint_path).resolve()), dict(checkpoint['args']))
 
     if model_name is None:
-        raise ValueError('name a model (--model) or a train.py checkpoint (--checkpoint)')
+        raise UsageError('name a model (--model) or a train.py checkpoint (--checkpoint)')
     is_reference = model_name.startswith(_REFERENCE_PREFIXES)
     if not (is_reference or timm.is_model(model_name)):
-        raise ValueError(f'unknown model {model_name!r}: see timm.list_models() (import timm_frozenmix first)')
+        raise UsageError(f'unknown model {model_name!r}: see timm.list_models() (import timm_frozenmix first)')
     if not (pretrained or is_reference):
-        raise ValueError(f'{model_name!r} alone has random weights: add --pretrained for its published weights, '
+        raise UsageError(f'{model_name!r} alone has random weights: add --pretrained for its published weights, '
                          f'or pass --checkpoint')
     try:
         model = timm.create_model(model_name, pretrained=True)
     except RuntimeError as e:
         if not (is_reference and str(e).startswith('Unknown model')):
             raise
-        raise ValueError(f'{model_name} names an architecture this installation does not know ({e}): '
+        raise UsageError(f'{model_name} names an architecture this installation does not know ({e}): '
                          f'`import timm_frozenmix` first, or upgrade with `pip install -U timm timm-frozenmix`') from None
     return LoadedModel(model.eval(), model_name, resolve_data_config({}, model=model))

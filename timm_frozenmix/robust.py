@@ -24,11 +24,14 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .checkpoint import replace_atomically
+from .outputs import check_output_folder, replace_atomically
 from .convert import learn_mode
-from .data import SAMPLE, FixedSubset, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info
+from .data import (
+    SAMPLE, ImageSubset, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info, drop_unreadable,
+)
+from .errors import UsageError, exit_on_usage_error
 from .loading import LoadedModel, load_model
-from .training import parse_fraction
+from .training import check_device, parse_fraction
 
 ATTACKS = ('fgsm', 'pgd', 'autoattack')
 INSTALL_TORCHATTACKS = 'pip install --no-deps torchattacks==3.5.1'
@@ -37,11 +40,16 @@ RESULTS, TABLE, PLOT = 'robust.json', 'robust.md', 'robust.png'
 
 
 def import_torchattacks():
+    """torchattacks, or a UsageError that names the module actually missing and the command that installs it."""
     try:
         import torchattacks
-    except ImportError:
-        raise RuntimeError(f'torchattacks is not installed: run `{INSTALL_TORCHATTACKS}` '
-                           f'(--no-deps because it pins an old requests that it never imports)') from None
+    except ModuleNotFoundError as e:
+        missing = (e.name or '').split('.')[0]
+        if missing != 'torchattacks':
+            raise UsageError(f'torchattacks cannot be imported: it needs {missing!r}, which is not installed; run '
+                             f'`pip install {missing}` (or reinstall timm-frozenmix, which declares it)') from None
+        raise UsageError(f'torchattacks is not installed: run `{INSTALL_TORCHATTACKS}` '
+                         f'(--no-deps because it pins an old requests that it never imports)') from None
     return torchattacks
 
 
@@ -109,17 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate_args(args) -> None:
     if not args.checkpoint and not args.model:
-        raise ValueError('nothing to evaluate: pass --checkpoint PATH (from train.py) or --model NAME --pretrained')
+        raise UsageError('nothing to evaluate: pass --checkpoint PATH (from train.py) or --model NAME --pretrained')
     if args.checkpoint and args.model and len(args.model) not in (1, len(args.checkpoint)):
-        raise ValueError(f'{len(args.model)} --model names for {len(args.checkpoint)} checkpoints: '
+        raise UsageError(f'{len(args.model)} --model names for {len(args.checkpoint)} checkpoints: '
                          f'give one name, or one per checkpoint')
     if args.pgd_steps < 1:
-        raise ValueError(f'--pgd-steps must be >= 1, got {args.pgd_steps}')
+        raise UsageError(f'--pgd-steps must be >= 1, got {args.pgd_steps}')
     if args.pgd_alpha is not None and not 0 < args.pgd_alpha <= 1:
-        raise ValueError(f'--pgd-alpha must lie in (0, 1] (pixel units), got {args.pgd_alpha:g}')
+        raise UsageError(f'--pgd-alpha must lie in (0, 1] (pixel units), got {args.pgd_alpha:g}')
     if args.batch_size < 1:
-        raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
+        raise UsageError(f'--batch-size must be >= 1, got {args.batch_size}')
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UsageError(f'--num-samples must be >= 1, got {args.num_samples}')
+    if args.workers < 0:
+        raise UsageError(f'--workers must be >= 0, got {args.workers}')
+    if args.masking_gap < 0:
+        raise UsageError(f'--masking-gap must be >= 0 (accuracy points), got {args.masking_gap:g}')
+    check_device(args.device)
     check_dataset(args.dataset, args.data_dir, args.dataset_download)
+    check_output_folder(args.output)
 
 
 def load_models(args) -> Dict[str, LoadedModel]:
@@ -136,7 +152,7 @@ def load_models(args) -> Dict[str, LoadedModel]:
         if label in labels:
             label = spec
         if label in labels:
-            raise ValueError(f'{spec} is listed twice')
+            raise UsageError(f'{spec} is listed twice')
         labels[label] = m
     return labels
 
@@ -147,11 +163,39 @@ def find_baseline(args, models: Dict[str, LoadedModel]) -> str:
     for label, m in models.items():
         if args.baseline in (label, m.arch) or (m.checkpoint and Path(args.baseline).resolve() == Path(m.checkpoint)):
             return label
-    raise ValueError(f'--baseline {args.baseline!r} is none of the evaluated models: {", ".join(models)}')
+    raise UsageError(f'--baseline {args.baseline!r} is none of the evaluated models: {", ".join(models)}')
 
 
 def attack_label(name: str, args) -> str:
     return {'fgsm': 'FGSM', 'pgd': f'PGD-{args.pgd_steps}', 'autoattack': 'AutoAttack'}[name]
+
+
+def autoattack_components(num_classes: int) -> List[str]:
+    """AutoAttack's standard suite (Croce & Hein 2020), adapted to models with fewer than 4 classes.
+
+    APGD-T's targeted DLR loss reads the 4th-largest logit, so it needs 4 classes; with 3 the untargeted
+    APGD-DLR (which reads the 3rd) takes its place, and with 2 no DLR loss is defined at all. FAB-T targets
+    every other class and Square needs no gradients; both run with 2 classes.
+    """
+    if num_classes < 2:
+        raise UsageError(f'a model with {num_classes} class cannot be attacked: nothing can be misclassified')
+    if num_classes >= 4:
+        return ['APGD-CE', 'APGD-T', 'FAB-T', 'Square']
+    return ['APGD-CE', 'APGD-DLR', 'FAB-T', 'Square'] if num_classes == 3 else ['APGD-CE', 'FAB-T', 'Square']
+
+
+def make_autoattack(torchattacks, net: nn.Module, eps: float, num_classes: int, seed: int):
+    """torchattacks' standard AutoAttack, or the same components minus those the class count rules out."""
+    if num_classes >= 4:
+        return torchattacks.AutoAttack(net, norm='Linf', eps=eps, version='standard', n_classes=num_classes, seed=seed)
+    common = dict(norm='Linf', eps=eps, seed=seed, n_restarts=1)
+    attacks = {
+        'APGD-CE': lambda: torchattacks.APGD(net, loss='ce', **common),
+        'APGD-DLR': lambda: torchattacks.APGD(net, loss='dlr', **common),
+        'FAB-T': lambda: torchattacks.FAB(net, multi_targeted=True, n_classes=num_classes, **common),
+        'Square': lambda: torchattacks.Square(net, n_queries=5000, **common),
+    }
+    return torchattacks.MultiAttack([attacks[name]() for name in autoattack_components(num_classes)])
 
 
 def make_attack(torchattacks, name: str, net: nn.Module, eps: float, args, num_classes: int):
@@ -161,8 +205,7 @@ def make_attack(torchattacks, name: str, net: nn.Module, eps: float, args, num_c
         alpha = args.pgd_alpha if args.pgd_alpha is not None else 2.5 * eps / args.pgd_steps
         attack = torchattacks.PGD(net, eps=eps, alpha=alpha, steps=args.pgd_steps, random_start=args.pgd_random_start)
     else:
-        attack = torchattacks.AutoAttack(net, norm='Linf', eps=eps, version='standard', n_classes=num_classes,
-                                         seed=args.seed)
+        attack = make_autoattack(torchattacks, net, eps, num_classes, args.seed)
     if attack.normalization_used is not None:
         raise RuntimeError(f'torchattacks picked up a normalization of {type(net).__name__}: inputs would be '
                            f'normalized twice')
@@ -217,6 +260,7 @@ def evaluate_model(label: str, loaded: LoadedModel, dataset, args, torchattacks)
         'max_perturbation': {attack_label(name, args): [perturbation[name, i] for i in range(len(args.eps))]
                              for name in args.attacks},
         'wall_time_s': time.perf_counter() - start,
+        **({'autoattack_components': autoattack_components(loaded.num_classes)} if 'autoattack' in args.attacks else {}),
     }
 
 
@@ -255,8 +299,9 @@ def format_table(results: dict) -> str:
     eps_labels = results['eps_labels']
     header = '| model | attack | clean | ' + ' | '.join(f'eps {e}' for e in eps_labels) + ' |'
     rule = '|' + '---|' * (3 + len(eps_labels))
-    lines = [f'Top-1 accuracy (%) on {results["num_samples"]} images of {results["dataset"]} ({results["split"]})',
-             '', header, rule]
+    left_out = len(results.get('unreadable', []))
+    lines = [f'Top-1 accuracy (%) on {results["num_samples"]} images of {results["dataset"]} ({results["split"]})'
+             + (f', {left_out} unreadable image(s) left out' if left_out else ''), '', header, rule]
     for label, r in results['models'].items():
         for attack, values in r['accuracy'].items():
             lines.append(f'| {label} | {attack} | {r["clean_accuracy"]:.2f} | '
@@ -329,15 +374,24 @@ def evaluate(args) -> dict:
     for label, m in models.items():
         in_chans = m.data_config['input_size'][0]
         if in_chans != info.in_chans:
-            raise ValueError(f'{label} takes {in_chans}-channel images but {args.dataset} has {info.in_chans}')
+            raise UsageError(f'{label} takes {in_chans}-channel images but {args.dataset} has {info.in_chans}')
         if info.num_classes and m.num_classes != info.num_classes:
-            raise ValueError(f'{label} has {m.num_classes} classes but {args.dataset} has {info.num_classes}')
+            raise UsageError(f'{label} has {m.num_classes} classes but {args.dataset} has {info.num_classes}')
+        if m.num_classes < 2:
+            raise UsageError(f'{label} has {m.num_classes} class: no attack can make it misclassify')
+    requested = len(dataset) if args.num_samples is None else args.num_samples
     if args.num_samples is not None:
-        dataset = FixedSubset(dataset, args.num_samples, args.seed)
+        dataset = ImageSubset.random(dataset, args.num_samples, args.seed)
+    dataset, unreadable = drop_unreadable(dataset, args.workers)
+    for file in unreadable:
+        print(f'WARNING: left out {file}: it cannot be read as an image', file=sys.stderr)
+    if not len(dataset):
+        raise UsageError(f'none of the {requested} images of {args.dataset} ({args.split}) can be read')
 
     start = time.perf_counter()
     results = {
-        'dataset': args.dataset, 'split': args.split, 'num_samples': len(dataset), 'seed': args.seed,
+        'dataset': args.dataset, 'split': args.split, 'num_samples': len(dataset), 'requested_samples': requested,
+        'unreadable': unreadable, 'seed': args.seed,
         'eps': [value for _, value in args.eps], 'eps_labels': [label for label, _ in args.eps],
         'attacks': {attack_label(a, args): _attack_settings(a, args) for a in args.attacks},
         'baseline': baseline, 'device': args.device, 'torch': torch.__version__,
@@ -360,17 +414,15 @@ def _attack_settings(name: str, args) -> dict:
         alpha = args.pgd_alpha if args.pgd_alpha is not None else '2.5 * eps / steps'
         return {'steps': args.pgd_steps, 'alpha': alpha, 'random_start': args.pgd_random_start}
     if name == 'autoattack':
-        return {'version': 'standard', 'norm': 'Linf', 'seed': args.seed}
+        return {'version': 'standard, with the components each model\'s class count allows (autoattack_components)',
+                'norm': 'Linf', 'seed': args.seed}
     return {}
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with exit_on_usage_error('eval_robust.py'):
         results = evaluate(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f'eval_robust.py: error: {e}', file=sys.stderr)
-        sys.exit(2)
     output = Path(args.output).resolve()
     write_results(results, output)
     print(format_table(results))

@@ -8,7 +8,7 @@ The layer can run unfused (depthwise then pointwise, a `depth_multiplier`-times 
 fused (one dense convolution whose weight is composed from the two factors on the fly). Both compute the
 same function; the cheaper one is picked per layer.
 """
-from typing import Optional, Tuple, Union
+from typing import Final, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from timm.layers import Conv2dSame
 from timm.layers.padding import pad_same
 
+from .errors import UsageError
 from .filters import init_spatial_
 from .learn import is_learned
 
@@ -36,6 +37,7 @@ class SeparableConv2d(nn.Module):
     the groups and bias on the pointwise part, so its output has the original conv's shape for any input.
     `fused=None` picks the cheaper execution by multiply-accumulate count; True / False force it.
     """
+    compose_cost: Final[int] = COMPOSE_COST  # a module constant TorchScript can read
 
     def __init__(
             self,
@@ -57,10 +59,14 @@ class SeparableConv2d(nn.Module):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         if depth_multiplier < 1:
-            raise ValueError(f'depth_multiplier must be an integer >= 1, got {depth_multiplier!r}')
+            raise UsageError(f'depth_multiplier must be an integer >= 1, got {depth_multiplier!r}')
         self.depth_multiplier = depth_multiplier
         self.groups = groups
         self.fused = fused
+        self.same_padding = same_padding
+        # plain attributes, like nn.Conv2d's, so TorchScript and code that reads conv shapes see them
+        self.in_channels = in_channels
+        self.out_channels = out_channels
         mid_channels = in_channels * depth_multiplier
         if same_padding:
             # timm's TF-style dynamic 'SAME' padding (Conv2dSame) computed from the input size
@@ -72,6 +78,16 @@ class SeparableConv2d(nn.Module):
                 in_channels, mid_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                 groups=in_channels, bias=False, padding_mode=padding_mode, **dd)
         self.pointwise = nn.Conv2d(mid_channels, out_channels, 1, groups=groups, bias=bias, **dd)
+        dw = self.depthwise
+        self.kernel_size: Tuple[int, int] = dw.kernel_size
+        self.stride: Tuple[int, int] = dw.stride
+        self.dilation: Tuple[int, int] = dw.dilation
+        self.padding_mode = padding_mode
+        # how the fused conv pads: timm's dynamic SAME, an explicit pad first ('same' strings, non-zero modes),
+        # or the conv's own zero padding
+        self.pad_first = not same_padding and (padding_mode != 'zeros' or isinstance(padding, str))
+        self.explicit_padding: List[int] = list(dw._reversed_padding_repeated_twice)
+        self.conv_padding: Tuple[int, int] = (0, 0) if same_padding or self.pad_first else dw.padding
 
     @classmethod
     def from_conv(
@@ -104,18 +120,6 @@ class SeparableConv2d(nn.Module):
         sep.pointwise.requires_grad_(is_learned('channel', learn))
         return sep
 
-    @property
-    def in_channels(self) -> int:
-        return self.depthwise.in_channels
-
-    @property
-    def out_channels(self) -> int:
-        return self.pointwise.out_channels
-
-    @property
-    def kernel_size(self) -> Tuple[int, int]:
-        return self.depthwise.kernel_size
-
     def use_fused(self, x: torch.Tensor) -> bool:
         """Pick the cheaper execution for this input by multiply-accumulate count (or as forced by `fused`).
 
@@ -129,9 +133,9 @@ class SeparableConv2d(nn.Module):
         kh, kw = self.kernel_size
         k2, d, in_c = kh * kw, self.depth_multiplier, self.in_channels
         out_per_group = self.out_channels // self.groups
-        sh, sw = self.depthwise.stride
+        sh, sw = self.stride
         pixels = x.shape[0] * -(-x.shape[-2] // sh) * -(-x.shape[-1] // sw)
-        fused = pixels * out_per_group * in_c * k2 + COMPOSE_COST * out_per_group * in_c * d * k2
+        fused = pixels * out_per_group * in_c * k2 + self.compose_cost * out_per_group * in_c * d * k2
         unfused = pixels * in_c * d * (k2 + out_per_group)
         return fused <= unfused
 
@@ -145,17 +149,11 @@ class SeparableConv2d(nn.Module):
         return torch.einsum('gocd,gcdhw->gochw', p, w).reshape(out_c, in_c // g, kh, kw)
 
     def _dense_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        dw = self.depthwise
-        bias = self.pointwise.bias
-        if isinstance(dw, Conv2dSame):
-            x = pad_same(x, dw.kernel_size, dw.stride, dw.dilation)
-            padding = 0
-        elif dw.padding_mode != 'zeros':
-            x = F.pad(x, dw._reversed_padding_repeated_twice, mode=dw.padding_mode)
-            padding = 0
-        else:
-            padding = dw.padding
-        return F.conv2d(x, weight, bias, dw.stride, padding, dw.dilation, self.groups)
+        if self.same_padding:  # timm's dynamic 'SAME' padding, from the input size
+            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        elif self.pad_first:
+            x = F.pad(x, self.explicit_padding, mode='constant' if self.padding_mode == 'zeros' else self.padding_mode)
+        return F.conv2d(x, weight, self.pointwise.bias, self.stride, self.conv_padding, self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_fused(x):
@@ -170,7 +168,7 @@ class SeparableConv2d(nn.Module):
             stride=dw.stride, dilation=dw.dilation, groups=self.groups, bias=self.pointwise.bias is not None,
             device=dw.weight.device, dtype=dw.weight.dtype,
         )
-        if isinstance(dw, Conv2dSame):
+        if self.same_padding:
             conv = Conv2dSame(self.in_channels, self.out_channels, self.kernel_size, **common)
         else:
             conv = nn.Conv2d(

@@ -9,7 +9,6 @@ number of random filters) and prints each layer's coverage. See `filters.spectra
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -18,10 +17,12 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, replace_atomically
+from .checkpoint import load_checkpoint
 from .convert import conv_roles
+from .errors import UsageError, exit_on_usage_error
 from .filters import init_spatial_, spectral_coverage, spectral_envelope
 from .loading import model_from_checkpoint
+from .outputs import check_output_folder, replace_atomically
 
 RESULTS, LAYERS_PLOT, COMPARE_PLOT = 'spectral.json', 'spectral_layers.png', 'spectral_compare.png'
 REFERENCE_BANKS = ('random', 'same', 'box', 'identity')
@@ -66,7 +67,7 @@ def analyse_model(model: nn.Module, size: int, threshold: float) -> Tuple[List[d
     """Coverage of every spatial layer, and its envelope for the figure."""
     banks = spatial_banks(model)
     if not banks:
-        raise ValueError(f'{type(model).__name__} has no spatial conv with a kernel larger than 1x1 to analyse')
+        raise UsageError(f'{type(model).__name__} has no spatial conv with a kernel larger than 1x1 to analyse')
     layers, panels = [], []
     for name, weight in tqdm(banks, desc='layers', unit='layer', dynamic_ncols=True):
         envelope = spectral_envelope(weight, size)
@@ -142,22 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate_args(args) -> None:
     if not (args.checkpoint or args.model or args.compare):
-        raise ValueError('nothing to analyse: pass --checkpoint PATH, --model NAME, or --compare')
+        raise UsageError('nothing to analyse: pass --checkpoint PATH, --model NAME, or --compare')
     if args.checkpoint and args.model:
-        raise ValueError('pass --checkpoint or --model, not both (a checkpoint knows its model)')
+        raise UsageError('pass --checkpoint or --model, not both (a checkpoint knows its model)')
     if args.model and not (timm.is_model(args.model) or args.model.startswith(('hf-hub:', 'local-dir:'))):
-        raise ValueError(f'unknown model {args.model!r}: see timm.list_models() (import timm_frozenmix first)')
+        raise UsageError(f'unknown model {args.model!r}: see timm.list_models() (import timm_frozenmix first)')
     if not args.threshold > 0:
-        raise ValueError(f'--threshold must be > 0, got {args.threshold:g}')
+        raise UsageError(f'--threshold must be > 0, got {args.threshold:g}')
     if any(s <= 0 for s in args.sigmas):
-        raise ValueError('--sigmas must be > 0 (Gaussian sigmas in pixels)')
+        raise UsageError('--sigmas must be > 0 (Gaussian sigmas in pixels)')
     if min(args.channels, args.depth_multiplier, args.kernel) < 1 or args.size < max(args.kernel, 2):
-        raise ValueError('--channels, --depth-multiplier and --kernel must be >= 1, and --size >= --kernel')
+        raise UsageError('--channels, --depth-multiplier and --kernel must be >= 1, and --size >= --kernel')
+    check_output_folder(args.output)
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with exit_on_usage_error('spectral'):
         validate_args(args)
         model = None
         if args.checkpoint:  # classifiers and un-shuffling models alike
@@ -167,9 +169,6 @@ def main(argv=None) -> None:
             model = timm.create_model(args.model, pretrained=args.pretrained)
         if model is not None:
             layers, panels = analyse_model(model, args.size, args.threshold)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f'spectral: error: {e}', file=sys.stderr)
-        sys.exit(2)
 
     args.output = args.output.resolve()
     args.output.mkdir(parents=True, exist_ok=True)

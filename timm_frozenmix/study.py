@@ -14,7 +14,6 @@ import logging
 import os
 import platform
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -25,9 +24,11 @@ import timm
 import torch
 
 from . import robust, training
-from .checkpoint import load_checkpoint, replace_atomically
+from .checkpoint import load_checkpoint
 from .data import FASHION_MNIST, SAMPLE, Normalized, check_dataset, create_dataset
+from .errors import UsageError, exit_on_usage_error
 from .loading import model_from_checkpoint
+from .outputs import check_output_folder, replace_atomically
 from .spectral import FILTER_COUNTS, coverage_growth, spatial_banks
 from .filters import spectral_coverage, spectral_envelope
 from .study_report import RESULTS, write_report
@@ -111,7 +112,7 @@ class Study:
         argv = ['--model', model, '--model-kwargs', *model_kwargs, *self.data_flags(), *TRAIN_FLAGS, *(extra or [])]
         if name in self.runs:  # shared by several experiments of this study
             if self.runs[name]['argv'] != argv:
-                raise ValueError(f'run {name} is already part of the study with other arguments: rename one of them')
+                raise UsageError(f'run {name} is already part of the study with other arguments: rename one of them')
             return self.runs[name]
         folder = self.output / 'runs' / name
         record = folder / 'study_run.json'
@@ -122,7 +123,10 @@ class Study:
                 self.runs[name] = cached
                 self.reused.append(name)
                 return cached
-        shutil.rmtree(folder, ignore_errors=True)  # a run that did not finish, or another recipe
+        if folder.exists():  # a run of this study that did not finish, or of another recipe
+            if not (folder / 'args.yaml').is_file():
+                raise UsageError(f'{folder} exists but is no training run of this study: move it out of the way')
+            shutil.rmtree(folder)
         _logger.info(f'Run {name}: train.py {" ".join(argv)}')
         args = training.parse_args(argv + ['--output', str(folder.parent), '--experiment', name])
         start = time.perf_counter()
@@ -348,22 +352,23 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     output = Path(args.output or ('output/study-quick' if args.quick else 'output/study')).resolve()
     report_dir = Path(args.report_dir or (output / 'report' if args.quick else 'docs')).resolve()
-    try:
+    with exit_on_usage_error('study'):
+        if args.workers < 0:
+            raise UsageError(f'--workers must be >= 0, got {args.workers}')
+        check_output_folder(report_dir, '--report-dir')
         if args.render_only:
             path = report_dir / RESULTS
             if not path.is_file():
-                raise FileNotFoundError(f'{path} not found: run the study first, or pass --report-dir')
+                raise UsageError(f'{path} not found: run the study first, or pass --report-dir')
             results, drawn = json.loads(path.read_text()), {}
         else:
+            check_output_folder(output)
             recipe = QUICK if args.quick else FULL
             check_dataset(recipe.dataset)
             robust.import_torchattacks()
             results = run_study(recipe, output, args.seed, args.workers, args.quick)
             drawn = {UNSHUFFLE_GRID: output / UNSHUFFLE_GRID}
         files = write_report(results, report_dir, drawn)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f'study: error: {e}', file=sys.stderr)
-        sys.exit(2)
     print(f'Report written to {files[0]} ({results["wall_time_s"] / 60:.1f} min), with {", ".join(f.name for f in files[1:])}')
 
 

@@ -8,11 +8,11 @@ import json
 import os
 import shutil
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .checkpoint import replace_atomically
+from .outputs import replace_atomically, staging_folder
+from .errors import UsageError
 from .robust import plot_results
 
 RESULTS, REPORT = 'reproduction.json', 'reproduction.md'
@@ -534,11 +534,9 @@ def write_report(results: dict, folder: Path, drawn: Optional[Dict[str, Path]] =
     drawn = drawn or {}
     grid = results['unshuffle']['grid']
     if grid not in drawn and not (folder / grid).is_file():
-        raise FileNotFoundError(f'{folder / grid} not found: rerun the study to draw the reconstructions')
+        raise UsageError(f'{folder / grid} not found: rerun the study to draw the reconstructions')
     markdown = render(results)
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix='.staging-', dir=folder))
-    try:
+    with staging_folder(folder) as staging:
         (staging / REPORT).write_text(markdown)
         (staging / RESULTS).write_text(json.dumps(results, indent=2) + '\n')
         for name, plot in FIGURES.items():
@@ -548,6 +546,4 @@ def write_report(results: dict, folder: Path, drawn: Optional[Dict[str, Path]] =
         names = [REPORT, RESULTS, *FIGURES, *drawn]
         for name in names:
             os.replace(staging / name, folder / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return [folder / name for name in names] + ([] if grid in drawn else [folder / grid])

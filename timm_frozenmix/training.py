@@ -11,7 +11,6 @@ Models see [0, 1] pixels; normalization is their first layer (`Normalized`), as 
 """
 import argparse
 import logging
-import sys
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -35,9 +34,13 @@ from timm.utils import (
 
 from .checkpoint import check_architecture, load_checkpoint, save_atomic, save_safetensors
 from .convert import freeze, init_depthwise_, separate, summarize
-from .data import SAMPLE, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info
+from .data import (
+    SAMPLE, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info, is_known_dataset,
+)
+from .errors import UsageError, exit_on_usage_error
 from .filters import SPATIAL_INITS, check_spatial_options
 from .learn import LEARN_ALIASES, LEARN_MODES
+from .outputs import check_output_folder
 from .unshuffle import PixelPermutation, UnshuffleNet, UnshuffleTask, psnr, save_unshuffle_grid
 
 _logger = logging.getLogger('train')
@@ -184,25 +187,97 @@ def parse_args(argv=None) -> argparse.Namespace:
 def validate_args(args) -> None:
     """Every check that can fail on bad input runs before anything is built or written."""
     if not (timm.is_model(args.model) or args.model.startswith(('hf-hub:', 'local-dir:'))):
-        raise ValueError(f'unknown model {args.model!r}: see timm.list_models() (import timm_frozenmix first)')
+        raise UsageError(f'unknown model {args.model!r}: see timm.list_models() (import timm_frozenmix first)')
     check_dataset(args.dataset, args.data_dir, args.dataset_download)
     check_spatial_options(args.spatial_init or 'random', args.smooth_sigma or 0.0)
-    if args.depth_multiplier < 1:
-        raise ValueError(f'--depth-multiplier must be >= 1, got {args.depth_multiplier}')
-    if not 0.0 <= args.adv_eps <= 1.0:
-        raise ValueError(f'--adv-eps must lie in [0, 1] (pixel units, e.g. 8/255), got {args.adv_eps:g}')
-    if args.task == 'unshuffle' and args.adv_train != 'none':
-        raise ValueError('--adv-train applies to classification, not to --task unshuffle')
-    if args.task == 'unshuffle' and (args.mixup > 0 or args.cutmix > 0):
-        raise ValueError('--mixup / --cutmix apply to classification, not to --task unshuffle')
-    if args.amp_dtype == 'float16' and not args.device.startswith('cuda'):
-        raise ValueError('--amp-dtype float16 needs a CUDA device; use bfloat16 on the CPU')
+    check_output_folder(args.output)
+    metrics = ('psnr',) if args.task == 'unshuffle' else ('top1', 'top5')
+    checks = [
+        (args.epochs >= 1, f'--epochs must be >= 1, got {args.epochs}'),
+        (args.batch_size >= 1, f'--batch-size must be >= 1, got {args.batch_size}'),
+        ((args.validation_batch_size or 1) >= 1, f'--validation-batch-size must be >= 1, got {args.validation_batch_size}'),
+        (args.lr > 0, f'--lr must be > 0, got {args.lr:g}'),
+        (args.weight_decay >= 0, f'--weight-decay must be >= 0, got {args.weight_decay:g}'),
+        (args.workers >= 0, f'--workers must be >= 0, got {args.workers}'),
+        (args.log_interval >= 1, f'--log-interval must be >= 1, got {args.log_interval}'),
+        (args.depth_multiplier >= 1, f'--depth-multiplier must be >= 1, got {args.depth_multiplier}'),
+        (0.0 <= args.adv_eps <= 1.0, f'--adv-eps must lie in [0, 1] (pixel units, e.g. 8/255), got {args.adv_eps:g}'),
+        (0.0 <= args.smoothing < 1.0, f'--smoothing must lie in [0, 1), got {args.smoothing:g}'),
+        (0.0 <= args.drop < 1.0, f'--drop must lie in [0, 1), got {args.drop:g}'),
+        (0.0 <= (args.drop_path or 0.0) < 1.0, f'--drop-path must lie in [0, 1), got {args.drop_path}'),
+        (min(args.mixup, args.cutmix, args.color_jitter) >= 0, '--mixup, --cutmix and --color-jitter must be >= 0'),
+        (all(0.0 <= p <= 1.0 for p in (args.mixup_prob, args.mixup_switch_prob, args.reprob,
+                                        args.hflip, args.vflip)),
+         '--mixup-prob, --mixup-switch-prob, --reprob, --hflip and --vflip are probabilities in [0, 1]'),
+        (0 < args.scale[0] <= args.scale[1] and 0 < args.ratio[0] <= args.ratio[1],
+         '--scale and --ratio take two numbers 0 < low <= high'),
+        (0.0 < args.model_ema_decay < 1.0, f'--model-ema-decay must lie in (0, 1), got {args.model_ema_decay:g}'),
+        (min(args.warmup_epochs, args.cooldown_epochs) >= 0, '--warmup-epochs and --cooldown-epochs must be >= 0'),
+        (args.clip_grad is None or args.clip_grad > 0, f'--clip-grad must be > 0, got {args.clip_grad}'),
+        (args.start_epoch is None or 0 <= args.start_epoch < args.epochs,
+         f'--start-epoch must lie in [0, --epochs), got {args.start_epoch}'),
+        (all(n is None or n >= 1 for n in (args.num_classes, args.in_chans, args.img_size)),
+         '--num-classes, --in-chans and --img-size must be >= 1'),
+        (args.input_size is None or min(args.input_size) >= 1, '--input-size takes three numbers >= 1: C H W'),
+        (args.std is None or min(args.std) > 0, '--std must be > 0'),
+        (args.eval_metric in metrics, f'--eval-metric {args.eval_metric} is not measured for --task {args.task}: '
+                                      f'choose {" or ".join(metrics)}'),
+        (args.experiment in ('', Path(args.experiment).name) and args.experiment not in ('.', '..'),
+         f'--experiment {args.experiment!r} must be a plain folder name (--output sets where it goes)'),
+        (not (args.task == 'unshuffle' and args.adv_train != 'none'),
+         '--adv-train applies to classification, not to --task unshuffle'),
+        (not (args.task == 'unshuffle' and (args.mixup > 0 or args.cutmix > 0)),
+         '--mixup / --cutmix apply to classification, not to --task unshuffle'),
+        (not (args.amp_dtype == 'float16' and not args.device.startswith('cuda')),
+         '--amp-dtype float16 needs a CUDA device; use bfloat16 on the CPU'),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    check_device(args.device)
+    check_dataset_channels(args)
+    check_optimizer_and_schedule(args)
     if args.push_to_hub:
         if args.task != 'classification' or args.separate:
-            raise ValueError('--push-to-hub publishes classifiers that timm can rebuild by name: '
+            raise UsageError('--push-to-hub publishes classifiers that timm can rebuild by name: '
                              'not --task unshuffle or --separate conversions')
         from .hub import check_can_push  # hub builds on this module
         check_can_push(args.push_to_hub)
+
+
+def check_device(device: str) -> None:
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f'--device {device!r} is not a torch device: use cpu, cuda or cuda:N') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UsageError(f'--device {device} asks for CUDA, which this machine does not have: use --device cpu')
+
+
+def check_dataset_channels(args) -> None:
+    """--in-chans and --mean / --std must fit the images the dataset yields, or the first step would fail."""
+    info = dataset_info(args.dataset, input_img_mode=args.input_img_mode)
+    if args.in_chans is not None and args.in_chans != info.in_chans:
+        hint = '' if is_known_dataset(args.dataset) else ' or set --input-img-mode (L: 1 channel, RGB: 3)'
+        raise UsageError(f'--in-chans {args.in_chans} does not fit {args.dataset}, whose images have '
+                         f'{info.in_chans} channel(s): drop --in-chans{hint}')
+    in_chans = args.in_chans or info.in_chans
+    for flag, values in (('--mean', args.mean), ('--std', args.std)):
+        if values is not None and len(values) not in (1, in_chans):
+            raise UsageError(f'{flag} takes 1 or {in_chans} values for {in_chans}-channel images, got {len(values)}')
+
+
+def check_optimizer_and_schedule(args) -> None:
+    """timm's own checks of --opt and --sched (and their arguments), run on a stand-in parameter."""
+    probe = nn.Linear(1, 1)
+    try:
+        optimizer = create_optimizer_v2(probe, **optimizer_kwargs(cfg=args))
+    except (ValueError, AssertionError) as e:
+        raise UsageError(f'--opt {args.opt}: {e} (see timm.optim.list_optimizers())') from None
+    try:
+        create_scheduler_v2(optimizer, **scheduler_kwargs(args), updates_per_epoch=1)
+    except (ValueError, AssertionError) as e:
+        raise UsageError(f'--sched {args.sched}: {e}') from None
 
 
 def load_resume(args):
@@ -212,28 +287,38 @@ def load_resume(args):
     checkpoint = load_checkpoint(args.resume)
     check_architecture(checkpoint, args.model, args.resume)
     if checkpoint.get('task', 'classification') != args.task:
-        raise ValueError(f'checkpoint {args.resume} was trained with --task {checkpoint.get("task")}, '
+        raise UsageError(f'checkpoint {args.resume} was trained with --task {checkpoint.get("task")}, '
                          f'not --task {args.task}')
     if args.task == 'unshuffle' and checkpoint.get('perm_seed') != args.perm_seed:
-        raise ValueError(f'checkpoint {args.resume} was trained with --perm-seed {checkpoint.get("perm_seed")}, '
+        raise UsageError(f'checkpoint {args.resume} was trained with --perm-seed {checkpoint.get("perm_seed")}, '
                          f'not {args.perm_seed}: resume with the same permutation')
     if 'epoch' not in checkpoint:
-        raise ValueError(f'checkpoint {args.resume} holds weights only; resume needs {LAST} or {BEST}')
+        raise UsageError(f'checkpoint {args.resume} holds weights only; resume needs {LAST} or {BEST}')
+    if checkpoint['epoch'] + 1 >= args.epochs:
+        raise UsageError(f'checkpoint {args.resume} has finished epoch {checkpoint["epoch"] + 1} of {args.epochs}: '
+                         f'raise --epochs to train on')
     return checkpoint
 
 
 def build_model(args, in_chans: int, num_classes: int) -> nn.Module:
     """timm.create_model, then the frozen-mixing conversion the flags ask for; same seed on every rank."""
     torch.manual_seed(args.seed)  # frozen random filters must agree across ranks before DDP's broadcast
-    model = timm.create_model(
-        args.model,
-        pretrained=args.pretrained,
-        in_chans=in_chans,
-        num_classes=0 if args.task == 'unshuffle' else num_classes,
-        drop_rate=args.drop,
-        drop_path_rate=args.drop_path,
-        **args.model_kwargs,
-    )
+    try:
+        model = timm.create_model(
+            args.model,
+            pretrained=args.pretrained,
+            in_chans=in_chans,
+            num_classes=0 if args.task == 'unshuffle' else num_classes,
+            drop_rate=args.drop,
+            drop_path_rate=args.drop_path,
+            **args.model_kwargs,
+        )
+    except TypeError as e:
+        rejected = [k for k in args.model_kwargs if f"argument '{k}'" in str(e)]
+        if 'unexpected keyword argument' not in str(e) or not rejected:
+            raise
+        raise UsageError(f'{args.model} does not take --model-kwargs {", ".join(rejected)}: drop or rename it '
+                         f'(timm.create_model passes them to the model class)') from None
     if args.separate:
         separate(model, depth_multiplier=args.depth_multiplier, learn=args.learn or 'channels',
                  spatial_init=args.spatial_init or 'random', smooth_sigma=args.smooth_sigma or 0.0)
@@ -301,7 +386,7 @@ def setup(args) -> Run:
     in_chans = args.in_chans or info.in_chans
     num_classes = args.num_classes or info.num_classes
     if args.task == 'classification' and not num_classes:
-        raise ValueError(f'cannot tell the number of classes of {args.dataset!r}: pass --num-classes')
+        raise UsageError(f'cannot tell the number of classes of {args.dataset!r}: pass --num-classes')
 
     model = build_model(args, in_chans, num_classes)
     run.in_chans, run.num_classes = in_chans, num_classes
@@ -575,12 +660,9 @@ def finish(run) -> None:
 
 def main(argv=None) -> None:
     setup_default_logging()
-    args = parse_args(argv)
-    try:
+    with exit_on_usage_error('train.py'):
+        args = parse_args(argv)
         run = setup(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f'train.py: error: {e}', file=sys.stderr)
-        sys.exit(2)
     train(run)
     if args.distributed:
         torch.distributed.destroy_process_group()

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 from timm.task import TrainingTask
 
-from .checkpoint import replace_atomically
+from .outputs import replace_atomically
+from .errors import UsageError
 
 __all__ = ['PixelPermutation', 'UnshuffleNet', 'UnshuffleTask', 'psnr', 'save_unshuffle_grid']
 
@@ -28,7 +29,7 @@ class PixelPermutation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.shape:
-            raise ValueError(f'permutation is for {self.shape} images, got {tuple(x.shape[-2:])}')
+            raise UsageError(f'permutation is for {self.shape} images, got {tuple(x.shape[-2:])}')
         return x.flatten(2)[:, :, self.index].reshape(x.shape)
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,7 @@ class UnshuffleNet(nn.Module):
         stem = getattr(backbone, 'stem', None)
         patch = getattr(stem[0], 'stride', None) if isinstance(stem, nn.Sequential) else None
         if patch != (1, 1):
-            raise ValueError(
+            raise UsageError(
                 f'pixel un-shuffling needs a patch-size-1 ConvMixer, e.g. convmixer_128_8_p1_chans '
                 f'(got {type(backbone).__name__} with patch stride {patch})')
         backbone.reset_classifier(0, '')

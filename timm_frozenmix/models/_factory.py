@@ -1,30 +1,27 @@
-""" Model construction shared by the registry modules: pretrained configs and a clear pretrained failure """
-from typing import Any, Dict, Iterable
+""" Model construction shared by the registry modules: pretrained configs, and pretrained=True that never lies
 
-from timm.models import build_model_with_cfg
-from timm.models._builder import resolve_pretrained_cfg
+Only weights that exist get a pretrained tag (timm's own for the fully learned ConvMixers), so
+`timm.list_pretrained()` tells the truth. timm only warns when `pretrained=True` finds no weights and then
+returns a random model; here that is an error that says where weights can come from.
+"""
+from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
-HUB_ORG = 'timm-frozenmix'
+from ..errors import UsageError
+
 PAPER_ID = 'arxiv:2503.16760'
 
 
-def hub_cfgs(names: Iterable[str], tag: str, make_cfg, **kwargs) -> Dict[str, Dict[str, Any]]:
-    """Pretrained configs whose weights live in the project's Hub namespace, `{HUB_ORG}/{name}.{tag}`."""
-    return {f'{name}.{tag}': make_cfg(hf_hub_id=f'{HUB_ORG}/{name}.{tag}', **kwargs) for name in names}
-
-
 def build_model(model_cls, variant: str, pretrained: bool, **kwargs):
-    """timm's build_model_with_cfg, with unreachable or unpublished weights reported in one clear line."""
-    try:
-        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
-    except OSError as e:
-        if not pretrained:
-            raise
-        cfg = resolve_pretrained_cfg(
-            variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
-        repo = cfg.hf_hub_id or cfg.file or cfg.url
-        raise RuntimeError(
-            f'pretrained weights for {variant!r} could not be loaded from the Hugging Face Hub repo {repo!r} '
-            f'({type(e).__name__}: not published there, or the Hub is unreachable). Train your own with '
-            f'`python train.py --model {variant}` and publish it with `--push-to-hub {repo}`, '
-            f'or create the model with pretrained=False.') from None
+    """timm's build_model_with_cfg; `pretrained=True` for a config without weights raises UsageError.
+
+    Weights come from the name's pretrained tag (`timm.list_pretrained('*_chans*')`), from an export
+    (`hf-hub:user/repo`, `local-dir:folder`), or from a file (`pretrained_cfg_overlay=dict(file=...)`).
+    """
+    if pretrained:
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        if not cfg.has_weights:
+            raise UsageError(
+                f'no pretrained weights exist for {variant!r}: timm.list_pretrained() lists the ones that do; load an '
+                f'export with timm.create_model("hf-hub:user/repo") or "local-dir:folder", or train your own with '
+                f'`python train.py --model {variant}` and export it with `python -m timm_frozenmix.hub`')
+    return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)

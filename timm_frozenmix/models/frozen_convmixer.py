@@ -15,7 +15,7 @@ from timm.models.convmixer import ConvMixer
 
 from ..convert import freeze, init_depthwise_
 from ..data import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from ._factory import PAPER_ID, build_model, hub_cfgs
+from ._factory import PAPER_ID, build_model
 
 __all__ = ['FrozenMixConvMixer']
 
@@ -44,7 +44,7 @@ class FrozenMixConvMixer(ConvMixer):
 
 
 def _create_convmixer(variant: str, pretrained: bool = False, **kwargs) -> FrozenMixConvMixer:
-    out_indices = kwargs.pop('out_indices', 3)
+    out_indices = kwargs.pop('out_indices', min(3, kwargs['depth']))  # timm's last 3 blocks, or all there are
     return build_model(
         FrozenMixConvMixer,
         variant,
@@ -71,18 +71,16 @@ _CIFAR_SIZES = ('convmixer_128_4_p1', 'convmixer_128_8_p1', 'convmixer_128_16_p1
 _FASHION_MNIST_SIZES = ('convmixer_128_4_ks5_p2',)
 
 default_cfgs = generate_default_cfgs({
-    # timm's own ImageNet weights for the fully learned ConvMixers
+    # timm's own ImageNet weights for the fully learned ConvMixers; no other name has weights anywhere yet
     **{f'{name}_full.in1k': _cfg(hf_hub_id=f'timm/{name}.in1k') for name in _TIMM_SIZES},
-    **hub_cfgs([f'{name}_{mode}' for name in _TIMM_SIZES for mode in _MODES[1:]], 'in1k', _cfg),
-    **hub_cfgs([f'convmixer_512_7_{mode}' for mode in _MODES], 'in1k', _cfg),
-    **hub_cfgs(
-        [f'{name}_{mode}' for name in _CIFAR_SIZES for mode in _MODES], 'cifar10', _cfg,
-        num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD),
+    **{f'{name}_{mode}': _cfg() for name in _TIMM_SIZES for mode in _MODES[1:]},
+    **{f'convmixer_512_7_{mode}': _cfg() for mode in _MODES},
+    **{f'{name}_{mode}': _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD)
+       for name in _CIFAR_SIZES for mode in _MODES},
     # a small ConvMixer for 28x28 grayscale images, trained on the embedded Fashion-MNIST sample by default
-    **hub_cfgs(
-        [f'{name}_{mode}' for name in _FASHION_MNIST_SIZES for mode in _MODES], 'fashion_mnist', _cfg,
-        num_classes=10, input_size=(1, 28, 28), crop_pct=1.0, interpolation='bilinear',
-        mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD),
+    **{f'{name}_{mode}': _cfg(num_classes=10, input_size=(1, 28, 28), crop_pct=1.0, interpolation='bilinear',
+                              mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
+       for name in _FASHION_MNIST_SIZES for mode in _MODES},
 })
 
 

@@ -20,11 +20,12 @@ from timm.models import register_model, generate_default_cfgs
 from timm.models.resnetv2 import ResNetV2
 
 from ..convert import freeze
+from ..errors import UsageError
 from ..filters import check_spatial_options, init_spatial_
 from ..learn import resolve_learn
 from ..separable import SeparableConv2d
 from ..data import CIFAR_MEAN, CIFAR_STD
-from ._factory import PAPER_ID, build_model, hub_cfgs
+from ._factory import PAPER_ID, build_model
 
 __all__ = ['SeparableResNetV2', 'create_separable_conv2d']
 
@@ -62,7 +63,7 @@ class SeparableResNetV2(ResNetV2):
         resolve_learn(learn)
         check_spatial_options(spatial_init, smooth_sigma)
         if stem not in ('imagenet', 'cifar'):
-            raise ValueError(f"unknown stem {stem!r}: choose 'imagenet' or 'cifar'")
+            raise UsageError(f"unknown stem {stem!r}: choose 'imagenet' or 'cifar'")
         conv_layer = partial(create_separable_conv2d, depth_multiplier=depth_multiplier)
         super().__init__(
             layers,
@@ -89,9 +90,10 @@ class SeparableResNetV2(ResNetV2):
 
 
 def _create_sep_resnet(variant: str, pretrained: bool = False, **kwargs) -> SeparableResNetV2:
+    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs['layers']) + 1)))  # the stem and every stage
     return build_model(
         SeparableResNetV2, variant, pretrained,
-        feature_cfg=dict(flatten_sequential=True),
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
         **kwargs,
     )
 
@@ -111,11 +113,11 @@ def _cfg(url: str = '', **kwargs):
 _MODES = ('full', 'chans', 'space')
 
 default_cfgs = generate_default_cfgs({
-    **hub_cfgs([f'sep_resnet{d}_{m}' for d in (10, 18, 26, 34, 50) for m in _MODES], 'in1k', _cfg),
-    **hub_cfgs(
-        [f'sep_resnet{d}_cifar_{m}' for d in (20, 32, 44, 56, 110) for m in _MODES], 'cifar10', _cfg,
-        num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD,
-        first_conv='stem.conv.depthwise'),
+    # no weights exist for these yet, so no pretrained tags: timm.list_pretrained() stays truthful
+    **{f'sep_resnet{d}_{m}': _cfg() for d in (10, 18, 26, 34, 50) for m in _MODES},
+    **{f'sep_resnet{d}_cifar_{m}': _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0,
+                                        mean=CIFAR_MEAN, std=CIFAR_STD)
+       for d in (20, 32, 44, 56, 110) for m in _MODES},
 })
 
 
