@@ -106,6 +106,33 @@ def test_render_only_without_results_is_a_one_line_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize('argv,match', [
+    (['--workers', '-1'], '--workers must be >= 0'),
+    (['--report-dir', 'FILE'], '--report-dir'),
+    (['--output', 'FILE/runs'], 'lies under the file'),
+])
+def test_bad_flags_fail_before_any_training(tmp_path, argv, match, monkeypatch, capsys):
+    from timm_frozenmix import study
+    trained = []
+    monkeypatch.setattr(study, 'run_study', lambda *args: trained.append(args))
+    (tmp_path / 'FILE').write_text('mine')
+    argv = [a.replace('FILE', str(tmp_path / 'FILE')) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(['--quick', '--report-dir', str(tmp_path / 'report'), *argv])
+    assert exit_info.value.code == 2 and match in capsys.readouterr().err
+    assert trained == [] and sorted(p.name for p in tmp_path.iterdir()) == ['FILE']
+
+
+def test_a_folder_in_the_way_of_a_run_is_not_deleted(tmp_path):
+    study = Study(QUICK, tmp_path, seed=0, workers=0)
+    mine = tmp_path / 'runs' / 'convmixer-d1-full'
+    mine.mkdir(parents=True)
+    (mine / 'notes.txt').write_text('mine')
+    with pytest.raises(ValueError, match='is no training run of this study'):
+        study.train('convmixer-d1-full', CONVMIXER + '_full', convmixer_kwargs(QUICK, 1))
+    assert (mine / 'notes.txt').read_text() == 'mine'
+
+
 def test_finished_runs_are_reused_once_and_other_recipes_retrained(tmp_path):
     study = Study(QUICK, tmp_path, seed=0, workers=0)
     kwargs = convmixer_kwargs(QUICK, 1)

@@ -24,13 +24,13 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .outputs import check_output_folder, replace_atomically
 from .convert import learn_mode
 from .data import (
     SAMPLE, ImageSubset, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info, drop_unreadable,
 )
 from .errors import UsageError, exit_on_usage_error
 from .loading import LoadedModel, load_model
+from .outputs import check_output_folder, replace_atomically
 from .training import check_device, parse_fraction
 
 ATTACKS = ('fgsm', 'pgd', 'autoattack')

@@ -27,10 +27,10 @@ from . import robust, training
 from .checkpoint import load_checkpoint
 from .data import FASHION_MNIST, SAMPLE, Normalized, check_dataset, create_dataset
 from .errors import UsageError, exit_on_usage_error
+from .filters import spectral_coverage, spectral_envelope
 from .loading import model_from_checkpoint
 from .outputs import check_output_folder, replace_atomically
 from .spectral import FILTER_COUNTS, coverage_growth, spatial_banks
-from .filters import spectral_coverage, spectral_envelope
 from .study_report import RESULTS, write_report
 from .timing import time_interleaved
 from .unshuffle import PixelPermutation, psnr, save_unshuffle_grid

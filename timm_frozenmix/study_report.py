@@ -11,8 +11,8 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .outputs import replace_atomically, staging_folder
 from .errors import UsageError
+from .outputs import replace_atomically, staging_folder
 from .robust import plot_results
 
 RESULTS, REPORT = 'reproduction.json', 'reproduction.md'

@@ -195,7 +195,8 @@ def validate_args(args) -> None:
     checks = [
         (args.epochs >= 1, f'--epochs must be >= 1, got {args.epochs}'),
         (args.batch_size >= 1, f'--batch-size must be >= 1, got {args.batch_size}'),
-        ((args.validation_batch_size or 1) >= 1, f'--validation-batch-size must be >= 1, got {args.validation_batch_size}'),
+        (args.validation_batch_size is None or args.validation_batch_size >= 1,
+         f'--validation-batch-size must be >= 1, got {args.validation_batch_size}'),
         (args.lr > 0, f'--lr must be > 0, got {args.lr:g}'),
         (args.weight_decay >= 0, f'--weight-decay must be >= 0, got {args.weight_decay:g}'),
         (args.workers >= 0, f'--workers must be >= 0, got {args.workers}'),

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 from timm.task import TrainingTask
 
-from .outputs import replace_atomically
 from .errors import UsageError
+from .outputs import replace_atomically
 
 __all__ = ['PixelPermutation', 'UnshuffleNet', 'UnshuffleTask', 'psnr', 'save_unshuffle_grid']
 

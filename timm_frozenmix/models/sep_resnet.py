@@ -20,11 +20,11 @@ from timm.models import register_model, generate_default_cfgs
 from timm.models.resnetv2 import ResNetV2
 
 from ..convert import freeze
+from ..data import CIFAR_MEAN, CIFAR_STD
 from ..errors import UsageError
 from ..filters import check_spatial_options, init_spatial_
 from ..learn import resolve_learn
 from ..separable import SeparableConv2d
-from ..data import CIFAR_MEAN, CIFAR_STD
 from ._factory import PAPER_ID, build_model
 
 __all__ = ['SeparableResNetV2', 'create_separable_conv2d']
