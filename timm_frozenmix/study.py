@@ -124,7 +124,7 @@ class Study:
                 self.reused.append(name)
                 return cached
         if folder.exists():  # a run of this study that did not finish, or of another recipe
-            if not (folder / 'args.yaml').is_file():
+            if not any((folder / name).is_file() for name in ('study_run.json', 'args.yaml')):
                 raise UsageError(f'{folder} exists but is no training run of this study: move it out of the way')
             shutil.rmtree(folder)
         _logger.info(f'Run {name}: train.py {" ".join(argv)}')
