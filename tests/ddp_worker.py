@@ -4,16 +4,19 @@ import sys
 
 import torch
 
-from timm_frozenmix.training import build_model, parse_args, setup, train
+from timm_frozenmix.cli.train import parse_config
+from timm_frozenmix.spec import build_model
+from timm_frozenmix.training import setup, train
 
 out_dir, argv = sys.argv[1], sys.argv[2:]
-args = parse_args(argv)
-run = setup(args)
-fresh = build_model(args, in_chans=1, num_classes=10).state_dict()  # what this rank builds before any broadcast
+config, _, _ = parse_config(argv)
+run = setup(config)
+torch.manual_seed(config.seed)
+fresh = build_model(run.spec).state_dict()  # what this rank builds before any broadcast
 train(run)
 torch.save({
     'fresh': fresh,
     'final': {k: v.detach().clone() for k, v in run.model.state_dict().items()},
     'frozen': [n for n, p in run.model.named_parameters() if not p.requires_grad],
     'trainable': [n for n, p in run.model.named_parameters() if p.requires_grad],
-}, f'{out_dir}/rank{args.rank}.pt')
+}, f'{out_dir}/rank{run.rank}.pt')

@@ -11,10 +11,11 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from timm_frozenmix import hub
+from timm_frozenmix.cli.hub import main as hub_main
 from timm_frozenmix.checkpoint import load_checkpoint
 from timm_frozenmix.loading import load_model
-from timm_frozenmix.robust import build_parser as robust_parser, evaluate, write_results
-from timm_frozenmix.training import main as train_main
+from timm_frozenmix.robust import RobustConfig, evaluate, write_results
+from timm_frozenmix.cli.train import main as train_main
 
 ARCH = 'convmixer_128_4_ks5_p2_chans'
 REPO_ID = f'me/{ARCH}'  # the repo the model card loads from
@@ -28,9 +29,9 @@ def trained(tmp_path_factory):
     train_main(['--output', str(root), '--experiment', 'run', '--model', ARCH, '--smooth-sigma', '0.5',
                 '-j', '0', '--epochs', '1', '--log-interval', '1000'])
     checkpoint = root / 'run' / 'model_best.pth.tar'
-    args = robust_parser().parse_args(['--checkpoint', str(checkpoint), '-j', '0', '--num-samples', '32',
-                                       '--attacks', 'fgsm', '--eps', '0,0.1'])
-    write_results(evaluate(args), root / 'robust')
+    config = RobustConfig(checkpoint=[str(checkpoint)], workers=0, num_samples=32, attacks=['fgsm'],
+                          eps=[('0', 0.0), ('0.1', 0.1)])
+    write_results(evaluate(config), root / 'robust')
     return checkpoint, root / 'robust' / 'robust.json'
 
 
@@ -136,7 +137,7 @@ class RecordedHub:
 
 def test_push_uploads_the_export_folder(trained, tmp_path, monkeypatch, capsys):
     recorded = RecordedHub(monkeypatch, tmp_path)
-    hub.main(['--checkpoint', str(trained[0]), '--output', str(tmp_path / 'export'), '--push-to-hub', 'me/my-model',
+    hub_main(['--checkpoint', str(trained[0]), '--output', str(tmp_path / 'export'), '--push-to-hub', 'me/my-model',
               '--private'])
     assert recorded.calls == [('create_repo', 'me/my-model', True, True), ('upload_folder', 'me/my-model')]
     assert sorted(p.name for p in recorded.uploaded.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
@@ -176,16 +177,16 @@ def test_bad_input_fails_before_any_work(trained, tmp_path, capsys, monkeypatch)
            'not --task unshuffle or --separate')
     assert not (tmp_path / 'runs').exists()
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
-    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--push-to-hub', 'me/x'], capsys,
+    _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--push-to-hub', 'me/x'], capsys,
            'HF_HUB_OFFLINE is set')
     occupied = tmp_path / 'occupied'
     occupied.mkdir()
     (occupied / 'notes.txt').write_text('mine')
-    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(occupied), '--repo-id', 'me/x'], capsys,
+    _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(occupied), '--repo-id', 'me/x'], capsys,
            'holds something other than an earlier export')
     assert [p.name for p in occupied.iterdir()] == ['notes.txt']
-    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e')], capsys, 'pass --repo-id')
-    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--repo-id', 'me/x', '--robust-json',
+    _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e')], capsys, 'pass --repo-id')
+    _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--repo-id', 'me/x', '--robust-json',
                       str(tmp_path / 'missing.json')], capsys, 'cannot read robustness results')
     assert not (tmp_path / 'e').exists()
 
@@ -195,7 +196,7 @@ def test_export_replaces_only_an_earlier_export_and_touches_nothing_else(trained
     readme_only = tmp_path / 'readme-only'
     readme_only.mkdir()
     (readme_only / 'README.md').write_text('my notes')
-    _fails(hub.main, ['--checkpoint', checkpoint, '--output', str(readme_only), '--repo-id', 'me/x'], capsys,
+    _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(readme_only), '--repo-id', 'me/x'], capsys,
            'holds something other than an earlier export')
     assert (readme_only / 'README.md').read_text() == 'my notes'
     earlier = tmp_path / 'model'
@@ -203,7 +204,7 @@ def test_export_replaces_only_an_earlier_export_and_touches_nothing_else(trained
     users_tmp = tmp_path / '.model.tmp'  # a folder of the user's with the name a staging folder might take
     users_tmp.mkdir()
     (users_tmp / 'keep.txt').write_text('mine')
-    hub.main(['--checkpoint', checkpoint, '--output', str(earlier), '--repo-id', 'me/again'])
+    hub_main(['--checkpoint', checkpoint, '--output', str(earlier), '--repo-id', 'me/again'])
     assert 'hf-hub:me/again' in (earlier / 'README.md').read_text()
     assert (users_tmp / 'keep.txt').read_text() == 'mine'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['.model.tmp', 'model', 'readme-only']

@@ -25,15 +25,15 @@ def test_a_timm_script_builds_a_registered_model_through_the_launcher(tmp_path):
     script.write_text(SCRIPT)
     plain = run(str(script), '--model', 'sep_resnet20_cifar_chans', cwd=tmp_path)
     assert plain.returncode != 0 and 'Unknown model' in plain.stderr  # why the launcher exists
-    launched = run('-m', 'timm_frozenmix.launch', str(script), '--model', 'sep_resnet20_cifar_chans',
+    launched = run('-m', 'timm_frozenmix.cli.launch', str(script), '--model', 'sep_resnet20_cifar_chans',
                    '--num-classes', '7', cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr[-2000:]
     assert launched.stdout.strip() == f'SeparableResNetV2 (2, 7) run as {script} from __main__'
 
 
 def test_the_launcher_explains_a_missing_script(tmp_path):
-    result = run('-m', 'timm_frozenmix.launch', str(tmp_path / 'validate.py'), cwd=tmp_path)
+    result = run('-m', 'timm_frozenmix.cli.launch', str(tmp_path / 'validate.py'), cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith('timm_frozenmix.launch: error: script ')
-    result = run('-m', 'timm_frozenmix.launch', cwd=tmp_path)
+    assert result.stderr.strip().splitlines()[-1].startswith('timm_frozenmix.cli.launch: error: script ')
+    result = run('-m', 'timm_frozenmix.cli.launch', cwd=tmp_path)
     assert result.returncode == 2 and 'name the script to run' in result.stderr

@@ -9,11 +9,11 @@ import torch.nn as nn
 from timm_frozenmix.data import ImageSubset, Normalized, create_dataset
 from timm_frozenmix.errors import UsageError
 from timm_frozenmix.loading import LoadedModel, load_model
+from timm_frozenmix.cli.eval_robust import build_parser, main
 from timm_frozenmix.robust import (
-    autoattack_components, build_parser, evaluate, evaluate_model, import_torchattacks, main, make_attack,
-    masking_warnings,
+    RobustConfig, autoattack_components, evaluate, evaluate_model, import_torchattacks, make_attack, masking_warnings,
 )
-from timm_frozenmix.training import main as train_main
+from timm_frozenmix.cli.train import main as train_main
 
 TINY = ['--model-kwargs', 'dim=16', 'depth=1', '-j', '0', '--epochs', '1', '--log-interval', '1000']
 
@@ -30,7 +30,8 @@ def checkpoints(tmp_path_factory):
 
 
 def robust_args(*argv):
-    return build_parser().parse_args(['-j', '0', '--num-samples', '64', '-b', '32', *argv])
+    """eval_robust.py's flags as the RobustConfig they describe."""
+    return RobustConfig(**vars(build_parser().parse_args(['-j', '0', '--num-samples', '64', '-b', '32', *argv])))
 
 
 def test_eps_zero_is_clean_accuracy_and_examples_stay_in_the_ball(checkpoints):

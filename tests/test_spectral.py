@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from timm_frozenmix.spectral import main
-from timm_frozenmix.training import main as train_main
+from timm_frozenmix.cli.spectral import main
+from timm_frozenmix.cli.train import main as train_main
 
 
 def test_compare_writes_reference_banks_and_growth_curve(tmp_path, capsys):
@@ -43,7 +43,7 @@ def test_bad_input_fails_in_one_line(tmp_path, capsys):
 
 def test_an_unwritable_output_is_refused_before_the_analysis(tmp_path, capsys, monkeypatch):
     analysed = []
-    monkeypatch.setattr('timm_frozenmix.spectral.analyse_model', lambda *args: analysed.append(args))
+    monkeypatch.setattr('timm_frozenmix.cli.spectral.analyse_model', lambda *args: analysed.append(args))
     (tmp_path / 'file').write_text('mine')
     with pytest.raises(SystemExit) as exit_info:
         main(['--model', 'convmixer_128_4_ks5_p2_chans', '--output', str(tmp_path / 'file' / 'out')])

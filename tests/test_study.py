@@ -1,4 +1,5 @@
 """ The reproduction study: the --quick command end to end, and the verdict rules on known numbers """
+import importlib
 import json
 import re
 import subprocess
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from timm_frozenmix import study_report
-from timm_frozenmix.study import CONVMIXER, FILTER_INITS, MODES, QUICK, TRAIN_FLAGS, Study, convmixer_kwargs
-from timm_frozenmix.study_report import FAILS, HOLDS, PARTLY
+from study import report as study_report
+from study.report import FAILS, HOLDS, PARTLY
+from study.run import CONVMIXER, FILTER_INITS, MODES, QUICK, Study, convmixer_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,8 +100,8 @@ def test_unshuffle_rule_against_trivial_baselines():
 
 
 def test_render_only_without_results_is_a_one_line_error(tmp_path):
-    out = subprocess.run([sys.executable, '-m', 'timm_frozenmix.study', '--render-only', '--report-dir',
-                          str(tmp_path)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, '-m', 'study', '--render-only', '--report-dir', str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip().count('\n') == 0 and 'reproduction.json' in out.stderr and 'run the study' in out.stderr
     assert list(tmp_path.iterdir()) == []
@@ -112,7 +113,7 @@ def test_render_only_without_results_is_a_one_line_error(tmp_path):
     (['--output', 'FILE/runs'], 'lies under the file'),
 ])
 def test_bad_flags_fail_before_any_training(tmp_path, argv, match, monkeypatch, capsys):
-    from timm_frozenmix import study
+    study = importlib.import_module('study.__main__')
     trained = []
     monkeypatch.setattr(study, 'run_study', lambda *args: trained.append(args))
     (tmp_path / 'FILE').write_text('mine')
@@ -136,10 +137,9 @@ def test_a_folder_in_the_way_of_a_run_is_not_deleted(tmp_path):
 def test_finished_runs_are_reused_once_and_other_recipes_retrained(tmp_path):
     study = Study(QUICK, tmp_path, seed=0, workers=0)
     kwargs = convmixer_kwargs(QUICK, 1)
-    argv = ['--model', 'no_such_model', '--model-kwargs', *kwargs, *study.data_flags(), *TRAIN_FLAGS]
     folder = tmp_path / 'runs' / 'run'
     folder.mkdir(parents=True)
-    record = dict(name='run', argv=argv, metric=50.0, wall_time_s=12.0)
+    record = dict(name='run', settings=study.settings('no_such_model', kwargs), metric=50.0, wall_time_s=12.0)
     (folder / 'study_run.json').write_text(json.dumps(record))
     assert study.train('run', 'no_such_model', kwargs) == record
     assert study.train('run', 'no_such_model', kwargs) == record  # a second experiment sharing the run
@@ -158,8 +158,8 @@ def test_attack_results_and_warnings_name_the_study_models(tmp_path):
     for run in ('a', 'b'):  # one architecture twice: eval_robust alone would tell them apart by folder
         study.train(run, CONVMIXER.format(mode='full'), convmixer_kwargs(QUICK, 1))
     # a PGD step that barely moves is weaker than FGSM, so eval_robust's masking check fires for both models
-    weak_pgd = ['--attacks', 'fgsm,pgd', '--pgd-steps', '1', '--pgd-alpha', '0.0001', '--no-pgd-random-start',
-                '--eps', '0,0.3', '--num-samples', '64']
+    weak_pgd = dict(attacks=['fgsm', 'pgd'], pgd_steps=1, pgd_alpha=0.0001, pgd_random_start=False,
+                    eps=[('0', 0.0), ('0.3', 0.3)], num_samples=64)
     results = study.attack({'first': 'a', 'second': 'b'}, weak_pgd)
     assert list(results['models']) == ['first', 'second']
     assert results['models']['first']['checkpoint'] != results['models']['second']['checkpoint']
@@ -193,8 +193,8 @@ def test_readme_summary_files_each_claim_under_its_verdict():
 @pytest.mark.slow
 def test_quick_study_end_to_end(tmp_path):
     report_dir = tmp_path / 'report'
-    out = subprocess.run([sys.executable, '-m', 'timm_frozenmix.study', '--quick', '--output', str(tmp_path / 'runs'),
-                          '--report-dir', str(report_dir)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, '-m', 'study', '--quick', '--output', str(tmp_path / 'runs'),
+                          '--report-dir', str(report_dir)], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((report_dir / 'reproduction.json').read_text())
     report = (report_dir / 'reproduction.md').read_text()
@@ -206,7 +206,7 @@ def test_quick_study_end_to_end(tmp_path):
     assert [r['init'] for r in results['filters']] == list(FILTER_INITS)
     for run in results['runs'].values():
         assert (tmp_path / 'runs' / 'runs' / run['name'] / 'model_best.pth.tar').is_file()
-        assert run['argv'][run['argv'].index('--dataset') + 1] == QUICK.dataset
+        assert run['settings']['dataset'] == QUICK.dataset
     weak = results['robustness']['weak']
     assert set(weak['models']) == {'full', 'chans', 'space', 'full, FGSM-trained', 'chans, FGSM-trained',
                                    *(f'chans, sigma {s:g}' for s in QUICK.sigmas)}

@@ -13,7 +13,14 @@ import yaml
 from safetensors.torch import load_file
 
 from timm_frozenmix.checkpoint import load_checkpoint, save_atomic
-from timm_frozenmix.training import FGSMClassificationTask, main, parse_args, setup
+from timm_frozenmix.cli.train import main, parse_config
+from timm_frozenmix.training import FGSMClassificationTask, setup
+
+
+def parse_args(argv):
+    """train.py's flags as the TrainConfig they describe."""
+    return parse_config(argv)[0]
+
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ['--model', 'convmixer_128_4_ks5_p2_chans', '--model-kwargs', 'dim=16', 'depth=1',
@@ -56,7 +63,7 @@ def test_output_folder_layout(tmp_path):
     weights = load_file(run_dir / 'model.safetensors')
     assert weights.keys() == best['state_dict'].keys()
     assert all(torch.equal(weights[k], best['state_dict'][k]) for k in weights)
-    assert best['arch'] == 'convmixer_128_4_ks5_p2_chans'
+    assert best['spec']['architecture'] == 'convmixer_128_4_ks5_p2_chans'
     assert best['state_dict']['stem.0.weight'].shape[1] == 1  # in_chans followed the grayscale dataset
 
 
@@ -94,7 +101,7 @@ def test_optimizer_schedule_warmup_smoothing_mixup_cutmix_clip(tmp_path):
     assert lrs == pytest.approx([0.001, 0.05, 0.025])
     checkpoint = load_checkpoint(run_dir / 'last.pth.tar')
     assert 'momentum_buffer' in next(iter(checkpoint['optimizer']['state'].values()))
-    assert checkpoint['args']['mixup'] == 0.2 and checkpoint['args']['clip_grad'] == 1.0
+    assert checkpoint['training']['mixup'] == 0.2 and checkpoint['training']['clip_grad'] == 1.0
 
 
 def test_amp_bf16_and_channels_last_on_cpu(tmp_path):
@@ -218,7 +225,7 @@ def test_fgsm_examples_stay_in_the_eps_ball_and_in_pixel_range():
 def test_fgsm_training_runs(tmp_path):
     run_dir = train(tmp_path, '--adv-train', 'fgsm', '--adv-eps', '8/255')
     checkpoint = load_checkpoint(run_dir / 'last.pth.tar')
-    assert checkpoint['args']['adv_train'] == 'fgsm' and checkpoint['args']['adv_eps'] == pytest.approx(8 / 255)
+    assert checkpoint['training']['adv_train'] == 'fgsm' and checkpoint['training']['adv_eps'] == pytest.approx(8 / 255)
 
 
 @pytest.mark.parametrize('mode', ['full', 'chans', 'space'])
@@ -229,7 +236,7 @@ def test_unshuffle_task(tmp_path, mode):
     assert len(rows) == 2 and float(rows[1]['eval_psnr']) > float(rows[0]['eval_psnr']) > 0  # logged and learning
     assert (run_dir / 'unshuffle.png').stat().st_size > 1000
     checkpoint = load_checkpoint(run_dir / 'last.pth.tar')
-    assert checkpoint['perm_seed'] == 7 and checkpoint['task'] == 'unshuffle'
+    assert checkpoint['training']['perm_seed'] == 7 and checkpoint['spec']['task'] == 'unshuffle'
     assert checkpoint['state_dict']['proj.weight'].shape == (1, 16, 1, 1)
 
 

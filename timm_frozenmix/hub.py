@@ -9,7 +9,6 @@ rebuild the exact model, pretrained_cfg with its preprocessing) and `README.md`,
 or from the Hub with `hf-hub:<repo>` once `timm_frozenmix` is imported; frozen filters come from the weights
 file, never from a new random init.
 """
-import argparse
 import inspect
 import json
 import os
@@ -18,17 +17,14 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import huggingface_hub
-import torch.nn as nn
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from .checkpoint import load_checkpoint, save_safetensors
+from .checkpoint import checkpoint_spec, load_checkpoint, save_safetensors
 from .convert import learn_mode, summarize
 from .data import FASHION_MNIST, FASHION_MNIST_CLASSES, SAMPLE
-from .errors import UsageError, exit_on_usage_error
-from .learn import resolve_learn
+from .errors import UsageError
 from .loading import load_model
 from .outputs import check_output_folder, staging_folder
-from .training import build_parser as build_train_parser, parse_args as parse_train_args
 
 __all__ = ['export', 'push', 'render_model_card', 'check_can_push']
 
@@ -37,7 +33,6 @@ EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md')
 PRETRAINED_CFG_KEYS = (
     'input_size', 'fixed_input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std', 'num_classes',
     'pool_size', 'first_conv', 'classifier', 'license', 'paper_ids')
-FROZEN_MIX_ARGS = ('learn', 'spatial_init', 'smooth_sigma')
 # Hub ids of the datasets train.py knows by name, for the card's `datasets` metadata
 HUB_DATASETS = {
     SAMPLE: 'zalando-datasets/fashion_mnist', FASHION_MNIST: 'zalando-datasets/fashion_mnist',
@@ -62,19 +57,7 @@ HYPERPARAMETERS = (
     'mixup', 'cutmix', 'model_ema', 'amp', 'adv_train', 'adv_eps', 'learn', 'spatial_init', 'smooth_sigma', 'seed')
 
 
-def _model_args(model: nn.Module, train_args: Dict[str, Any], in_chans: int) -> Dict[str, Any]:
-    """Every create_model kwarg that rebuilds this exact architecture, frozen-mixing options included."""
-    args = dict(train_args.get('model_kwargs') or {})
-    args['in_chans'] = in_chans
-    accepted = inspect.signature(type(model).__init__).parameters
-    for key in FROZEN_MIX_ARGS:
-        value = train_args.get(key)
-        if value is not None and key in accepted:
-            args[key] = resolve_learn(value) if key == 'learn' else value
-    return args
-
-
-def build_config(loaded, checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+def build_config(loaded) -> Dict[str, Any]:
     """config.json in timm's format, so `hf-hub:` / `local-dir:` rebuild the model and its preprocessing."""
     model, data_config = loaded.model, loaded.data_config
     pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k in PRETRAINED_CFG_KEYS}
@@ -86,36 +69,13 @@ def build_config(loaded, checkpoint: Dict[str, Any]) -> Dict[str, Any]:
         'architecture': loaded.arch,
         'num_classes': model.num_classes,
         'num_features': model.num_features,
-        'model_args': _model_args(model, loaded.train_args, checkpoint['in_chans']),
+        'model_args': loaded.spec.registered_kwargs(inspect.signature(type(model).__init__).parameters),
         'pretrained_cfg': pretrained_cfg,
+        'model_spec': loaded.spec.to_dict(),
     }
-    if loaded.train_args.get('dataset') in (SAMPLE, FASHION_MNIST) and model.num_classes == len(FASHION_MNIST_CLASSES):
+    if loaded.training.get('dataset') in (SAMPLE, FASHION_MNIST) and model.num_classes == len(FASHION_MNIST_CLASSES):
         config['label_names'] = list(FASHION_MNIST_CLASSES)
     return config
-
-
-def _train_command(train_args: Dict[str, Any]) -> str:
-    """The train.py command line that differs from the defaults, rebuilt from the saved flags (args.yaml)."""
-    parser = build_train_parser()
-    defaults = vars(parse_train_args([]))
-    flags = {}
-    for action in parser._actions:
-        if action.option_strings and action.dest in train_args:
-            flags[action.dest] = max(action.option_strings, key=len)
-    skip = {'output', 'experiment', 'resume', 'device', 'push_to_hub', 'hub_private'}  # where, not what
-    parts = ['python train.py', f'--model {train_args["model"]}']
-    for key, value in train_args.items():
-        if key in skip or key == 'model' or key not in flags or value == defaults.get(key):
-            continue
-        if isinstance(value, bool):  # store_true flags: differing from the default means set
-            parts.append(flags[key])
-        elif isinstance(value, dict):
-            parts.append(' '.join([flags[key], *(f'{k}={v}' for k, v in value.items())]))
-        elif isinstance(value, (list, tuple)):
-            parts.append(' '.join([flags[key], *map(str, value)]))
-        else:
-            parts.append(f'{flags[key]} {value}')
-    return ' \\\n    '.join(parts)
 
 
 def _robust_entry(robust: Dict[str, Any], loaded) -> Optional[Dict[str, Any]]:
@@ -136,7 +96,7 @@ def _robust_table(entry: Dict[str, Any], robust: Dict[str, Any]) -> str:
 def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any], repo_id: str,
                       robust: Optional[Dict[str, Any]] = None) -> ModelCard:
     """The model card: Hub metadata (with a model-index of clean and robust accuracy) and the body sections."""
-    train_args, arch = loaded.train_args, loaded.arch
+    train_args, arch = loaded.training, loaded.arch
     learn = learn_mode(loaded.model)
     if learn is None:
         raise UsageError(f'the frozen parameters of {arch!r} match no learn mode (full, channels, spatial): '
@@ -183,7 +143,8 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
         roles=summarize(loaded.model, print_table=False),
         input_size='x'.join(map(str, pretrained_cfg['input_size'])),
         mean=tuple(round(m, 4) for m in pretrained_cfg['mean']), std=tuple(round(s, 4) for s in pretrained_cfg['std']),
-        label_names=config.get('label_names'), train_command=_train_command(train_args),
+        label_names=config.get('label_names'), train_command=loaded.command or 'not recorded (trained by timm-frozenmix 0.1.0; see the settings below)',
+        spec=loaded.spec.to_dict(),
         hyperparameters=hyperparameters, clean_accuracy=clean,
         clean_source=f'the {val_split} split of {dataset_title}, best epoch {checkpoint.get("best_epoch")}',
         robust_table=_robust_table(entry, robust) if entry else None,
@@ -223,8 +184,9 @@ def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=N
         raise UsageError('name the Hub repo the model card loads from: pass --repo-id user/name '
                          '(or --push-to-hub user/name)')
     checkpoint = load_checkpoint(checkpoint_path)
-    if checkpoint.get('args', {}).get('separate'):
-        raise UsageError(f'checkpoint {checkpoint_path} is a --separate conversion of {checkpoint["arch"]!r}, which '
+    spec = checkpoint_spec(checkpoint, checkpoint_path)
+    if spec.separate:
+        raise UsageError(f'checkpoint {checkpoint_path} is a --separate conversion of {spec.architecture!r}, which '
                          f'timm cannot rebuild from a name: export a registered model (timm.list_models("*_chans"))')
     loaded = load_model(checkpoint_path=checkpoint_path, use_ema=use_ema)
     robust = None
@@ -234,7 +196,7 @@ def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=N
         except (OSError, ValueError) as e:
             raise UsageError(f'cannot read robustness results {robust_json} ({type(e).__name__}): '
                              f'pass the robust.json written by eval_robust.py') from None
-    config = build_config(loaded, checkpoint)
+    config = build_config(loaded)
     card = render_model_card(loaded, checkpoint, config, repo_id, robust)
 
     with staging_folder(output.parent) as staging:
@@ -267,31 +229,6 @@ def push(folder, repo_id: str, private: bool = False) -> str:
     return str(url)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog='python -m timm_frozenmix.hub', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description='Export a train.py checkpoint as a Hub model folder (weights, config, model card) and push it.')
-    parser.add_argument('--checkpoint', required=True, help='train.py checkpoint (model_best.pth.tar)')
-    parser.add_argument('--output', required=True, help='export folder (created; replaced if it holds an export)')
-    parser.add_argument('--robust-json', default=None, help='robust.json from eval_robust.py, for the model card')
-    parser.add_argument('--use-ema', action='store_true', help='export the EMA weights')
-    parser.add_argument('--repo-id', default=None,
-                        help='the Hub repo the card loads from, user/name (default: --push-to-hub)')
-    parser.add_argument('--push-to-hub', default=None, metavar='REPO', help='also upload to this Hub repo')
-    parser.add_argument('--private', action='store_true', help='create the Hub repo as private')
-    return parser
-
-
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    with exit_on_usage_error('hub'):
-        if args.push_to_hub:
-            check_can_push(args.push_to_hub)
-        folder = export(args.checkpoint, args.output, args.push_to_hub or args.repo_id, args.robust_json, args.use_ema)
-    print(f'Exported to {folder}; load it with timm.create_model("local-dir:{folder}", pretrained=True)')
-    if args.push_to_hub:
-        print(f'Pushed to {push(folder, args.push_to_hub, args.private)}')
-
-
-if __name__ == '__main__':
+if __name__ == '__main__':  # `python -m timm_frozenmix.hub` runs the command
+    from .cli.hub import main
     main()

@@ -1,6 +1,6 @@
 """ Trained models for evaluation and analysis, from wherever they live
 
-A train.py checkpoint (rebuilt from the flags it was trained with, so `--separate` models and model kwargs
+A train.py checkpoint (rebuilt from its model spec, so `--separate` models and model kwargs
 come back exactly), a registered name with its published weights (`--pretrained`), or a timm `hf-hub:` /
 `local-dir:` reference. Every failure is one line that says what to do.
 """
@@ -12,9 +12,9 @@ import timm
 import torch.nn as nn
 from timm.data import resolve_data_config
 
-from .checkpoint import check_architecture, load_checkpoint
+from .checkpoint import check_architecture, checkpoint_spec, load_checkpoint
 from .errors import UsageError
-from .training import build_model, build_parser
+from .spec import ModelSpec, build_model
 
 __all__ = ['LoadedModel', 'load_model', 'model_from_checkpoint']
 
@@ -23,12 +23,18 @@ _REFERENCE_PREFIXES = ('hf-hub:', 'local-dir:')
 
 @dataclass
 class LoadedModel:
-    """A model in eval mode that takes normalized input, and the data config its inputs need."""
+    """A model in eval mode that takes normalized input, and the data config its inputs need.
+
+    From a checkpoint it also carries the model's spec, how it was trained (the train.py settings, by flag
+    name) and the command line that trained it, where the checkpoint recorded them.
+    """
     model: nn.Module
     arch: str
     data_config: Dict[str, Any]
     checkpoint: Optional[str] = None
-    train_args: Dict[str, Any] = field(default_factory=dict)
+    spec: Optional[ModelSpec] = None
+    training: Dict[str, Any] = field(default_factory=dict)
+    command: Optional[str] = None
 
     @property
     def num_classes(self) -> int:
@@ -36,16 +42,12 @@ class LoadedModel:
 
 
 def model_from_checkpoint(checkpoint: Dict[str, Any], path, use_ema: bool = False) -> nn.Module:
-    """The exact model a train.py checkpoint holds: rebuilt from its saved flags, then its weights loaded."""
-    if 'args' not in checkpoint or 'in_chans' not in checkpoint:
-        raise UsageError(f'checkpoint {path} does not record how its model was built; '
-                         f'use a last.pth.tar / model_best.pth.tar written by train.py')
+    """The exact model a train.py checkpoint holds: rebuilt from its spec, then its weights loaded."""
+    spec = checkpoint_spec(checkpoint, path)
     key = 'state_dict_ema' if use_ema else 'state_dict'
     if key not in checkpoint:
         raise UsageError(f'checkpoint {path} holds no EMA weights: train with --model-ema, or drop --use-ema')
-    args = build_parser().parse_args([])
-    vars(args).update(checkpoint['args'], pretrained=False)
-    model = build_model(args, checkpoint['in_chans'], checkpoint['num_classes'])
+    model = build_model(spec)
     model.load_state_dict(checkpoint[key])
     return model
 
@@ -59,14 +61,15 @@ def load_model(
     """A classifier from a train.py checkpoint (optionally checked against `model_name`) or published weights."""
     if checkpoint_path is not None:
         checkpoint = load_checkpoint(checkpoint_path)
+        spec = checkpoint_spec(checkpoint, checkpoint_path)
         if model_name is not None:
-            check_architecture(checkpoint, model_name, checkpoint_path)
-        if checkpoint.get('task', 'classification') != 'classification':
-            raise UsageError(f'checkpoint {checkpoint_path} was trained for --task {checkpoint["task"]}, '
-                             f'not classification')
+            check_architecture(spec, model_name, checkpoint_path)
+        if spec.task != 'classification':
+            raise UsageError(f'checkpoint {checkpoint_path} was trained for --task {spec.task}, not classification')
         model = model_from_checkpoint(checkpoint, checkpoint_path, use_ema)
-        return LoadedModel(model.eval(), checkpoint['arch'], dict(checkpoint['data_config']),
-                           str(Path(checkpoint_path).resolve()), dict(checkpoint['args']))
+        return LoadedModel(model.eval(), spec.architecture, dict(checkpoint['data_config']),
+                           str(Path(checkpoint_path).resolve()), spec,
+                           dict(checkpoint.get('training') or checkpoint.get('args') or {}), checkpoint.get('command'))
 
     if model_name is None:
         raise UsageError('name a model (--model) or a train.py checkpoint (--checkpoint)')

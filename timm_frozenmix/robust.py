@@ -1,7 +1,7 @@
-""" eval_robust.py: adversarial robustness of timm models, measured with torchattacks
+""" Adversarial robustness of timm models, measured with torchattacks (the library behind eval_robust.py)
 
-    python eval_robust.py --checkpoint output/train/*/model_best.pth.tar --attacks fgsm,pgd --eps 0,0.05,0.1
-    python eval_robust.py --model convmixer_512_7_chans --pretrained --dataset folder --data-dir /imagenet/val
+    results = evaluate(RobustConfig(checkpoint=['output/train/RUN/model_best.pth.tar'], attacks=['fgsm', 'pgd']))
+    write_results(results, Path('output/robust'))   # robust.json, robust.md, robust.png
 
 Rules that make the numbers trustworthy, each checked while the evaluation runs:
 - attacks see [0, 1] pixels; normalization is the first layer of the attacked module (`Normalized`), and the
@@ -13,12 +13,11 @@ Rules that make the numbers trustworthy, each checked while the evaluation runs:
 Beyond the paper, a gradient-masking check warns when a multi-step attack does better than one step, or when
 AutoAttack finds far more than PGD.
 """
-import argparse
-import json
-import sys
+import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,16 +27,50 @@ from .convert import learn_mode
 from .data import (
     SAMPLE, ImageSubset, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info, drop_unreadable,
 )
-from .errors import UsageError, exit_on_usage_error
+from .devices import check_device
+from .errors import UsageError
 from .loading import LoadedModel, load_model
-from .outputs import check_output_folder, replace_atomically
-from .training import check_device, parse_fraction
+from .outputs import check_output_folder
+from .reporting import markdown_table, new_figure, save_figure, write_json, write_text
+
+_logger = logging.getLogger(__name__)
 
 ATTACKS = ('fgsm', 'pgd', 'autoattack')
 INSTALL_TORCHATTACKS = 'pip install --no-deps torchattacks==3.5.1'
 PERTURBATION_TOLERANCE = 1e-6  # float rounding of x + eps * sign(g)
 RESULTS, TABLE, PLOT = 'robust.json', 'robust.md', 'robust.png'
 
+
+@dataclass
+class RobustConfig:
+    """What eval_robust.py evaluates and how, named as its flags are (`--pgd-steps` is `pgd_steps`).
+
+    checkpoint: train.py checkpoints; model: registered names (with `pretrained`), `hf-hub:` / `local-dir:`
+    references, or, with checkpoints, the architecture each must hold (one name, or one per checkpoint).
+    eps: (label, value) pairs in pixel units, e.g. ('8/255', 0.0314); attacks: a subset of ATTACKS.
+    """
+    checkpoint: List[str] = field(default_factory=list)
+    model: List[str] = field(default_factory=list)
+    pretrained: bool = False
+    use_ema: bool = False
+    dataset: str = SAMPLE
+    data_dir: Optional[str] = None
+    split: str = 'test'
+    dataset_download: bool = False
+    num_samples: Optional[int] = None
+    batch_size: int = 128
+    workers: int = 2
+    attacks: List[str] = field(default_factory=lambda: ['fgsm', 'pgd'])
+    eps: List[Tuple[str, float]] = field(default_factory=lambda: [
+        ('0', 0.0), ('1/255', 1 / 255), ('2/255', 2 / 255), ('4/255', 4 / 255), ('8/255', 8 / 255)])
+    pgd_steps: int = 10
+    pgd_alpha: Optional[float] = None
+    pgd_random_start: bool = True
+    masking_gap: float = 10.0
+    baseline: Optional[str] = None
+    output: str = 'output/robust'
+    device: str = field(default_factory=lambda: 'cuda' if torch.cuda.is_available() else 'cpu')
+    seed: int = 0
 
 def import_torchattacks():
     """torchattacks, or a UsageError that names the module actually missing and the command that installs it."""
@@ -53,98 +86,37 @@ def import_torchattacks():
     return torchattacks
 
 
-def parse_eps_list(text: str) -> List[Tuple[str, float]]:
-    """'0,1/255,8/255' as [(label, value), ...], each in [0, 1] (pixel units)."""
-    eps = []
-    for item in text.split(','):
-        item = item.strip()
-        value = parse_fraction(item)
-        if not 0.0 <= value <= 1.0:
-            raise argparse.ArgumentTypeError(f'eps {item} is outside [0, 1]: eps is in pixel units, e.g. 8/255')
-        eps.append((item, value))
-    return eps
-
-
-def parse_attacks(text: str) -> List[str]:
-    attacks = [a.strip().lower() for a in text.split(',') if a.strip()]
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown or not attacks:
-        raise argparse.ArgumentTypeError(f'unknown attack {", ".join(unknown) or text!r}: choose from {",".join(ATTACKS)}')
-    return list(dict.fromkeys(attacks))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog='eval_robust.py', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description='Accuracy of timm models under FGSM, PGD and AutoAttack (torchattacks), side by side.')
-    group = parser.add_argument_group('Models (train.py checkpoints, or names with published weights)')
-    group.add_argument('--checkpoint', nargs='+', default=[], metavar='PATH',
-                       help='train.py checkpoints (model_best.pth.tar / last.pth.tar); the model is rebuilt from it')
-    group.add_argument('--model', nargs='+', default=[], metavar='NAME',
-                       help='registered names (with --pretrained), hf-hub:org/repo or local-dir:path; with '
-                            '--checkpoint, the architecture each checkpoint must hold (one name, or one per checkpoint)')
-    group.add_argument('--pretrained', action='store_true', help='load the published weights of --model names')
-    group.add_argument('--use-ema', action='store_true', help='evaluate the EMA weights of the checkpoints')
-    group = parser.add_argument_group('Data (as in train.py)')
-    group.add_argument('--dataset', default=SAMPLE, help='dataset name, as in train.py')
-    group.add_argument('--data-dir', default=None, help='dataset folder (not needed for the embedded sample)')
-    group.add_argument('--split', default='test', help='split to evaluate')
-    group.add_argument('--dataset-download', action='store_true', help='download torch/ datasets')
-    group.add_argument('--num-samples', type=int, default=None,
-                       help='evaluate a fixed random subset of this many images (seeded by --seed)')
-    group.add_argument('-b', '--batch-size', type=int, default=128)
-    group.add_argument('-j', '--workers', type=int, default=2)
-    group = parser.add_argument_group('Attacks')
-    group.add_argument('--attacks', type=parse_attacks, default='fgsm,pgd', help=f'comma list of {",".join(ATTACKS)}')
-    group.add_argument('--eps', type=parse_eps_list, default='0,1/255,2/255,4/255,8/255',
-                       help='comma list of l-inf radii in pixel units; fractions such as 8/255 accepted')
-    group.add_argument('--pgd-steps', type=int, default=10, help="PGD iterations (the paper's PGD-2 is 2)")
-    group.add_argument('--pgd-alpha', type=parse_fraction, default=None,
-                       help='PGD step size in pixel units (default 2.5 * eps / steps)')
-    group.add_argument('--pgd-random-start', action=argparse.BooleanOptionalAction, default=True,
-                       help='start PGD at a random point of the eps ball')
-    group.add_argument('--masking-gap', type=float, default=10.0,
-                       help='flag gradient masking when AutoAttack accuracy is this many points below PGD')
-    group = parser.add_argument_group('Output')
-    group.add_argument('--baseline', default=None,
-                       help='a model (its label, name or checkpoint path) to report the others against, '
-                            'as relative improvement')
-    group.add_argument('--output', default='output/robust', help='folder for robust.json, robust.md, robust.png')
-    group.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    group.add_argument('--seed', type=int, default=0, help='seed of the subset, random starts and AutoAttack')
-    return parser
-
-
-def validate_args(args) -> None:
-    if not args.checkpoint and not args.model:
+def check_config(config: RobustConfig) -> None:
+    """Every check of the settings, before any model is loaded or anything written; raises UsageError."""
+    if not config.checkpoint and not config.model:
         raise UsageError('nothing to evaluate: pass --checkpoint PATH (from train.py) or --model NAME --pretrained')
-    if args.checkpoint and args.model and len(args.model) not in (1, len(args.checkpoint)):
-        raise UsageError(f'{len(args.model)} --model names for {len(args.checkpoint)} checkpoints: '
+    if config.checkpoint and config.model and len(config.model) not in (1, len(config.checkpoint)):
+        raise UsageError(f'{len(config.model)} --model names for {len(config.checkpoint)} checkpoints: '
                          f'give one name, or one per checkpoint')
-    if args.pgd_steps < 1:
-        raise UsageError(f'--pgd-steps must be >= 1, got {args.pgd_steps}')
-    if args.pgd_alpha is not None and not 0 < args.pgd_alpha <= 1:
-        raise UsageError(f'--pgd-alpha must lie in (0, 1] (pixel units), got {args.pgd_alpha:g}')
-    if args.batch_size < 1:
-        raise UsageError(f'--batch-size must be >= 1, got {args.batch_size}')
-    if args.num_samples is not None and args.num_samples < 1:
-        raise UsageError(f'--num-samples must be >= 1, got {args.num_samples}')
-    if args.workers < 0:
-        raise UsageError(f'--workers must be >= 0, got {args.workers}')
-    if args.masking_gap < 0:
-        raise UsageError(f'--masking-gap must be >= 0 (accuracy points), got {args.masking_gap:g}')
-    check_device(args.device)
-    check_dataset(args.dataset, args.data_dir, args.dataset_download)
-    check_output_folder(args.output)
+    if config.pgd_steps < 1:
+        raise UsageError(f'--pgd-steps must be >= 1, got {config.pgd_steps}')
+    if config.pgd_alpha is not None and not 0 < config.pgd_alpha <= 1:
+        raise UsageError(f'--pgd-alpha must lie in (0, 1] (pixel units), got {config.pgd_alpha:g}')
+    if config.batch_size < 1:
+        raise UsageError(f'--batch-size must be >= 1, got {config.batch_size}')
+    if config.num_samples is not None and config.num_samples < 1:
+        raise UsageError(f'--num-samples must be >= 1, got {config.num_samples}')
+    if config.workers < 0:
+        raise UsageError(f'--workers must be >= 0, got {config.workers}')
+    if config.masking_gap < 0:
+        raise UsageError(f'--masking-gap must be >= 0 (accuracy points), got {config.masking_gap:g}')
+    check_device(config.device)
+    check_dataset(config.dataset, config.data_dir, config.dataset_download)
+    check_output_folder(config.output)
 
 
-def load_models(args) -> Dict[str, LoadedModel]:
+def load_models(config: RobustConfig) -> Dict[str, LoadedModel]:
     """Every model of the run by its label; all are loaded (and checked) before any evaluation starts."""
-    if args.checkpoint:
-        names = args.model * len(args.checkpoint) if len(args.model) == 1 else (args.model or [None] * len(args.checkpoint))
-        loaded = [(path, load_model(name, path, use_ema=args.use_ema)) for name, path in zip(names, args.checkpoint)]
+    if config.checkpoint:
+        names = config.model * len(config.checkpoint) if len(config.model) == 1 else (config.model or [None] * len(config.checkpoint))
+        loaded = [(path, load_model(name, path, use_ema=config.use_ema)) for name, path in zip(names, config.checkpoint)]
     else:
-        loaded = [(name, load_model(name, pretrained=args.pretrained)) for name in args.model]
+        loaded = [(name, load_model(name, pretrained=config.pretrained)) for name in config.model]
     archs = [m.arch for _, m in loaded]
     labels = {}
     for spec, m in loaded:
@@ -157,17 +129,17 @@ def load_models(args) -> Dict[str, LoadedModel]:
     return labels
 
 
-def find_baseline(args, models: Dict[str, LoadedModel]) -> str:
-    if args.baseline is None:
+def find_baseline(config: RobustConfig, models: Dict[str, LoadedModel]) -> str:
+    if config.baseline is None:
         return None
     for label, m in models.items():
-        if args.baseline in (label, m.arch) or (m.checkpoint and Path(args.baseline).resolve() == Path(m.checkpoint)):
+        if config.baseline in (label, m.arch) or (m.checkpoint and Path(config.baseline).resolve() == Path(m.checkpoint)):
             return label
-    raise UsageError(f'--baseline {args.baseline!r} is none of the evaluated models: {", ".join(models)}')
+    raise UsageError(f'--baseline {config.baseline!r} is none of the evaluated models: {", ".join(models)}')
 
 
-def attack_label(name: str, args) -> str:
-    return {'fgsm': 'FGSM', 'pgd': f'PGD-{args.pgd_steps}', 'autoattack': 'AutoAttack'}[name]
+def attack_label(name: str, config: RobustConfig) -> str:
+    return {'fgsm': 'FGSM', 'pgd': f'PGD-{config.pgd_steps}', 'autoattack': 'AutoAttack'}[name]
 
 
 def autoattack_components(num_classes: int) -> List[str]:
@@ -198,14 +170,14 @@ def make_autoattack(torchattacks, net: nn.Module, eps: float, num_classes: int, 
     return torchattacks.MultiAttack([attacks[name]() for name in autoattack_components(num_classes)])
 
 
-def make_attack(torchattacks, name: str, net: nn.Module, eps: float, args, num_classes: int):
+def make_attack(torchattacks, name: str, net: nn.Module, eps: float, config: RobustConfig, num_classes: int):
     if name == 'fgsm':
         attack = torchattacks.FGSM(net, eps=eps)
     elif name == 'pgd':
-        alpha = args.pgd_alpha if args.pgd_alpha is not None else 2.5 * eps / args.pgd_steps
-        attack = torchattacks.PGD(net, eps=eps, alpha=alpha, steps=args.pgd_steps, random_start=args.pgd_random_start)
+        alpha = config.pgd_alpha if config.pgd_alpha is not None else 2.5 * eps / config.pgd_steps
+        attack = torchattacks.PGD(net, eps=eps, alpha=alpha, steps=config.pgd_steps, random_start=config.pgd_random_start)
     else:
-        attack = make_autoattack(torchattacks, net, eps, num_classes, args.seed)
+        attack = make_autoattack(torchattacks, net, eps, num_classes, config.seed)
     if attack.normalization_used is not None:
         raise RuntimeError(f'torchattacks picked up a normalization of {type(net).__name__}: inputs would be '
                            f'normalized twice')
@@ -221,18 +193,18 @@ def check_adversarial(x: torch.Tensor, x_adv: torch.Tensor, eps: float, what: st
     return perturbation
 
 
-def evaluate_model(label: str, loaded: LoadedModel, dataset, args, torchattacks) -> dict:
+def evaluate_model(label: str, loaded: LoadedModel, dataset, config: RobustConfig, torchattacks) -> dict:
     """Clean and adversarial accuracy (in %) of one model over the whole dataset, one pass over the data."""
-    device = torch.device(args.device)
+    device = torch.device(config.device)
     net = Normalized(loaded.model, loaded.data_config['mean'], loaded.data_config['std']).to(device).eval()
-    loader = create_eval_loader(dataset, loaded.data_config, args.batch_size, args.workers, device)
+    loader = create_eval_loader(dataset, loaded.data_config, config.batch_size, config.workers, device)
     attacks = {
-        (name, i): make_attack(torchattacks, name, net, eps, args, loaded.num_classes)
-        for name in args.attacks for i, (_, eps) in enumerate(args.eps)}
+        (name, i): make_attack(torchattacks, name, net, eps, config, loaded.num_classes)
+        for name in config.attacks for i, (_, eps) in enumerate(config.eps)}
     correct = {key: 0 for key in attacks}
     perturbation = {key: 0.0 for key in attacks}
     clean_correct, total = 0, 0
-    torch.manual_seed(args.seed)
+    torch.manual_seed(config.seed)
     start = time.perf_counter()
     progress = tqdm(loader, desc=label, unit='batch', dynamic_ncols=True)
     for x, y in progress:
@@ -241,10 +213,10 @@ def evaluate_model(label: str, loaded: LoadedModel, dataset, args, torchattacks)
             clean_correct += (net(x).argmax(1) == y).sum().item()
         total += y.numel()
         for (name, i), attack in attacks.items():
-            eps_label, eps = args.eps[i]
+            eps_label, eps = config.eps[i]
             # at eps 0 the ball is one point: AutoAttack would spend its whole query budget proving it
             x_adv = x if name == 'autoattack' and eps == 0 else attack(x, y)
-            what = f'{attack_label(name, args)} at eps {eps_label} on {label}'
+            what = f'{attack_label(name, config)} at eps {eps_label} on {label}'
             perturbation[name, i] = max(perturbation[name, i], check_adversarial(x, x_adv, eps, what))
             with torch.no_grad():
                 correct[name, i] += (net(x_adv).argmax(1) == y).sum().item()
@@ -255,12 +227,12 @@ def evaluate_model(label: str, loaded: LoadedModel, dataset, args, torchattacks)
         'learn': learn_mode(loaded.model),
         'num_samples': total,
         'clean_accuracy': 100 * clean_correct / total,
-        'accuracy': {attack_label(name, args): [100 * correct[name, i] / total for i in range(len(args.eps))]
-                     for name in args.attacks},
-        'max_perturbation': {attack_label(name, args): [perturbation[name, i] for i in range(len(args.eps))]
-                             for name in args.attacks},
+        'accuracy': {attack_label(name, config): [100 * correct[name, i] / total for i in range(len(config.eps))]
+                     for name in config.attacks},
+        'max_perturbation': {attack_label(name, config): [perturbation[name, i] for i in range(len(config.eps))]
+                             for name in config.attacks},
         'wall_time_s': time.perf_counter() - start,
-        **({'autoattack_components': autoattack_components(loaded.num_classes)} if 'autoattack' in args.attacks else {}),
+        **({'autoattack_components': autoattack_components(loaded.num_classes)} if 'autoattack' in config.attacks else {}),
     }
 
 
@@ -296,26 +268,19 @@ def relative_improvement(result: dict, baseline: dict) -> dict:
 
 def format_table(results: dict) -> str:
     """Markdown: accuracy per model, attack and eps; relative improvement when a baseline is set."""
-    eps_labels = results['eps_labels']
-    header = '| model | attack | clean | ' + ' | '.join(f'eps {e}' for e in eps_labels) + ' |'
-    rule = '|' + '---|' * (3 + len(eps_labels))
+    header = ['model', 'attack', 'clean', *(f'eps {e}' for e in results['eps_labels'])]
     left_out = len(results.get('unreadable', []))
-    lines = [f'Top-1 accuracy (%) on {results["num_samples"]} images of {results["dataset"]} ({results["split"]})'
-             + (f', {left_out} unreadable image(s) left out' if left_out else ''), '', header, rule]
-    for label, r in results['models'].items():
-        for attack, values in r['accuracy'].items():
-            lines.append(f'| {label} | {attack} | {r["clean_accuracy"]:.2f} | '
-                         + ' | '.join(f'{v:.2f}' for v in values) + ' |')
+    title = (f'Top-1 accuracy (%) on {results["num_samples"]} images of {results["dataset"]} ({results["split"]})'
+             + (f', {left_out} unreadable image(s) left out' if left_out else ''))
+    rows = [[label, attack, f'{r["clean_accuracy"]:.2f}', *(f'{v:.2f}' for v in values)]
+            for label, r in results['models'].items() for attack, values in r['accuracy'].items()]
+    lines = [title, '', markdown_table(header, rows)]
     baseline = results['baseline']
     if baseline:
-        lines += ['', f'Relative improvement over {baseline} (%)', '', header, rule]
-        for label, r in results['models'].items():
-            if label == baseline:
-                continue
-            improvement = r['relative_improvement']
-            for attack in r['accuracy']:
-                lines.append(f'| {label} | {attack} | {_signed(improvement["clean"])} | '
-                             + ' | '.join(_signed(v) for v in improvement[attack]) + ' |')
+        rows = [[label, attack, _signed(r['relative_improvement']['clean']),
+                 *(_signed(v) for v in r['relative_improvement'][attack])]
+                for label, r in results['models'].items() if label != baseline for attack in r['accuracy']]
+        lines += ['', f'Relative improvement over {baseline} (%)', '', markdown_table(header, rows)]
     return '\n'.join(lines)
 
 
@@ -323,14 +288,10 @@ def _signed(value) -> str:
     return 'n/a' if value is None else f'{value:+.1f}'
 
 
-def plot_results(results: dict, path: Path) -> None:
+def plot_results(results: dict, path: Path) -> Path:
     """Accuracy against eps, one line per model (colour) and attack (line style); relative improvement beside."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     baseline = results['baseline']
-    fig, axes = plt.subplots(1, 2 if baseline else 1, figsize=(12 if baseline else 7, 4.5), squeeze=False)
+    fig, axes = new_figure(1, 2 if baseline else 1, figsize=(12 if baseline else 7, 4.5))
     positions = range(len(results['eps']))  # evenly spaced: eps lists are usually geometric
     styles = ('-', '--', ':', '-.')
     for m, (label, r) in enumerate(results['models'].items()):
@@ -351,56 +312,55 @@ def plot_results(results: dict, path: Path) -> None:
         ax.set_xticks(positions, results['eps_labels'])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    replace_atomically(path, lambda tmp: fig.savefig(tmp, format='png', dpi=120))
-    plt.close(fig)
+    return save_figure(fig, path, dpi=120)
 
 
 def write_results(results: dict, output: Path) -> None:
+    """robust.json, robust.md and robust.png in `output` (created)."""
     output.mkdir(parents=True, exist_ok=True)
-    replace_atomically(output / RESULTS, lambda tmp: tmp.write_text(json.dumps(results, indent=2) + '\n'))
-    replace_atomically(output / TABLE, lambda tmp: tmp.write_text(format_table(results) + '\n'))
+    write_json(output / RESULTS, results)
+    write_text(output / TABLE, format_table(results) + '\n')
     plot_results(results, output / PLOT)
 
 
-def evaluate(args) -> dict:
+def evaluate(config: RobustConfig) -> dict:
     """The whole evaluation: every check first, then one pass over the data per model, then the summary."""
-    validate_args(args)
+    check_config(config)
     torchattacks = import_torchattacks()
-    models = load_models(args)
-    baseline = find_baseline(args, models)
-    dataset = create_dataset(args.dataset, root=args.data_dir, split=args.split, download=args.dataset_download)
-    info = dataset_info(args.dataset, dataset)
+    models = load_models(config)
+    baseline = find_baseline(config, models)
+    dataset = create_dataset(config.dataset, root=config.data_dir, split=config.split, download=config.dataset_download)
+    info = dataset_info(config.dataset, dataset)
     for label, m in models.items():
         in_chans = m.data_config['input_size'][0]
         if in_chans != info.in_chans:
-            raise UsageError(f'{label} takes {in_chans}-channel images but {args.dataset} has {info.in_chans}')
+            raise UsageError(f'{label} takes {in_chans}-channel images but {config.dataset} has {info.in_chans}')
         if info.num_classes and m.num_classes != info.num_classes:
-            raise UsageError(f'{label} has {m.num_classes} classes but {args.dataset} has {info.num_classes}')
+            raise UsageError(f'{label} has {m.num_classes} classes but {config.dataset} has {info.num_classes}')
         if m.num_classes < 2:
             raise UsageError(f'{label} has {m.num_classes} class: no attack can make it misclassify')
-    requested = len(dataset) if args.num_samples is None else args.num_samples
-    if args.num_samples is not None:
-        dataset = ImageSubset.random(dataset, args.num_samples, args.seed)
-    dataset, unreadable = drop_unreadable(dataset, args.workers)
+    requested = len(dataset) if config.num_samples is None else config.num_samples
+    if config.num_samples is not None:
+        dataset = ImageSubset.random(dataset, config.num_samples, config.seed)
+    dataset, unreadable = drop_unreadable(dataset, config.workers)
     for file in unreadable:
-        print(f'WARNING: left out {file}: it cannot be read as an image', file=sys.stderr)
+        _logger.warning(f'left out {file}: it cannot be read as an image')
     if not len(dataset):
-        raise UsageError(f'none of the {requested} images of {args.dataset} ({args.split}) can be read')
+        raise UsageError(f'none of the {requested} images of {config.dataset} ({config.split}) can be read')
 
     start = time.perf_counter()
     results = {
-        'dataset': args.dataset, 'split': args.split, 'num_samples': len(dataset), 'requested_samples': requested,
-        'unreadable': unreadable, 'seed': args.seed,
-        'eps': [value for _, value in args.eps], 'eps_labels': [label for label, _ in args.eps],
-        'attacks': {attack_label(a, args): _attack_settings(a, args) for a in args.attacks},
-        'baseline': baseline, 'device': args.device, 'torch': torch.__version__,
+        'dataset': config.dataset, 'split': config.split, 'num_samples': len(dataset), 'requested_samples': requested,
+        'unreadable': unreadable, 'seed': config.seed,
+        'eps': [value for _, value in config.eps], 'eps_labels': [label for label, _ in config.eps],
+        'attacks': {attack_label(a, config): _attack_settings(a, config) for a in config.attacks},
+        'baseline': baseline, 'device': config.device, 'torch': torch.__version__,
         'torchattacks': torchattacks.__version__, 'models': {}, 'warnings': [],
     }
     for label, m in models.items():
-        result = evaluate_model(label, m, dataset, args, torchattacks)
+        result = evaluate_model(label, m, dataset, config, torchattacks)
         results['models'][label] = result
-        results['warnings'] += masking_warnings(label, result, args.eps, args.masking_gap)
+        results['warnings'] += masking_warnings(label, result, config.eps, config.masking_gap)
     if baseline:
         for label, r in results['models'].items():
             if label != baseline:
@@ -409,28 +369,11 @@ def evaluate(args) -> dict:
     return results
 
 
-def _attack_settings(name: str, args) -> dict:
+def _attack_settings(name: str, config: RobustConfig) -> dict:
     if name == 'pgd':
-        alpha = args.pgd_alpha if args.pgd_alpha is not None else '2.5 * eps / steps'
-        return {'steps': args.pgd_steps, 'alpha': alpha, 'random_start': args.pgd_random_start}
+        alpha = config.pgd_alpha if config.pgd_alpha is not None else '2.5 * eps / steps'
+        return {'steps': config.pgd_steps, 'alpha': alpha, 'random_start': config.pgd_random_start}
     if name == 'autoattack':
         return {'version': 'standard, with the components each model\'s class count allows (autoattack_components)',
-                'norm': 'Linf', 'seed': args.seed}
+                'norm': 'Linf', 'seed': config.seed}
     return {}
-
-
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    with exit_on_usage_error('eval_robust.py'):
-        results = evaluate(args)
-    output = Path(args.output).resolve()
-    write_results(results, output)
-    print(format_table(results))
-    for warning in results['warnings']:
-        print(f'WARNING: {warning}', file=sys.stderr)
-    print(f'\nResults written to {output / RESULTS}, {output / TABLE} and {output / PLOT} '
-          f'({results["wall_time_s"]:.0f} s)')
-
-
-if __name__ == '__main__':
-    main()

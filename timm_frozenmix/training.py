@@ -1,23 +1,24 @@
-""" train.py: timm training for frozen-mixing models, from one CPU to many GPUs
+""" Training frozen-mixing (or any timm) models, from one CPU to many GPUs, on timm's training parts
 
-Built on timm's library (data, optim, scheduler, loss, task, utils) with timm's flag names, plus the paper's
-extras: `--separate` / `--learn` to convert or freeze any timm model, FGSM adversarial training
-(`--adv-train fgsm`) and pixel un-shuffling (`--task unshuffle`).
+The library behind train.py: a `TrainConfig` (timm's flag names, as fields) goes to `setup`, which checks it,
+builds the model from its `ModelSpec`, the data, optimizer, schedule, EMA and task, and `train` runs the epochs,
+writing checkpoints that carry the spec. Beyond timm: FGSM adversarial training (`adv_train='fgsm'`) and pixel
+un-shuffling (`task='unshuffle'`).
 
-    python train.py                                           # the main job, CPU, embedded Fashion-MNIST sample
-    torchrun --nproc_per_node=8 train.py --model convmixer_512_7_chans --dataset folder --data-dir /imagenet ...
+    run = setup(TrainConfig(model='convmixer_128_4_ks5_p2_chans', epochs=7))
+    train(run)   # run.output_dir holds last.pth.tar, model_best.pth.tar, model.safetensors, summary.csv
 
 Models see [0, 1] pixels; normalization is their first layer (`Normalized`), as in the robustness evaluation.
 """
-import argparse
 import logging
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from fractions import Fraction
 from functools import partial
 from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
 
 import timm
 import torch
@@ -28,326 +29,265 @@ from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 from timm.task import ClassificationTask
 from timm.utils import (
-    AverageMeter, ModelEmaV3, NativeScaler, ParseKwargs, accuracy, dispatch_clip_grad, distribute_bn, get_outdir,
-    init_distributed_device, random_seed, reduce_tensor, setup_default_logging, unwrap_model, update_summary,
+    AverageMeter, ModelEmaV3, NativeScaler, accuracy, dispatch_clip_grad, distribute_bn, get_outdir, random_seed,
+    reduce_tensor, unwrap_model, update_summary,
 )
+from timm.utils.distributed import init_distributed_device_so
 
-from .checkpoint import check_architecture, load_checkpoint, save_atomic, save_safetensors
-from .convert import freeze, init_depthwise_, separate, summarize
+from .checkpoint import check_architecture, checkpoint_spec, load_checkpoint, save_atomic, save_safetensors
+from .convert import summarize
 from .data import (
     SAMPLE, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info, is_known_dataset,
 )
-from .errors import UsageError, exit_on_usage_error
-from .filters import SPATIAL_INITS, check_spatial_options
-from .learn import LEARN_ALIASES, LEARN_MODES
+from .devices import check_device
+from .errors import UsageError
 from .outputs import check_output_folder
+from .spec import ModelSpec, build_model
 from .unshuffle import PixelPermutation, UnshuffleNet, UnshuffleTask, psnr, save_unshuffle_grid
+
+__all__ = ['TrainConfig', 'TrainingRun', 'setup', 'train', 'LAST', 'BEST', 'WEIGHTS']
 
 _logger = logging.getLogger('train')
 
-DEFAULT_MODEL = 'convmixer_128_4_ks5_p2_chans'
 LAST, BEST, WEIGHTS = 'last.pth.tar', 'model_best.pth.tar', 'model.safetensors'
 
 
-def parse_fraction(text: str) -> float:
-    """'8/255' or '0.03' as a float."""
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f'{text!r} is not a number or fraction such as 8/255') from None
+@dataclass
+class TrainConfig:
+    """Every setting of a training run, named as timm's train.py flags are (`--lr` is `lr`).
+
+    The model fields (model, model_kwargs, in_chans, num_classes, separate, learn, depth_multiplier,
+    spatial_init, smooth_sigma, task) make its `model_spec()`; in_chans and num_classes follow the dataset when
+    None. `check_config` says what is wrong with a config, as a UsageError, before anything is built.
+    """
+    # data
+    data_dir: Optional[str] = None
+    dataset: str = SAMPLE
+    train_split: str = 'train'
+    val_split: str = 'validation'
+    dataset_download: bool = False
+    input_img_mode: Optional[str] = None
+    # model
+    model: str = 'convmixer_128_4_ks5_p2_chans'
+    pretrained: bool = False
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    num_classes: Optional[int] = None
+    in_chans: Optional[int] = None
+    img_size: Optional[int] = None
+    input_size: Optional[List[int]] = None
+    crop_pct: Optional[float] = None
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
+    interpolation: str = ''
+    drop: float = 0.0
+    drop_path: Optional[float] = None
+    channels_last: bool = False
+    batch_size: int = 128
+    validation_batch_size: Optional[int] = None
+    # frozen mixing
+    separate: bool = False
+    learn: Optional[str] = None
+    depth_multiplier: int = 9
+    spatial_init: Optional[str] = None
+    smooth_sigma: Optional[float] = None
+    # task
+    task: str = 'classification'
+    perm_seed: int = 0
+    adv_train: str = 'none'
+    adv_eps: float = 8 / 255
+    # optimizer and schedule
+    opt: str = 'adamw'
+    opt_eps: Optional[float] = None
+    opt_betas: Optional[List[float]] = None
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    clip_grad: Optional[float] = None
+    clip_mode: str = 'norm'
+    layer_decay: Optional[float] = None
+    lr: float = 3e-3
+    sched: str = 'cosine'
+    sched_on_updates: bool = False
+    epochs: int = 7
+    start_epoch: Optional[int] = None
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-5
+    warmup_prefix: bool = False
+    min_lr: float = 1e-5
+    decay_epochs: float = 30
+    decay_milestones: List[int] = field(default_factory=lambda: [30, 60])
+    decay_rate: float = 0.1
+    cooldown_epochs: int = 0
+    patience_epochs: int = 10
+    # augmentation and regularization
+    no_aug: bool = False
+    scale: List[float] = field(default_factory=lambda: [0.7, 1.0])
+    ratio: List[float] = field(default_factory=lambda: [3. / 4., 4. / 3.])
+    hflip: float = 0.5
+    vflip: float = 0.
+    color_jitter: float = 0.
+    aa: Optional[str] = None
+    reprob: float = 0.
+    remode: str = 'pixel'
+    recount: int = 1
+    train_interpolation: str = 'random'
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    cutmix_minmax: Optional[List[float]] = None
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = 'batch'
+    mixup_off_epoch: int = 0
+    smoothing: float = 0.1
+    # EMA
+    model_ema: bool = False
+    model_ema_decay: float = 0.998
+    model_ema_warmup: bool = False
+    # run
+    seed: int = 42
+    device: str = field(default_factory=lambda: 'cuda' if torch.cuda.is_available() else 'cpu')
+    amp: bool = False
+    amp_dtype: Optional[str] = None
+    dist_bn: str = 'reduce'
+    workers: int = 2
+    pin_mem: bool = False
+    log_interval: int = 20
+    output: str = 'output/train'
+    experiment: str = ''
+    eval_metric: Optional[str] = None
+    resume: str = ''
+    no_resume_opt: bool = False
+
+    def __post_init__(self):
+        if self.eval_metric is None:
+            self.eval_metric = 'psnr' if self.task == 'unshuffle' else 'top1'
+
+    def model_spec(self) -> ModelSpec:
+        """The spec of the model these settings build (channels and classes still open when None)."""
+        return ModelSpec(
+            architecture=self.model, model_kwargs=self.model_kwargs, in_chans=self.in_chans,
+            num_classes=self.num_classes, separate=self.separate, learn=self.learn,
+            depth_multiplier=self.depth_multiplier, spatial_init=self.spatial_init,
+            smooth_sigma=self.smooth_sigma or 0.0, task=self.task)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description='Train a timm model whose spatial mixing is frozen at random init (or any timm model).',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-
-    group = parser.add_argument_group('Dataset')
-    group.add_argument('--data-dir', metavar='DIR', help='dataset folder (not needed for the embedded sample)')
-    group.add_argument('--dataset', default=SAMPLE,
-                       help="fashion-mnist-sample, fashion-mnist, or any timm dataset (torch/cifar10, folder, ...)")
-    group.add_argument('--train-split', default='train')
-    group.add_argument('--val-split', default='validation')
-    group.add_argument('--dataset-download', action='store_true', help='let torchvision datasets download')
-    group.add_argument('--input-img-mode', default=None, help="image mode for folder datasets, e.g. 'L'")
-
-    group = parser.add_argument_group('Model')
-    group.add_argument('--model', default=DEFAULT_MODEL, help='any timm model name')
-    group.add_argument('--pretrained', action='store_true')
-    group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='key=value model kwargs')
-    group.add_argument('--num-classes', type=int, default=None, help='defaults to the dataset')
-    group.add_argument('--in-chans', type=int, default=None, help='defaults to the dataset')
-    group.add_argument('--img-size', type=int, default=None)
-    group.add_argument('--input-size', type=int, nargs=3, default=None, metavar='N')
-    group.add_argument('--crop-pct', type=float, default=None)
-    group.add_argument('--mean', type=float, nargs='+', default=None)
-    group.add_argument('--std', type=float, nargs='+', default=None)
-    group.add_argument('--interpolation', default='')
-    group.add_argument('--drop', type=float, default=0.0, help='classifier dropout')
-    group.add_argument('--drop-path', type=float, default=None)
-    group.add_argument('--channels-last', action='store_true')
-    group.add_argument('-b', '--batch-size', type=int, default=128)
-    group.add_argument('-vb', '--validation-batch-size', type=int, default=None)
-
-    group = parser.add_argument_group('Frozen mixing')
-    group.add_argument('--separate', action='store_true',
-                       help='make every dense conv larger than 1x1 separable (any timm model)')
-    group.add_argument('--learn', default=None, choices=LEARN_MODES + tuple(LEARN_ALIASES),
-                       help='which mixing to learn; without --separate, freezes a natively separable model')
-    group.add_argument('--depth-multiplier', type=int, default=9, help='for --separate')
-    group.add_argument('--spatial-init', default=None, choices=SPATIAL_INITS)
-    group.add_argument('--smooth-sigma', type=float, default=None, help='Gaussian low-pass of spatial filters')
-
-    group = parser.add_argument_group('Task')
-    group.add_argument('--task', default='classification', choices=('classification', 'unshuffle'))
-    group.add_argument('--perm-seed', type=int, default=0, help='seed of the pixel permutation (unshuffle)')
-    group.add_argument('--adv-train', default='none', choices=('none', 'fgsm'), help='FGSM-defended training')
-    group.add_argument('--adv-eps', type=parse_fraction, default=Fraction(8, 255), help='FGSM epsilon, pixels')
-
-    group = parser.add_argument_group('Optimizer and schedule')
-    group.add_argument('--opt', default='adamw')
-    group.add_argument('--opt-eps', type=float, default=None)
-    group.add_argument('--opt-betas', type=float, nargs='+', default=None)
-    group.add_argument('--momentum', type=float, default=0.9)
-    group.add_argument('--weight-decay', type=float, default=0.05)
-    group.add_argument('--clip-grad', type=float, default=None)
-    group.add_argument('--clip-mode', default='norm', choices=('norm', 'value', 'agc'))
-    group.add_argument('--layer-decay', type=float, default=None)
-    group.add_argument('--lr', type=float, default=3e-3)
-    group.add_argument('--sched', default='cosine')
-    group.add_argument('--sched-on-updates', action='store_true')
-    group.add_argument('--epochs', type=int, default=7)
-    group.add_argument('--start-epoch', type=int, default=None)
-    group.add_argument('--warmup-epochs', type=int, default=0)
-    group.add_argument('--warmup-lr', type=float, default=1e-5)
-    group.add_argument('--warmup-prefix', action='store_true')
-    group.add_argument('--min-lr', type=float, default=1e-5)
-    group.add_argument('--decay-epochs', type=float, default=30)
-    group.add_argument('--decay-milestones', type=int, nargs='+', default=[30, 60])
-    group.add_argument('--decay-rate', type=float, default=0.1)
-    group.add_argument('--cooldown-epochs', type=int, default=0)
-    group.add_argument('--patience-epochs', type=int, default=10)
-
-    group = parser.add_argument_group('Augmentation and regularization')
-    group.add_argument('--no-aug', action='store_true')
-    group.add_argument('--scale', type=float, nargs=2, default=[0.7, 1.0])
-    group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.])
-    group.add_argument('--hflip', type=float, default=0.5)
-    group.add_argument('--vflip', type=float, default=0.)
-    group.add_argument('--color-jitter', type=float, default=0.)
-    group.add_argument('--aa', default=None, help='AutoAugment policy, e.g. rand-m9-mstd0.5')
-    group.add_argument('--reprob', type=float, default=0.)
-    group.add_argument('--remode', default='pixel')
-    group.add_argument('--recount', type=int, default=1)
-    group.add_argument('--train-interpolation', default='random')
-    group.add_argument('--mixup', type=float, default=0.0)
-    group.add_argument('--cutmix', type=float, default=0.0)
-    group.add_argument('--cutmix-minmax', type=float, nargs='+', default=None)
-    group.add_argument('--mixup-prob', type=float, default=1.0)
-    group.add_argument('--mixup-switch-prob', type=float, default=0.5)
-    group.add_argument('--mixup-mode', default='batch')
-    group.add_argument('--mixup-off-epoch', type=int, default=0)
-    group.add_argument('--smoothing', type=float, default=0.1)
-
-    group = parser.add_argument_group('EMA')
-    group.add_argument('--model-ema', action='store_true')
-    group.add_argument('--model-ema-decay', type=float, default=0.998)
-    group.add_argument('--model-ema-warmup', action='store_true')
-
-    group = parser.add_argument_group('Run')
-    group.add_argument('--seed', type=int, default=42)
-    group.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    group.add_argument('--amp', action='store_true', help='mixed precision (bf16 on CPU)')
-    group.add_argument('--amp-dtype', default=None, choices=('float16', 'bfloat16'),
-                       help='default: float16 on CUDA, bfloat16 on CPU')
-    group.add_argument('--dist-bn', default='reduce', choices=('reduce', 'broadcast', ''))
-    group.add_argument('-j', '--workers', type=int, default=2)
-    group.add_argument('--pin-mem', action='store_true')
-    group.add_argument('--log-interval', type=int, default=20)
-    group.add_argument('--output', default='output/train', help='parent folder of the run folder')
-    group.add_argument('--experiment', default='', help='run folder name (default: time, model, size)')
-    group.add_argument('--eval-metric', default=None, help='default: top1, or psnr for unshuffle')
-    group.add_argument('--resume', default='', help='checkpoint to continue from (its run folder is reused)')
-    group.add_argument('--no-resume-opt', action='store_true')
-    group = parser.add_argument_group('Publishing')
-    group.add_argument('--push-to-hub', default=None, metavar='REPO',
-                       help='at the end, export the best checkpoint with a model card and upload it to this Hub repo')
-    group.add_argument('--hub-private', action='store_true', help='create the Hub repo as private')
-    return parser
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    args.adv_eps = float(args.adv_eps)
-    if args.eval_metric is None:
-        args.eval_metric = 'psnr' if args.task == 'unshuffle' else 'top1'
-    return args
-
-
-def validate_args(args) -> None:
-    """Every check that can fail on bad input runs before anything is built or written."""
-    if not (timm.is_model(args.model) or args.model.startswith(('hf-hub:', 'local-dir:'))):
-        raise UsageError(f'unknown model {args.model!r}: see timm.list_models() (import timm_frozenmix first)')
-    check_dataset(args.dataset, args.data_dir, args.dataset_download)
-    check_spatial_options(args.spatial_init or 'random', args.smooth_sigma or 0.0)
-    check_output_folder(args.output)
-    metrics = ('psnr',) if args.task == 'unshuffle' else ('top1', 'top5')
+def check_config(config: TrainConfig) -> None:
+    """Every check that can fail on bad input, run before anything is built or written; raises UsageError."""
+    if not (timm.is_model(config.model) or config.model.startswith(('hf-hub:', 'local-dir:'))):
+        raise UsageError(f'unknown model {config.model!r}: see timm.list_models() (import timm_frozenmix first)')
+    check_dataset(config.dataset, config.data_dir, config.dataset_download)
+    check_output_folder(config.output)
+    metrics = ('psnr',) if config.task == 'unshuffle' else ('top1', 'top5')
     checks = [
-        (args.epochs >= 1, f'--epochs must be >= 1, got {args.epochs}'),
-        (args.batch_size >= 1, f'--batch-size must be >= 1, got {args.batch_size}'),
-        (args.validation_batch_size is None or args.validation_batch_size >= 1,
-         f'--validation-batch-size must be >= 1, got {args.validation_batch_size}'),
-        (args.lr > 0, f'--lr must be > 0, got {args.lr:g}'),
-        (args.weight_decay >= 0, f'--weight-decay must be >= 0, got {args.weight_decay:g}'),
-        (args.workers >= 0, f'--workers must be >= 0, got {args.workers}'),
-        (args.log_interval >= 1, f'--log-interval must be >= 1, got {args.log_interval}'),
-        (args.depth_multiplier >= 1, f'--depth-multiplier must be >= 1, got {args.depth_multiplier}'),
-        (0.0 <= args.adv_eps <= 1.0, f'--adv-eps must lie in [0, 1] (pixel units, e.g. 8/255), got {args.adv_eps:g}'),
-        (0.0 <= args.smoothing < 1.0, f'--smoothing must lie in [0, 1), got {args.smoothing:g}'),
-        (0.0 <= args.drop < 1.0, f'--drop must lie in [0, 1), got {args.drop:g}'),
-        (0.0 <= (args.drop_path or 0.0) < 1.0, f'--drop-path must lie in [0, 1), got {args.drop_path}'),
-        (min(args.mixup, args.cutmix, args.color_jitter) >= 0, '--mixup, --cutmix and --color-jitter must be >= 0'),
-        (all(0.0 <= p <= 1.0 for p in (args.mixup_prob, args.mixup_switch_prob, args.reprob,
-                                        args.hflip, args.vflip)),
+        (config.epochs >= 1, f'--epochs must be >= 1, got {config.epochs}'),
+        (config.batch_size >= 1, f'--batch-size must be >= 1, got {config.batch_size}'),
+        (config.validation_batch_size is None or config.validation_batch_size >= 1,
+         f'--validation-batch-size must be >= 1, got {config.validation_batch_size}'),
+        (config.lr > 0, f'--lr must be > 0, got {config.lr:g}'),
+        (config.weight_decay >= 0, f'--weight-decay must be >= 0, got {config.weight_decay:g}'),
+        (config.workers >= 0, f'--workers must be >= 0, got {config.workers}'),
+        (config.log_interval >= 1, f'--log-interval must be >= 1, got {config.log_interval}'),
+        (0.0 <= config.adv_eps <= 1.0, f'--adv-eps must lie in [0, 1] (pixel units, e.g. 8/255), got {config.adv_eps:g}'),
+        (0.0 <= config.smoothing < 1.0, f'--smoothing must lie in [0, 1), got {config.smoothing:g}'),
+        (0.0 <= config.drop < 1.0, f'--drop must lie in [0, 1), got {config.drop:g}'),
+        (0.0 <= (config.drop_path or 0.0) < 1.0, f'--drop-path must lie in [0, 1), got {config.drop_path}'),
+        (min(config.mixup, config.cutmix, config.color_jitter) >= 0, '--mixup, --cutmix and --color-jitter must be >= 0'),
+        (all(0.0 <= p <= 1.0 for p in (config.mixup_prob, config.mixup_switch_prob, config.reprob,
+                                        config.hflip, config.vflip)),
          '--mixup-prob, --mixup-switch-prob, --reprob, --hflip and --vflip are probabilities in [0, 1]'),
-        (0 < args.scale[0] <= args.scale[1] and 0 < args.ratio[0] <= args.ratio[1],
+        (0 < config.scale[0] <= config.scale[1] and 0 < config.ratio[0] <= config.ratio[1],
          '--scale and --ratio take two numbers 0 < low <= high'),
-        (0.0 < args.model_ema_decay < 1.0, f'--model-ema-decay must lie in (0, 1), got {args.model_ema_decay:g}'),
-        (min(args.warmup_epochs, args.cooldown_epochs) >= 0, '--warmup-epochs and --cooldown-epochs must be >= 0'),
-        (args.clip_grad is None or args.clip_grad > 0, f'--clip-grad must be > 0, got {args.clip_grad}'),
-        (args.start_epoch is None or 0 <= args.start_epoch < args.epochs,
-         f'--start-epoch must lie in [0, --epochs), got {args.start_epoch}'),
-        (all(n is None or n >= 1 for n in (args.num_classes, args.in_chans, args.img_size)),
+        (0.0 < config.model_ema_decay < 1.0, f'--model-ema-decay must lie in (0, 1), got {config.model_ema_decay:g}'),
+        (min(config.warmup_epochs, config.cooldown_epochs) >= 0, '--warmup-epochs and --cooldown-epochs must be >= 0'),
+        (config.clip_grad is None or config.clip_grad > 0, f'--clip-grad must be > 0, got {config.clip_grad}'),
+        (config.start_epoch is None or 0 <= config.start_epoch < config.epochs,
+         f'--start-epoch must lie in [0, --epochs), got {config.start_epoch}'),
+        (all(n is None or n >= 1 for n in (config.num_classes, config.in_chans, config.img_size)),
          '--num-classes, --in-chans and --img-size must be >= 1'),
-        (args.input_size is None or min(args.input_size) >= 1, '--input-size takes three numbers >= 1: C H W'),
-        (args.std is None or min(args.std) > 0, '--std must be > 0'),
-        (args.eval_metric in metrics, f'--eval-metric {args.eval_metric} is not measured for --task {args.task}: '
+        (config.input_size is None or min(config.input_size) >= 1, '--input-size takes three numbers >= 1: C H W'),
+        (config.std is None or min(config.std) > 0, '--std must be > 0'),
+        (config.eval_metric in metrics, f'--eval-metric {config.eval_metric} is not measured for --task {config.task}: '
                                       f'choose {" or ".join(metrics)}'),
-        (args.experiment in ('', Path(args.experiment).name) and args.experiment not in ('.', '..'),
-         f'--experiment {args.experiment!r} must be a plain folder name (--output sets where it goes)'),
-        (not (args.task == 'unshuffle' and args.adv_train != 'none'),
+        (config.experiment in ('', Path(config.experiment).name) and config.experiment not in ('.', '..'),
+         f'--experiment {config.experiment!r} must be a plain folder name (--output sets where it goes)'),
+        (not (config.task == 'unshuffle' and config.adv_train != 'none'),
          '--adv-train applies to classification, not to --task unshuffle'),
-        (not (args.task == 'unshuffle' and (args.mixup > 0 or args.cutmix > 0)),
+        (not (config.task == 'unshuffle' and (config.mixup > 0 or config.cutmix > 0)),
          '--mixup / --cutmix apply to classification, not to --task unshuffle'),
-        (not (args.amp_dtype == 'float16' and not args.device.startswith('cuda')),
+        (not (config.amp_dtype == 'float16' and not config.device.startswith('cuda')),
          '--amp-dtype float16 needs a CUDA device; use bfloat16 on the CPU'),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    check_device(args.device)
-    check_dataset_channels(args)
-    check_optimizer_and_schedule(args)
-    if args.push_to_hub:
-        if args.task != 'classification' or args.separate:
-            raise UsageError('--push-to-hub publishes classifiers that timm can rebuild by name: '
-                             'not --task unshuffle or --separate conversions')
-        from .hub import check_can_push  # hub builds on this module
-        check_can_push(args.push_to_hub)
+    config.model_spec()  # learn, spatial init, smoothing, task and depth multiplier, checked by the spec
+    check_device(config.device)
+    check_dataset_channels(config)
+    check_optimizer_and_schedule(config)
 
 
-def check_device(device: str) -> None:
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f'--device {device!r} is not a torch device: use cpu, cuda or cuda:N') from None
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise UsageError(f'--device {device} asks for CUDA, which this machine does not have: use --device cpu')
-
-
-def check_dataset_channels(args) -> None:
+def check_dataset_channels(config) -> None:
     """--in-chans and --mean / --std must fit the images the dataset yields, or the first step would fail."""
-    info = dataset_info(args.dataset, input_img_mode=args.input_img_mode)
-    if args.in_chans is not None and args.in_chans != info.in_chans:
-        hint = '' if is_known_dataset(args.dataset) else ' or set --input-img-mode (L: 1 channel, RGB: 3)'
-        raise UsageError(f'--in-chans {args.in_chans} does not fit {args.dataset}, whose images have '
+    info = dataset_info(config.dataset, input_img_mode=config.input_img_mode)
+    if config.in_chans is not None and config.in_chans != info.in_chans:
+        hint = '' if is_known_dataset(config.dataset) else ' or set --input-img-mode (L: 1 channel, RGB: 3)'
+        raise UsageError(f'--in-chans {config.in_chans} does not fit {config.dataset}, whose images have '
                          f'{info.in_chans} channel(s): drop --in-chans{hint}')
-    in_chans = args.in_chans or info.in_chans
-    for flag, values in (('--mean', args.mean), ('--std', args.std)):
+    in_chans = config.in_chans or info.in_chans
+    for flag, values in (('--mean', config.mean), ('--std', config.std)):
         if values is not None and len(values) not in (1, in_chans):
             raise UsageError(f'{flag} takes 1 or {in_chans} values for {in_chans}-channel images, got {len(values)}')
 
 
-def check_optimizer_and_schedule(args) -> None:
+def check_optimizer_and_schedule(config) -> None:
     """timm's own checks of --opt and --sched (and their arguments), run on a stand-in parameter."""
     probe = nn.Linear(1, 1)
     try:
-        optimizer = create_optimizer_v2(probe, **optimizer_kwargs(cfg=args))
+        optimizer = create_optimizer_v2(probe, **optimizer_kwargs(cfg=config))
     except (ValueError, AssertionError) as e:
-        raise UsageError(f'--opt {args.opt}: {e} (see timm.optim.list_optimizers())') from None
+        raise UsageError(f'--opt {config.opt}: {e} (see timm.optim.list_optimizers())') from None
     try:
-        create_scheduler_v2(optimizer, **scheduler_kwargs(args), updates_per_epoch=1)
+        create_scheduler_v2(optimizer, **scheduler_kwargs(config), updates_per_epoch=1)
     except (ValueError, AssertionError) as e:
-        raise UsageError(f'--sched {args.sched}: {e}') from None
+        raise UsageError(f'--sched {config.sched}: {e}') from None
 
 
-def load_resume(args):
+def load_resume(config: TrainConfig) -> Optional[dict]:
     """The checkpoint to resume from, checked against this run's model and task; None without --resume."""
-    if not args.resume:
+    if not config.resume:
         return None
-    checkpoint = load_checkpoint(args.resume)
-    check_architecture(checkpoint, args.model, args.resume)
-    if checkpoint.get('task', 'classification') != args.task:
-        raise UsageError(f'checkpoint {args.resume} was trained with --task {checkpoint.get("task")}, '
-                         f'not --task {args.task}')
-    if args.task == 'unshuffle' and checkpoint.get('perm_seed') != args.perm_seed:
-        raise UsageError(f'checkpoint {args.resume} was trained with --perm-seed {checkpoint.get("perm_seed")}, '
-                         f'not {args.perm_seed}: resume with the same permutation')
+    checkpoint = load_checkpoint(config.resume)
+    spec = checkpoint_spec(checkpoint, config.resume)
+    check_architecture(spec, config.model, config.resume)
+    if spec.task != config.task:
+        raise UsageError(f'checkpoint {config.resume} was trained with --task {spec.task}, not --task {config.task}')
+    perm_seed = (checkpoint.get('training') or checkpoint.get('args') or {}).get('perm_seed')
+    if config.task == 'unshuffle' and perm_seed != config.perm_seed:
+        raise UsageError(f'checkpoint {config.resume} was trained with --perm-seed {perm_seed}, '
+                         f'not {config.perm_seed}: resume with the same permutation')
     if 'epoch' not in checkpoint:
-        raise UsageError(f'checkpoint {args.resume} holds weights only; resume needs {LAST} or {BEST}')
-    if checkpoint['epoch'] + 1 >= args.epochs:
-        raise UsageError(f'checkpoint {args.resume} has finished epoch {checkpoint["epoch"] + 1} of {args.epochs}: '
+        raise UsageError(f'checkpoint {config.resume} holds weights only; resume needs {LAST} or {BEST}')
+    if checkpoint['epoch'] + 1 >= config.epochs:
+        raise UsageError(f'checkpoint {config.resume} has finished epoch {checkpoint["epoch"] + 1} of {config.epochs}: '
                          f'raise --epochs to train on')
     return checkpoint
 
 
-def build_model(args, in_chans: int, num_classes: int) -> nn.Module:
-    """timm.create_model, then the frozen-mixing conversion the flags ask for; same seed on every rank."""
-    torch.manual_seed(args.seed)  # frozen random filters must agree across ranks before DDP's broadcast
-    try:
-        model = timm.create_model(
-            args.model,
-            pretrained=args.pretrained,
-            in_chans=in_chans,
-            num_classes=0 if args.task == 'unshuffle' else num_classes,
-            drop_rate=args.drop,
-            drop_path_rate=args.drop_path,
-            **args.model_kwargs,
-        )
-    except TypeError as e:
-        rejected = [k for k in args.model_kwargs if f"argument '{k}'" in str(e)]
-        if 'unexpected keyword argument' not in str(e) or not rejected:
-            raise
-        raise UsageError(f'{args.model} does not take --model-kwargs {", ".join(rejected)}: drop or rename it '
-                         f'(timm.create_model passes them to the model class)') from None
-    if args.separate:
-        separate(model, depth_multiplier=args.depth_multiplier, learn=args.learn or 'channels',
-                 spatial_init=args.spatial_init or 'random', smooth_sigma=args.smooth_sigma or 0.0)
-    else:
-        if args.spatial_init or args.smooth_sigma:
-            init_depthwise_(model, args.spatial_init or 'random', args.smooth_sigma or 0.0)
-        if args.learn:
-            freeze(model, args.learn)
-    if args.task == 'unshuffle':
-        model = UnshuffleNet(model, out_chans=in_chans)
-    return model
-
-
-def resolve_data(args, model: nn.Module, info) -> dict:
+def resolve_data(config: TrainConfig, model: nn.Module, info) -> dict:
     """timm's data config for the model, with size and normalization following the dataset by default."""
-    overrides = dict(input_size=args.input_size, img_size=args.img_size, crop_pct=args.crop_pct,
-                     interpolation=args.interpolation, mean=args.mean, std=args.std)
-    if args.input_size is None and args.img_size is None and info.input_size:
+    overrides = dict(input_size=config.input_size, img_size=config.img_size, crop_pct=config.crop_pct,
+                     interpolation=config.interpolation, mean=config.mean, std=config.std)
+    if config.input_size is None and config.img_size is None and info.input_size:
         overrides['input_size'] = info.input_size
-    if args.mean is None and info.mean:
-        overrides['mean'], overrides['std'] = info.mean, args.std or info.std
-    config = resolve_data_config(overrides, model=model.backbone if isinstance(model, UnshuffleNet) else model)
-    in_chans = args.in_chans or info.in_chans
-    config['input_size'] = (in_chans,) + tuple(config['input_size'][1:])
-    if len(config['mean']) != in_chans:
-        mean, std = config['mean'], config['std']
-        config['mean'], config['std'] = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
-    return config
+    if config.mean is None and info.mean:
+        overrides['mean'], overrides['std'] = info.mean, config.std or info.std
+    data_config = resolve_data_config(overrides, model=model.backbone if isinstance(model, UnshuffleNet) else model)
+    in_chans = config.in_chans or info.in_chans
+    data_config['input_size'] = (in_chans,) + tuple(data_config['input_size'][1:])
+    if len(data_config['mean']) != in_chans:
+        mean, std = data_config['mean'], data_config['std']
+        data_config['mean'] = (sum(mean) / len(mean),) * in_chans
+        data_config['std'] = (sum(std) / len(std),) * in_chans
+    return data_config
 
 
 class FGSMClassificationTask(ClassificationTask):
@@ -366,139 +306,174 @@ class FGSMClassificationTask(ClassificationTask):
         return super().forward(adversarial, target)
 
 
-class Run:
-    """Everything a training run is made of, built once by `setup`."""
+@dataclass
+class TrainingRun:
+    """Everything a training run is made of, built once by `setup`; `train` advances it epoch by epoch."""
+    config: TrainConfig
+    spec: ModelSpec  # with the dataset's channels and classes filled in
+    command: Optional[str]  # the command line that started the run, recorded in its checkpoints
+    device: torch.device
+    rank: int
+    world_size: int
+    distributed: bool
+    model: nn.Module  # what checkpoints hold: takes normalized input
+    net: nn.Module  # model behind `Normalized`: takes [0, 1] pixels
+    data_config: Dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    autocast: Callable
+    scaler: Optional[NativeScaler]
+    ema: Optional[ModelEmaV3]
+    task: nn.Module
+    mixup: Optional[Mixup]
+    permutation: Optional[PixelPermutation]
+    loader_train: Any
+    loader_eval: Any
+    scheduler: Any
+    num_epochs: int
+    output_dir: Optional[Path]  # None on every rank but the first
+    start_epoch: int = 0
+    best_metric: Optional[float] = None
+    best_epoch: Optional[int] = None
+
+    @property
+    def primary(self) -> bool:
+        return self.rank == 0
 
 
-def setup(args) -> Run:
-    run = Run()
-    run.args = args
-    validate_args(args)
-    resume = load_resume(args)
-    run.device = init_distributed_device(args)
-    run.primary = args.rank == 0
+def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
+    """Check `config`, then build the model, data, optimizer, schedule, EMA and task of the run.
 
-    dataset_kwargs = dict(root=args.data_dir, download=args.dataset_download, batch_size=args.batch_size)
-    if args.input_img_mode:
-        dataset_kwargs['input_img_mode'] = args.input_img_mode
-    dataset_train = create_dataset(args.dataset, split=args.train_split, is_training=True, **dataset_kwargs)
-    dataset_eval = create_dataset(args.dataset, split=args.val_split, **dataset_kwargs)
-    info = dataset_info(args.dataset, dataset_train, args.input_img_mode)
-    in_chans = args.in_chans or info.in_chans
-    num_classes = args.num_classes or info.num_classes
-    if args.task == 'classification' and not num_classes:
-        raise UsageError(f'cannot tell the number of classes of {args.dataset!r}: pass --num-classes')
+    Raises UsageError (before anything is built or written) on bad settings. The run folder is created here
+    on the first rank; `command` is the command line to record in its checkpoints.
+    """
+    check_config(config)
+    resume = load_resume(config)
+    dist = init_distributed_device_so(device=config.device)
+    device = torch.device(dist['device'])
 
-    model = build_model(args, in_chans, num_classes)
-    run.in_chans, run.num_classes = in_chans, num_classes
-    if run.primary:
-        _logger.info(f'Model {args.model} created, parameters by role:')
+    dataset_kwargs = dict(root=config.data_dir, download=config.dataset_download, batch_size=config.batch_size)
+    if config.input_img_mode:
+        dataset_kwargs['input_img_mode'] = config.input_img_mode
+    dataset_train = create_dataset(config.dataset, split=config.train_split, is_training=True, **dataset_kwargs)
+    dataset_eval = create_dataset(config.dataset, split=config.val_split, **dataset_kwargs)
+    info = dataset_info(config.dataset, dataset_train, config.input_img_mode)
+    if config.task == 'classification' and not (config.num_classes or info.num_classes):
+        raise UsageError(f'cannot tell the number of classes of {config.dataset!r}: pass --num-classes')
+    spec = config.model_spec().with_data(info.in_chans, info.num_classes)
+
+    torch.manual_seed(config.seed)  # frozen random filters must agree across ranks before DDP's broadcast
+    model = build_model(spec, pretrained=config.pretrained, drop_rate=config.drop, drop_path_rate=config.drop_path)
+    if dist['global_rank'] == 0:
+        _logger.info(f'Model {config.model} created, parameters by role:')
         summarize(model)
-    run.data_config = resolve_data(args, model, info)
-    run.model = model.to(run.device)
-    if args.channels_last:
-        run.model.to(memory_format=torch.channels_last)
-    run.net = Normalized(run.model, run.data_config['mean'], run.data_config['std']).to(run.device)
+    data_config = resolve_data(config, model, info)
+    model = model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = Normalized(model, data_config['mean'], data_config['std']).to(device)
 
-    run.optimizer = create_optimizer_v2(run.net, **optimizer_kwargs(cfg=args))
-    setup_amp(run)
-    run.ema = ModelEmaV3(run.net, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup) \
-        if args.model_ema else None
-    run.start_epoch, run.best_metric, run.best_epoch = 0, None, None
-    if resume is not None:
-        restore(run, resume)
+    optimizer = create_optimizer_v2(net, **optimizer_kwargs(cfg=config))
+    autocast, scaler = make_amp(config, device)
+    ema = ModelEmaV3(net, decay=config.model_ema_decay, use_warmup=config.model_ema_warmup) \
+        if config.model_ema else None
+    progress = restore(resume, config, model, optimizer, scaler, ema) if resume is not None else {}
 
-    if args.task == 'unshuffle':
-        size = run.data_config['input_size'][1:]
-        run.permutation = PixelPermutation(*size, seed=args.perm_seed).to(run.device)
-        run.task = UnshuffleTask(run.net, run.permutation, device=run.device)
+    mixup, permutation = None, None
+    if config.task == 'unshuffle':
+        permutation = PixelPermutation(*data_config['input_size'][1:], seed=config.perm_seed).to(device)
+        task = UnshuffleTask(net, permutation, device=device)
     else:
-        run.permutation = None
-        run.mixup = make_mixup(args, num_classes)
-        criterion_kwargs = dict(smoothing=args.smoothing, soft_targets=run.mixup is not None)
-        task_cls = partial(FGSMClassificationTask, eps=args.adv_eps) if args.adv_train == 'fgsm' \
+        mixup = make_mixup(config, spec.num_classes)
+        criterion_kwargs = dict(smoothing=config.smoothing, soft_targets=mixup is not None)
+        task_cls = partial(FGSMClassificationTask, eps=config.adv_eps) if config.adv_train == 'fgsm' \
             else ClassificationTask
-        run.task = task_cls(run.net, criterion_kwargs=criterion_kwargs, device=run.device, verbose=False)
-    if args.distributed:
-        run.task.prepare_distributed(device_ids=[run.device.index] if run.device.type == 'cuda' else None)
+        task = task_cls(net, criterion_kwargs=criterion_kwargs, device=device, verbose=False)
+    if dist['distributed']:
+        task.prepare_distributed(device_ids=[device.index] if device.type == 'cuda' else None)
 
-    random_seed(args.seed, args.rank)  # augmentation differs per rank; the model was built before this
-    run.loader_train, run.loader_eval = make_loaders(args, run, dataset_train, dataset_eval)
-    run.scheduler, run.num_epochs = create_scheduler_v2(
-        run.optimizer, **scheduler_kwargs(args), updates_per_epoch=len(run.loader_train))
-    if args.start_epoch is not None:
-        run.start_epoch = args.start_epoch
-    if run.start_epoch > 0:
-        run.scheduler.step(run.start_epoch)
+    random_seed(config.seed, dist['global_rank'])  # augmentation differs per rank; the model was built before
+    loader_train, loader_eval = make_loaders(config, data_config, device, dist['distributed'], dataset_train,
+                                             dataset_eval)
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer, **scheduler_kwargs(config), updates_per_epoch=len(loader_train))
+    start_epoch = config.start_epoch if config.start_epoch is not None else progress.get('start_epoch', 0)
+    if start_epoch > 0:
+        scheduler.step(start_epoch)
 
-    run.output_dir = make_output_dir(args, resumed=resume is not None) if run.primary else None
-    return run
-
-
-def setup_amp(run) -> None:
-    args = run.args
-    run.autocast, run.scaler = nullcontext, None
-    if args.amp:
-        dtype = args.amp_dtype or ('float16' if run.device.type == 'cuda' else 'bfloat16')
-        run.autocast = partial(torch.autocast, device_type=run.device.type, dtype=getattr(torch, dtype))
-        if dtype == 'float16':
-            run.scaler = NativeScaler(device=run.device.type)
+    output_dir = make_output_dir(config, resumed=resume is not None) if dist['global_rank'] == 0 else None
+    return TrainingRun(
+        config=config, spec=spec, command=command, device=device, rank=dist['global_rank'],
+        world_size=dist['world_size'], distributed=dist['distributed'], model=model, net=net,
+        data_config=data_config, optimizer=optimizer, autocast=autocast, scaler=scaler, ema=ema, task=task,
+        mixup=mixup, permutation=permutation, loader_train=loader_train, loader_eval=loader_eval,
+        scheduler=scheduler, num_epochs=num_epochs, output_dir=output_dir, start_epoch=start_epoch,
+        best_metric=progress.get('best_metric'), best_epoch=progress.get('best_epoch'))
 
 
-def make_mixup(args, num_classes):
-    if not (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
+def make_amp(config: TrainConfig, device: torch.device):
+    """The autocast context and (for float16) the loss scaler that --amp asks for."""
+    if not config.amp:
+        return nullcontext, None
+    dtype = config.amp_dtype or ('float16' if device.type == 'cuda' else 'bfloat16')
+    autocast = partial(torch.autocast, device_type=device.type, dtype=getattr(torch, dtype))
+    return autocast, NativeScaler(device=device.type) if dtype == 'float16' else None
+
+
+def make_mixup(config: TrainConfig, num_classes: int) -> Optional[Mixup]:
+    if not (config.mixup > 0 or config.cutmix > 0 or config.cutmix_minmax is not None):
         return None
     return Mixup(
-        mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
-        prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
-        label_smoothing=args.smoothing, num_classes=num_classes)
+        mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, cutmix_minmax=config.cutmix_minmax,
+        prob=config.mixup_prob, switch_prob=config.mixup_switch_prob, mode=config.mixup_mode,
+        label_smoothing=config.smoothing, num_classes=num_classes)
 
 
-def make_loaders(args, run, dataset_train, dataset_eval):
-    config = run.data_config
-    chans = config['input_size'][0]
+def make_loaders(config: TrainConfig, data_config: dict, device: torch.device, distributed: bool,
+                 dataset_train, dataset_eval):
+    chans = data_config['input_size'][0]
     loader_train = create_loader(
-        dataset_train, input_size=config['input_size'], batch_size=args.batch_size, is_training=True,
-        no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, scale=args.scale,
-        ratio=args.ratio, hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa,
-        interpolation=args.train_interpolation, mean=(0.,) * chans, std=(1.,) * chans,  # [0, 1] inputs
-        num_workers=args.workers, distributed=args.distributed, pin_memory=args.pin_mem, device=run.device,
-        use_prefetcher=run.device.type == 'cuda', persistent_workers=args.workers > 0)
+        dataset_train, input_size=data_config['input_size'], batch_size=config.batch_size, is_training=True,
+        no_aug=config.no_aug, re_prob=config.reprob, re_mode=config.remode, re_count=config.recount,
+        scale=config.scale, ratio=config.ratio, hflip=config.hflip, vflip=config.vflip,
+        color_jitter=config.color_jitter, auto_augment=config.aa, interpolation=config.train_interpolation,
+        mean=(0.,) * chans, std=(1.,) * chans,  # [0, 1] inputs
+        num_workers=config.workers, distributed=distributed, pin_memory=config.pin_mem, device=device,
+        use_prefetcher=device.type == 'cuda', persistent_workers=config.workers > 0)
     loader_eval = create_eval_loader(
-        dataset_eval, config, args.validation_batch_size or args.batch_size, args.workers, run.device,
-        distributed=args.distributed, pin_memory=args.pin_mem, persistent_workers=True)
+        dataset_eval, data_config, config.validation_batch_size or config.batch_size, config.workers, device,
+        distributed=distributed, pin_memory=config.pin_mem, persistent_workers=True)
     return loader_train, loader_eval
 
 
-def make_output_dir(args, resumed: bool) -> Path:
-    if resumed and not args.experiment:
-        return Path(args.resume).resolve().parent
-    name = args.experiment or '-'.join([
-        datetime.now().strftime('%Y%m%d-%H%M%S'), args.model.replace('/', '_'), args.task])
-    return Path(get_outdir(args.output, name, inc=not resumed)).resolve()
+def make_output_dir(config: TrainConfig, resumed: bool) -> Path:
+    if resumed and not config.experiment:
+        return Path(config.resume).resolve().parent
+    name = config.experiment or '-'.join([
+        datetime.now().strftime('%Y%m%d-%H%M%S'), config.model.replace('/', '_'), config.task])
+    return Path(get_outdir(config.output, name, inc=not resumed)).resolve()
 
 
-def restore(run, checkpoint) -> None:
-    """Model, optimizer, scaler, EMA and scheduler position from a train.py checkpoint."""
-    run.model.load_state_dict(checkpoint['state_dict'])
-    if not run.args.no_resume_opt:
-        run.optimizer.load_state_dict(checkpoint['optimizer'])
-        if run.scaler is not None and 'scaler' in checkpoint:
-            run.scaler.load_state_dict(checkpoint['scaler'])
-    if run.ema is not None and 'state_dict_ema' in checkpoint:
-        run.ema.module.model.load_state_dict(checkpoint['state_dict_ema'])
-    run.start_epoch = checkpoint['epoch'] + 1
-    run.best_metric, run.best_epoch = checkpoint.get('best_metric'), checkpoint.get('best_epoch')
-    _logger.info(f'Resumed from {run.args.resume} at epoch {run.start_epoch}')
+def restore(checkpoint: dict, config: TrainConfig, model, optimizer, scaler, ema) -> dict:
+    """Model, optimizer, scaler and EMA state from a train.py checkpoint; the epoch to start at and the best."""
+    model.load_state_dict(checkpoint['state_dict'])
+    if not config.no_resume_opt:
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        if scaler is not None and 'scaler' in checkpoint:
+            scaler.load_state_dict(checkpoint['scaler'])
+    if ema is not None and 'state_dict_ema' in checkpoint:
+        ema.module.model.load_state_dict(checkpoint['state_dict_ema'])
+    _logger.info(f'Resumed from {config.resume} at epoch {checkpoint["epoch"] + 1}')
+    return dict(start_epoch=checkpoint['epoch'] + 1, best_metric=checkpoint.get('best_metric'),
+                best_epoch=checkpoint.get('best_epoch'))
 
 
 def train_one_epoch(run, epoch: int) -> OrderedDict:
-    args = run.args
+    config = run.config
     run.task.train()
-    if run.args.distributed and hasattr(run.loader_train.sampler, 'set_epoch'):
+    if run.distributed and hasattr(run.loader_train.sampler, 'set_epoch'):
         run.loader_train.sampler.set_epoch(epoch)
-    mixup = getattr(run, 'mixup', None)
-    if mixup is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+    mixup = run.mixup
+    if mixup is not None and config.mixup_off_epoch and epoch >= config.mixup_off_epoch:
         mixup.mixup_enabled = False
     # the running loss stays on the device: reading it every step would sync a GPU every step
     loss_sum, seen, batch_time = torch.zeros((), device=run.device), 0, AverageMeter()
@@ -509,18 +484,18 @@ def train_one_epoch(run, epoch: int) -> OrderedDict:
         input, target = input.to(run.device), target.to(run.device)
         if mixup is not None:
             input, target = mixup(input, target)
-        if args.channels_last:
+        if config.channels_last:
             input = input.contiguous(memory_format=torch.channels_last)
         with run.autocast():
             loss = run.task(input, target)['loss']
         run.optimizer.zero_grad(set_to_none=True)
         if run.scaler is not None:
-            run.scaler(loss, run.optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+            run.scaler(loss, run.optimizer, clip_grad=config.clip_grad, clip_mode=config.clip_mode,
                        parameters=run.net.parameters())
         else:
             loss.backward()
-            if args.clip_grad is not None:
-                dispatch_clip_grad(run.net.parameters(), value=args.clip_grad, mode=args.clip_mode)
+            if config.clip_grad is not None:
+                dispatch_clip_grad(run.net.parameters(), value=config.clip_grad, mode=config.clip_mode)
             run.optimizer.step()
         num_updates += 1
         if run.ema is not None:
@@ -530,9 +505,9 @@ def train_one_epoch(run, epoch: int) -> OrderedDict:
         seen += input.size(0)
         batch_time.update(time.time() - end)
         end = time.time()
-        if run.primary and (batch_idx % args.log_interval == 0 or batch_idx == last_idx):
+        if run.primary and (batch_idx % config.log_interval == 0 or batch_idx == last_idx):
             lr = run.optimizer.param_groups[0]['lr']
-            rate = input.size(0) * args.world_size / batch_time.avg
+            rate = input.size(0) * run.world_size / batch_time.avg
             _logger.info(
                 f'Train: {epoch} [{batch_idx:>4d}/{last_idx} ({100. * batch_idx / max(last_idx, 1):>3.0f}%)]  '
                 f'Loss: {loss.item():#.4g} ({loss_sum.item() / seen:#.4g})  '
@@ -543,16 +518,16 @@ def train_one_epoch(run, epoch: int) -> OrderedDict:
 @torch.no_grad()
 def validate(run, net: nn.Module, log_suffix: str = '') -> OrderedDict:
     """Loss and top-1/top-5 accuracy, or loss and PSNR for un-shuffling, averaged over all ranks."""
-    args = run.args
+    config = run.config
     net.eval()
     meters = OrderedDict((k, AverageMeter()) for k in (
-        ('loss', 'psnr') if args.task == 'unshuffle' else ('loss', 'top1', 'top5')))
+        ('loss', 'psnr') if config.task == 'unshuffle' else ('loss', 'top1', 'top5')))
     for input, target in run.loader_eval:
         input, target = input.to(run.device), target.to(run.device)
-        if args.channels_last:
+        if config.channels_last:
             input = input.contiguous(memory_format=torch.channels_last)
         with run.autocast():
-            if args.task == 'unshuffle':
+            if config.task == 'unshuffle':
                 output = net(run.permutation(input)).float()
                 values = dict(loss=nn.functional.mse_loss(output, input), psnr=psnr(output, input).mean())
             else:
@@ -560,8 +535,8 @@ def validate(run, net: nn.Module, log_suffix: str = '') -> OrderedDict:
                 top1, top5 = accuracy(output, target, topk=(1, min(5, output.shape[-1])))
                 values = dict(loss=nn.functional.cross_entropy(output, target), top1=top1, top5=top5)
         for key, value in values.items():
-            if args.distributed:
-                value = reduce_tensor(value.detach(), args.world_size)
+            if run.distributed:
+                value = reduce_tensor(value.detach(), run.world_size)
             meters[key].update(value.item(), input.size(0))
     metrics = OrderedDict((k, m.avg) for k, m in meters.items())
     if run.primary:
@@ -569,33 +544,28 @@ def validate(run, net: nn.Module, log_suffix: str = '') -> OrderedDict:
     return metrics
 
 
-def checkpoint_state(run, epoch: int) -> dict:
-    args = run.args
+def checkpoint_state(run: TrainingRun, epoch: int) -> dict:
+    """What a checkpoint holds: weights and training state, the model's spec, and how it was trained."""
     state = {
-        'arch': args.model,
-        'task': args.task,
-        'in_chans': run.in_chans,
-        'num_classes': run.num_classes if args.task == 'classification' else 0,
+        'spec': run.spec.to_dict(),
+        'training': asdict(run.config),
+        'command': run.command,
+        'data_config': dict(run.data_config),
         'epoch': epoch,
         'state_dict': run.model.state_dict(),
         'optimizer': run.optimizer.state_dict(),
-        'args': {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, tuple, dict))
-                 or v is None},
-        'data_config': dict(run.data_config),
         'best_metric': run.best_metric,
         'best_epoch': run.best_epoch,
-        'version': 1,
+        'version': 2,
     }
     if run.scaler is not None:
         state['scaler'] = run.scaler.state_dict()
     if run.ema is not None:
         state['state_dict_ema'] = run.ema.module.model.state_dict()
-    if args.task == 'unshuffle':
-        state['perm_seed'] = args.perm_seed
     return state
 
 
-def save_epoch(run, epoch: int, metric: float) -> None:
+def save_epoch(run: TrainingRun, epoch: int, metric: float) -> None:
     """last every epoch; best (and its safetensors weights) when the eval metric improves."""
     improved = run.best_metric is None or metric > run.best_metric
     if improved:
@@ -605,34 +575,34 @@ def save_epoch(run, epoch: int, metric: float) -> None:
     if improved:
         save_atomic(state, run.output_dir / BEST)
         best_weights = state['state_dict_ema'] if run.ema is not None else state['state_dict']
-        save_safetensors(best_weights, run.output_dir / WEIGHTS, metadata={'arch': run.args.model})
+        save_safetensors(best_weights, run.output_dir / WEIGHTS, metadata={'arch': run.spec.architecture})
 
 
-def write_args(run) -> None:
-    text = yaml.safe_dump(
-        {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(run.args).items()}, sort_keys=False)
-    (run.output_dir / 'args.yaml').write_text(text)
+def write_settings(run: TrainingRun) -> None:
+    """args.yaml: every setting of the run, as timm's train.py writes its flags."""
+    (run.output_dir / 'args.yaml').write_text(yaml.safe_dump(asdict(run.config), sort_keys=False))
 
 
-def train(run) -> None:
-    args = run.args
+def train(run: TrainingRun) -> None:
+    """Every epoch from `run.start_epoch`: train, validate (EMA too), step the schedule, checkpoint on rank 0."""
+    config = run.config
     if run.primary:
-        write_args(run)
-        _logger.info(f'Training {args.model} on {args.dataset} for {run.num_epochs} epochs, '
+        write_settings(run)
+        _logger.info(f'Training {config.model} on {config.dataset} for {run.num_epochs} epochs, '
                      f'writing to {run.output_dir}')
     for epoch in range(run.start_epoch, run.num_epochs):
         lrs = [group['lr'] for group in run.optimizer.param_groups]  # the rate this epoch starts with
         train_metrics = train_one_epoch(run, epoch)
-        if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
-            distribute_bn(run.net, args.world_size, args.dist_bn == 'reduce')
+        if run.distributed and config.dist_bn in ('broadcast', 'reduce'):
+            distribute_bn(run.net, run.world_size, config.dist_bn == 'reduce')
         eval_metrics = validate(run, run.net)
         if run.ema is not None:
-            if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
-                distribute_bn(run.ema, args.world_size, args.dist_bn == 'reduce')
+            if run.distributed and config.dist_bn in ('broadcast', 'reduce'):
+                distribute_bn(run.ema, run.world_size, config.dist_bn == 'reduce')
             eval_metrics = validate(run, run.ema.module, log_suffix=' (EMA)')
-        run.scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
+        run.scheduler.step(epoch + 1, eval_metrics[config.eval_metric])
         if run.primary:
-            save_epoch(run, epoch, eval_metrics[args.eval_metric])
+            save_epoch(run, epoch, eval_metrics[config.eval_metric])
             summary = run.output_dir / 'summary.csv'
             update_summary(epoch, train_metrics, eval_metrics, filename=summary, lr=sum(lrs) / len(lrs),
                            write_header=not summary.exists())
@@ -640,34 +610,11 @@ def train(run) -> None:
         finish(run)
 
 
-def finish(run) -> None:
-    args = run.args
-    out = run.output_dir
+def finish(run: TrainingRun) -> None:
     if run.best_epoch is not None:
-        _logger.info(f'*** Best {args.eval_metric}: {run.best_metric:.4f} (epoch {run.best_epoch})')
-    if args.task == 'unshuffle':
+        _logger.info(f'*** Best {run.config.eval_metric}: {run.best_metric:.4f} (epoch {run.best_epoch})')
+    if run.config.task == 'unshuffle':
         images = next(iter(run.loader_eval))[0][:8]
-        grid = save_unshuffle_grid({'reconstruction': run.net}, run.permutation, images, out / 'unshuffle.png')
+        grid = save_unshuffle_grid({'reconstruction': run.net}, run.permutation, images,
+                                   run.output_dir / 'unshuffle.png')
         _logger.info(f'Reconstructions of test images: {grid}')
-    print(f'Output written to {out}')
-    if args.push_to_hub:
-        from .hub import export, push  # hub builds on this module
-        folder = export(out / BEST, out / 'hub', args.push_to_hub, use_ema=args.model_ema)
-        print(f'Pushed {folder} to {push(folder, args.push_to_hub, args.hub_private)}')
-    if args.task == 'classification':
-        dataset = f' --dataset {args.dataset}' + (f' --data-dir {args.data_dir}' if args.data_dir else '')
-        print(f'Next, evaluate its robustness:\n  python eval_robust.py --checkpoint {out / BEST}{dataset}')
-
-
-def main(argv=None) -> None:
-    setup_default_logging()
-    with exit_on_usage_error('train.py'):
-        args = parse_args(argv)
-        run = setup(args)
-    train(run)
-    if args.distributed:
-        torch.distributed.destroy_process_group()
-
-
-if __name__ == '__main__':
-    main()

@@ -12,7 +12,7 @@ import torch.nn as nn
 from timm.task import TrainingTask
 
 from .errors import UsageError
-from .outputs import replace_atomically
+from .reporting import new_figure, save_figure
 
 __all__ = ['PixelPermutation', 'UnshuffleNet', 'UnshuffleTask', 'psnr', 'save_unshuffle_grid']
 
@@ -85,10 +85,6 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor, data_range: float =
 def save_unshuffle_grid(nets: Dict[str, nn.Module], permutation: PixelPermutation, images: torch.Tensor,
                         path) -> Path:
     """A PNG with rows original / permuted / one reconstruction per net (with its mean PSNR) for a few images."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     device = permutation.index.device
     images = images.to(device)
     permuted = permutation(images)
@@ -97,7 +93,7 @@ def save_unshuffle_grid(nets: Dict[str, nn.Module], permutation: PixelPermutatio
         net.eval()
         reconstruction = net(permuted).float().clamp(0, 1)
         rows.append((f'{label}\n{psnr(reconstruction, images).mean():.1f} dB', reconstruction))
-    fig, axes = plt.subplots(len(rows), len(images), figsize=(1.2 * len(images), 1.3 * len(rows)), squeeze=False)
+    fig, axes = new_figure(len(rows), len(images), figsize=(1.2 * len(images), 1.3 * len(rows)))
     for r, (title, row) in enumerate(rows):
         for c, image in enumerate(row.float().cpu()):
             ax = axes[r][c]
@@ -105,8 +101,4 @@ def save_unshuffle_grid(nets: Dict[str, nn.Module], permutation: PixelPermutatio
             ax.set_xticks([]), ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(title, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    replace_atomically(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -4,7 +4,7 @@ timm's `train.py` imports plugins itself (`--device-modules timm_frozenmix`); it
 `inference.py` and `benchmark.py` do not, so they cannot find a name like `sep_resnet20_cifar_chans`. This
 launcher imports the plugin, then runs the script as `python SCRIPT ARGS...` would:
 
-    python -m timm_frozenmix.launch pytorch-image-models/validate.py --model convmixer_512_7_chans ...
+    python -m timm_frozenmix.cli.launch pytorch-image-models/validate.py --model convmixer_512_7_chans ...
     torchrun --nproc_per_node=8 -m timm_frozenmix.launch pytorch-image-models/validate.py ...
 """
 import runpy
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import timm_frozenmix  # noqa: F401  registers the models with timm
 
-from .errors import UsageError, exit_on_usage_error
+from ..errors import UsageError, exit_on_usage_error
 
-USAGE = 'usage: python -m timm_frozenmix.launch SCRIPT.py [ARGS ...]  (e.g. timm\'s validate.py)'
+USAGE = 'usage: python -m timm_frozenmix.cli.launch SCRIPT.py [ARGS ...]  (e.g. timm\'s validate.py)'
 
 
 def main(argv=None) -> None:
@@ -23,7 +23,7 @@ def main(argv=None) -> None:
     if argv and argv[0] in ('-h', '--help'):
         print(f'{USAGE}\n\n{__doc__.strip()}')
         return
-    with exit_on_usage_error('timm_frozenmix.launch'):
+    with exit_on_usage_error('timm_frozenmix.cli.launch'):
         if not argv:
             raise UsageError(f'name the script to run: {USAGE}')
         script = Path(argv[0])

@@ -1,7 +1,7 @@
 """ The reproduction report: verdicts, tables and figures rendered from the study's JSON alone
 
 Nothing here measures anything: every number comes from `reproduction.json` (written by `study`), so the report
-can be re-rendered (`python -m timm_frozenmix.study --render-only`) and checked against the data it shows.
+can be re-rendered (`python -m study --render-only`) and checked against the data it shows.
 A verdict is a fixed rule over those numbers (thresholds below), stated next to it in the report.
 """
 import json
@@ -11,9 +11,10 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .errors import UsageError
-from .outputs import replace_atomically, staging_folder
-from .robust import plot_results
+from timm_frozenmix.errors import UsageError
+from timm_frozenmix.outputs import staging_folder
+from timm_frozenmix.reporting import markdown_table, new_figure, save_figure
+from timm_frozenmix.robust import plot_results
 
 RESULTS, REPORT = 'reproduction.json', 'reproduction.md'
 NEAR = 2.0  # points of top-1: "nearly the accuracy of"
@@ -29,12 +30,6 @@ MODE_NAMES = {'full': 'Full', 'chans': 'Chans', 'space': 'Space'}
 
 def _pct(value) -> str:
     return 'n/a' if value is None else f'{value:.2f}'
-
-
-def _table(header: List[str], rows: List[list]) -> str:
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-    return '\n'.join(lines)
 
 
 def _by(rows: List[dict], *keys) -> Dict[tuple, dict]:
@@ -199,7 +194,7 @@ def _signed(value) -> str:
     return 'n/a' if value is None else f'{value:+.1f}'
 
 
-def _mode_table(rows: List[dict], key: str) -> str:
+def _modemarkdown_table(rows: List[dict], key: str) -> str:
     acc = _by(rows, key, 'mode')
     groups = list(dict.fromkeys(k for k, _ in acc))
     body = []
@@ -208,16 +203,14 @@ def _mode_table(rows: List[dict], key: str) -> str:
         body.append([g, *(_pct(v) for v in (full, chans, space)),
                      _signed(None if chans is None else chans - full),
                      _signed(None if space is None else space - full)])
-    return _table([key, 'Full', 'Chans', 'Space', 'Chans - Full', 'Space - Full'], body)
+    return markdown_table([key, 'Full', 'Chans', 'Space', 'Chans - Full', 'Space - Full'], body)
 
 
 def plot_modes(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     acc = _by(results['modes'], 'family', 'depth', 'mode')
     groups = list(dict.fromkeys((f, d) for f, d, _ in acc))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = new_figure(figsize=(7, 4))
+    ax = axes[0, 0]
     for i, mode in enumerate(MODES):
         values = [acc[g + (mode,)]['top1'] for g in groups]
         ax.bar([x + (i - 1) * 0.27 for x in range(len(groups))], values, 0.27, label=MODE_NAMES[mode])
@@ -226,17 +219,15 @@ def plot_modes(results: dict, path: Path) -> None:
     ax.set(ylabel='test top-1 (%)', ylim=(max(0, low - 10), 100), title='Full vs Chans vs Space')
     ax.legend()
     ax.grid(axis='y', alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_widths(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     acc = _by(results['widths'], 'width', 'mode')
     widths = sorted({w for w, _ in acc})
     base = [acc[w, 'full']['base_width'] for w in widths]
-    fig, (ax, gap_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = new_figure(1, 2, figsize=(10, 4))
+    ax, gap_ax = axes[0]
     for mode in ('full', 'chans'):
         ax.plot(base, [acc[w, mode]['top1'] for w in widths], marker='o', label=MODE_NAMES[mode])
     ax.set(xscale='log', xlabel='base width', ylabel='test top-1 (%)', title='Separable ResNet, width sweep')
@@ -247,33 +238,29 @@ def plot_widths(results: dict, path: Path) -> None:
         a.set_xticks(base, [str(b) for b in base])
         a.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_filters(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     coverage = {b['run']: b['coverage'] for b in results['spectral']['banks']}
     rows = results['filters']
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = new_figure(figsize=(6, 4))
+    ax = axes[0, 0]
     bars = ax.bar([r['init'] for r in rows], [r['top1'] for r in rows], color='C1')
     for bar, r in zip(bars, rows):
         ax.annotate(f'coverage {coverage[r["run"]]:.2f}', (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha='center', va='bottom', fontsize=8)
     ax.set(ylabel='test top-1 (%)', ylim=(0, 100), title='Chans separable ResNet: frozen filter structure')
     ax.grid(axis='y', alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_cost(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     steps = _by(results['cost'], 'family', 'channels_last', 'mode')
     groups = list(dict.fromkeys((f, cl) for f, cl, _ in steps))
     labels = [f'{f}\n{"channels-last" if cl else "NCHW"}' for f, cl in groups]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = new_figure(1, 2, figsize=(11, 4))
+    axes = axes[0]
     for i, mode in enumerate(MODES):
         offsets = [x + (i - 1) * 0.27 for x in range(len(groups))]
         axes[0].bar(offsets, [1000 * steps[g + (mode,)]['seconds_per_step'] for g in groups], 0.27,
@@ -287,15 +274,13 @@ def plot_cost(results: dict, path: Path) -> None:
         ax.set_xticks(range(len(groups)), labels, fontsize=8)
         ax.grid(axis='y', alpha=0.3)
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_spectral(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     spectral = results['spectral']
-    fig, (ax, scatter) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = new_figure(1, 2, figsize=(11, 4))
+    ax, scatter = axes[0]
     for name, values in spectral['growth'].items():
         if name != 'filters':
             ax.plot(spectral['growth']['filters'], values, marker='o', label=f'{name} random filters')
@@ -310,14 +295,7 @@ def plot_spectral(results: dict, path: Path) -> None:
                 title='frozen banks of the study: coverage vs accuracy')
     for a in (ax, scatter):
         a.grid(alpha=0.3)
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    replace_atomically(path, lambda tmp: fig.savefig(tmp, format='png', dpi=110))
-    import matplotlib.pyplot as plt
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 FIGURES = {
@@ -352,7 +330,7 @@ def render(results: dict) -> str:
         f'- Seed {results["seed"]} for every run (model init, data order, attack starts); the pixel permutation uses '
         f'the same seed.', '',
         '## Verdicts', '',
-        _table(['#', 'claim (paper)', 'verdict here', 'why'],
+        markdown_table(['#', 'claim (paper)', 'verdict here', 'why'],
                [[s, c, f'**{v}**', w] for s, c, v, w in verdicts]), '',
         f'Rules: "nearly" = within {NEAR:g} points of top-1 ({NEAR_DB:g} dB of PSNR); "far worse" = {FAR:g}+ points; '
         f'faster = a step-time ratio of {FASTER:g}x or less; '
@@ -398,7 +376,7 @@ def _section_modes(results, verdicts) -> List[str]:
             'Paper: Chans reaches nearly the accuracy of Full on CIFAR-10, CIFAR-100 and ImageNet, for ResNets and '
             'ConvMixers; Space is far worse.', '',
             'Test top-1 (%) on the 10,000 test images' if not results['quick'] else 'Test top-1 (%)', '',
-            _mode_table(rows, 'model'), '', '![accuracy by mode](reproduction_modes.png)', '',
+            _modemarkdown_table(rows, 'model'), '', '![accuracy by mode](reproduction_modes.png)', '',
             *_verdict_lines(verdicts)]
 
 
@@ -410,7 +388,7 @@ def _section_widths(results, verdict) -> List[str]:
             for w in widths]
     return ['## 2. Width sweep', '',
             'Paper: with extra-wide ResNets the gap between Full and Chans shrinks.', '',
-            _table(['base width', 'Full', 'Chans', 'Full - Chans', 'Chans trainable parameters'], body), '',
+            markdown_table(['base width', 'Full', 'Chans', 'Full - Chans', 'Chans trainable parameters'], body), '',
             '![width sweep](reproduction_widths.png)', '', *_verdict_lines([verdict])]
 
 
@@ -420,18 +398,18 @@ def _section_filters(results, verdict) -> List[str]:
     return ['## 3. Filter structure', '',
             'Paper (CIFAR-100, depth-2 separable ResNet, Chans): different random filters per channel > the same 9 '
             'random kernels repeated for every input channel > box filters > identity filters (catastrophic).', '',
-            _table(['frozen spatial filters', 'test top-1 (%)', 'spectral coverage'], body), '',
+            markdown_table(['frozen spatial filters', 'test top-1 (%)', 'spectral coverage'], body), '',
             '![filter structure](reproduction_filters.png)', '', *_verdict_lines([verdict])]
 
 
-def _accuracy_table(evaluation: dict) -> str:
+def _accuracymarkdown_table(evaluation: dict) -> str:
     """One row per model: clean accuracy, then every attack at every eps of the evaluation."""
     columns = [(attack, i) for attack in next(iter(evaluation['models'].values()))['accuracy']
                for i in range(len(evaluation['eps']))]
     header = ['model', 'clean'] + [f'{attack} at {evaluation["eps_labels"][i]}' for attack, i in columns]
     body = [[label, _pct(r['clean_accuracy']), *(_pct(r['accuracy'][a][i]) for a, i in columns)]
             for label, r in evaluation['models'].items()]
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def _section_robustness(results, verdicts) -> List[str]:
@@ -452,21 +430,21 @@ def _section_robustness(results, verdicts) -> List[str]:
             'largest eps, without hurting clean accuracy.', '',
             f'{robustness["model"]}, top-1 (%) on {weak["num_samples"]} fixed test images, attacks in [0, 1] pixel '
             'space (torchattacks, normalization inside the model, eval mode):', '',
-            _table(header, body), '',
+            markdown_table(header, body), '',
             *([f'eval_robust\'s masking check on these weak attacks ({len(weak_warnings)} warnings; PGD-2 starts at a '
                'random point of the ball, so it can miss a few images that FGSM finds; the strong-attack check below '
                'tests for masking directly):', '',
                *weak_warnings, ''] if weak_warnings else []),
             f'Smoothing, against unsmoothed Chans at the largest eps ({weak["eps_labels"][-1]}): relative improvement '
             '(absolute change in points).', '',
-            _table(['model', 'clean (points)', *attacks], gain_rows), '',
+            markdown_table(['model', 'clean (points)', *attacks], gain_rows), '',
             '![robustness](reproduction_robustness.png)', '',
             '### Strong-attack check', '',
             'Weak attacks can overstate robustness when gradients are masked. Two signs are checked: a 10-step PGD '
             'that does worse than one FGSM step, and AutoAttack landing far below PGD-10.', '',
-            f'FGSM and PGD-10 on the same {strong["num_samples"]} images:', '', _accuracy_table(strong), '',
+            f'FGSM and PGD-10 on the same {strong["num_samples"]} images:', '', _accuracymarkdown_table(strong), '',
             f'PGD-10 and AutoAttack (standard) on {autoattack["num_samples"]} images (AutoAttack costs about a second per '
-            'image on this CPU):', '', _accuracy_table(autoattack), '',
+            'image on this CPU):', '', _accuracymarkdown_table(autoattack), '',
             *([f'Gradient-masking warnings ({len(warnings)}):', '', *(f'- {w}' for w in warnings)] if warnings else
               ['No gradient-masking warning: PGD-10 is at least as strong as FGSM, and AutoAttack is within '
                f'{robustness["masking_gap"]:g} points of PGD-10, for every model checked.']), '',
@@ -481,7 +459,7 @@ def _section_unshuffle(results, verdict) -> List[str]:
             'Paper: Chans ConvMixers learn to undo a fixed random pixel permutation nearly as well as Full ones '
             '(MNIST, Fashion-MNIST, CIFAR-10; PSNR grows with depth, width and kernel size).', '',
             f'{u["model"]}, mean test PSNR (dB):', '',
-            _table(['model', 'PSNR (dB)'], body), '',
+            markdown_table(['model', 'PSNR (dB)'], body), '',
             f'![reconstructions]({u["grid"]})', '', *_verdict_lines([verdict])]
 
 
@@ -497,7 +475,7 @@ def _section_cost(results, verdict) -> List[str]:
             'trainable parameter.', '',
             f'One SGD step at batch {results["cost"][0]["batch"]} on 28x28 images, median of interleaved steps in '
             'one process:', '',
-            _table(['model', 'memory format', 'mode', 'ms/step', 'vs Full', 'trainable parameters',
+            markdown_table(['model', 'memory format', 'mode', 'ms/step', 'vs Full', 'trainable parameters',
                     'us/step per parameter'], body), '',
             '![training cost](reproduction_cost.png)', '', *_verdict_lines([verdict])]
 
@@ -515,9 +493,9 @@ def _section_spectral(results, verdict) -> List[str]:
             'structured ones do not.', '',
             f'Coverage = fraction of the plane where the envelope of unit-norm filters reaches 1 '
             f'(their mean squared gain), on a {spectral["size"]}x{spectral["size"]} grid.', '',
-            _table(['filters', *(f'{k} random' for k in growth if k != 'filters')], growth_body), '',
+            markdown_table(['filters', *(f'{k} random' for k in growth if k != 'filters')], growth_body), '',
             'The frozen banks of the study\'s Chans models, next to their test accuracy:', '',
-            _table(['run', 'frozen layers', 'mean coverage', 'lowest layer', 'top-1 (%)'], body), '',
+            markdown_table(['run', 'frozen layers', 'mean coverage', 'lowest layer', 'top-1 (%)'], body), '',
             '![spectral coverage](reproduction_spectral.png)', '',
             'Coverage is necessary, not sufficient: an identity filter passes every frequency (coverage 1) yet '
             'mixes no space at all, so coverage alone does not rank the banks by accuracy.', '',

@@ -1,14 +1,9 @@
-""" The paper's claims as one study on Fashion-MNIST, rerun with one command
+""" The study's experiments, run through timm_frozenmix's library
 
-    python -m timm_frozenmix.study            # the full study: 60k train / 10k test images, under an hour on 2 cores
-    python -m timm_frozenmix.study --quick    # the same experiments, tiny, on the embedded sample (minutes)
-
-Every model is trained by train.py's own code (`training.setup` / `training.train`) and attacked by
-eval_robust's (`robust.evaluate`), with one fixed recipe and fixed seeds. All numbers go to `reproduction.json`;
-the report (`reproduction.md` and its figures) is rendered from that file alone by `study_report`.
-Finished training runs are reused when the study is rerun with the same recipe, so an interrupted study resumes.
+Every model is trained by train.py's library (`TrainConfig`, `training.setup` / `training.train`) and attacked by
+eval_robust's (`RobustConfig`, `robust.evaluate`), with one fixed recipe and fixed seeds; `run_study` returns
+every number the report shows.
 """
-import argparse
 import json
 import logging
 import os
@@ -17,23 +12,23 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import timm
 import torch
 
-from . import robust, training
-from .checkpoint import load_checkpoint
-from .data import FASHION_MNIST, SAMPLE, Normalized, check_dataset, create_dataset
-from .errors import UsageError, exit_on_usage_error
-from .filters import spectral_coverage, spectral_envelope
-from .loading import model_from_checkpoint
-from .outputs import check_output_folder, replace_atomically
-from .spectral import FILTER_COUNTS, coverage_growth, spatial_banks
-from .study_report import RESULTS, write_report
-from .timing import time_interleaved
-from .unshuffle import PixelPermutation, psnr, save_unshuffle_grid
+from timm_frozenmix import robust, training
+from timm_frozenmix.checkpoint import load_checkpoint
+from timm_frozenmix.data import FASHION_MNIST, SAMPLE, Normalized, create_dataset
+from timm_frozenmix.errors import UsageError
+from timm_frozenmix.filters import spectral_coverage, spectral_envelope
+from timm_frozenmix.loading import model_from_checkpoint
+from timm_frozenmix.reporting import write_json
+from timm_frozenmix.spectral import FILTER_COUNTS, coverage_growth, spatial_banks
+from timm_frozenmix.timing import time_interleaved
+from timm_frozenmix.unshuffle import PixelPermutation, psnr, save_unshuffle_grid
 
 _logger = logging.getLogger('study')
 
@@ -82,17 +77,30 @@ QUICK = Recipe(
 
 # shared by every run: one epoch-based cosine schedule stepped per update, no augmentation (few epochs),
 # channels-last (3x faster depthwise weight gradients on the CPU), no loader workers (they compete for 2 cores)
-TRAIN_FLAGS = ['--sched', 'cosine', '--sched-on-updates', '--opt', 'adamw', '--lr', '3e-3', '--weight-decay', '0.05',
-               '--smoothing', '0.1', '--no-aug', '-b', str(BATCH), '--channels-last', '--log-interval', '100']
+TRAIN_SETTINGS = dict(sched='cosine', sched_on_updates=True, opt='adamw', lr=3e-3, weight_decay=0.05, smoothing=0.1,
+                      no_aug=True, batch_size=BATCH, channels_last=True, log_interval=100)
 
 
-def convmixer_kwargs(recipe: Recipe, depth: int) -> List[str]:
-    return [f'dim={recipe.convmixer_dim}', f'depth={depth}', f'kernel_size={recipe.convmixer_kernel}']
+def as_flags(settings: dict) -> List[str]:
+    """train.py flags that give `settings` (TrainConfig fields), for the report."""
+    flags = []
+    for key, value in settings.items():
+        flag = '--' + key.replace('_', '-')
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
 
 
-def resnet_kwargs(recipe: Recipe, n: int, width: int = 1) -> List[str]:
-    channels = ','.join(str(c) for c in recipe.resnet_channels)
-    return [f'layers=({n},{n},{n})', f'channels=({channels})', f'width={width}']
+def eps_list(text: str) -> List[Tuple[str, float]]:
+    """'0,2/255' as [('0', 0.0), ('2/255', 0.0078...)], eps in pixel units."""
+    return [(item, float(Fraction(item))) for item in text.split(',')]
+
+
+def convmixer_kwargs(recipe: Recipe, depth: int) -> dict:
+    return dict(dim=recipe.convmixer_dim, depth=depth, kernel_size=recipe.convmixer_kernel)
+
+
+def resnet_kwargs(recipe: Recipe, n: int, width: int = 1) -> dict:
+    return dict(layers=[n, n, n], channels=list(recipe.resnet_channels), width=width)
 
 
 class Study:
@@ -103,22 +111,23 @@ class Study:
         self.runs: Dict[str, dict] = {}
         self.reused: List[str] = []
 
-    def data_flags(self) -> List[str]:
-        return ['--dataset', self.recipe.dataset, '--epochs', str(self.recipe.epochs), '--seed', str(self.seed),
-                '-j', str(self.workers)]
+    def settings(self, model: str, model_kwargs: dict, extra: Optional[dict] = None) -> dict:
+        """The TrainConfig fields of one run of this study (JSON, so a finished run can be recognised)."""
+        return dict(model=model, model_kwargs=model_kwargs, dataset=self.recipe.dataset, epochs=self.recipe.epochs,
+                    seed=self.seed, workers=self.workers, **TRAIN_SETTINGS, **(extra or {}))
 
-    def train(self, name: str, model: str, model_kwargs: List[str], extra: Optional[List[str]] = None) -> dict:
-        """One train.py run; reused if a finished run with the very same arguments is on disk."""
-        argv = ['--model', model, '--model-kwargs', *model_kwargs, *self.data_flags(), *TRAIN_FLAGS, *(extra or [])]
+    def train(self, name: str, model: str, model_kwargs: dict, extra: Optional[dict] = None) -> dict:
+        """One training run; reused if a finished run with the very same settings is on disk."""
+        settings = self.settings(model, model_kwargs, extra)
         if name in self.runs:  # shared by several experiments of this study
-            if self.runs[name]['argv'] != argv:
+            if self.runs[name]['settings'] != settings:
                 raise UsageError(f'run {name} is already part of the study with other arguments: rename one of them')
             return self.runs[name]
         folder = self.output / 'runs' / name
         record = folder / 'study_run.json'
         if record.exists():
             cached = json.loads(record.read_text())
-            if cached['argv'] == argv:
+            if cached.get('settings') == settings:
                 _logger.info(f'Reusing run {name} ({cached["metric"]:.2f})')
                 self.runs[name] = cached
                 self.reused.append(name)
@@ -127,17 +136,17 @@ class Study:
             if not any((folder / name).is_file() for name in ('study_run.json', 'args.yaml')):
                 raise UsageError(f'{folder} exists but is no training run of this study: move it out of the way')
             shutil.rmtree(folder)
-        _logger.info(f'Run {name}: train.py {" ".join(argv)}')
-        args = training.parse_args(argv + ['--output', str(folder.parent), '--experiment', name])
+        _logger.info(f'Run {name}: {settings}')
+        config = training.TrainConfig(**settings, output=str(folder.parent), experiment=name)
         start = time.perf_counter()
-        run = training.setup(args)
+        run = training.setup(config)
         training.train(run)
         result = dict(
-            name=name, argv=argv, model=model, metric=run.best_metric, eval_metric=args.eval_metric,
+            name=name, settings=settings, model=model, metric=run.best_metric, eval_metric=config.eval_metric,
             checkpoint=str(folder / training.BEST),
             trainable_params=sum(p.numel() for p in run.model.parameters() if p.requires_grad),
             params=sum(p.numel() for p in run.model.parameters()), wall_time_s=time.perf_counter() - start)
-        replace_atomically(record, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + '\n'))
+        write_json(record, result)
         self.runs[name] = result
         return result
 
@@ -174,7 +183,7 @@ class Study:
         for init in FILTER_INITS:
             name = f'resnet-n{n}-chans' if init == 'random' else f'resnet-n{n}-chans-{init}'
             run = self.train(name, RESNET.format(mode='chans'), resnet_kwargs(self.recipe, n),
-                             [] if init == 'random' else ['--spatial-init', init])
+                             None if init == 'random' else dict(spatial_init=init))
             rows.append(dict(init=init, run=name, top1=run['metric']))
         return rows
 
@@ -187,51 +196,49 @@ class Study:
         for mode in ('full', 'chans'):
             models[f'{mode}, FGSM-trained'] = self.train(
                 f'convmixer-d{depth}-{mode}-fgsm', CONVMIXER.format(mode=mode), kwargs,
-                ['--adv-train', 'fgsm', '--adv-eps', r.strong_eps])['name']
+                dict(adv_train='fgsm', adv_eps=eps_list(r.strong_eps)[0][1]))['name']
         for sigma in r.sigmas:
             models[f'chans, sigma {sigma:g}'] = self.train(
                 f'convmixer-d{depth}-chans-sigma{sigma:g}', CONVMIXER.format(mode='chans'), kwargs,
-                ['--smooth-sigma', str(sigma)])['name']
-        weak = self.attack(models, ['--attacks', 'fgsm,pgd', '--pgd-steps', '2', '--eps', r.eps,
-                                    '--num-samples', str(r.robust_samples)], baseline='chans')
+                dict(smooth_sigma=sigma))['name']
+        weak = self.attack(models, dict(attacks=['fgsm', 'pgd'], pgd_steps=2, eps=eps_list(r.eps),
+                                        num_samples=r.robust_samples), baseline='chans')
         # strong-attack check: PGD-10 (vs FGSM) on every model but Space, AutoAttack (vs PGD-10) on fewer images of
         # Full, Chans and the smoothest Chans: AutoAttack's later stages cost about a second per image here
         strong = self.attack({k: v for k, v in models.items() if k != 'space'},
-                             ['--attacks', 'fgsm,pgd', '--pgd-steps', '10', '--eps', r.strong_eps,
-                              '--num-samples', str(r.robust_samples)])
+                             dict(attacks=['fgsm', 'pgd'], pgd_steps=10, eps=eps_list(r.strong_eps),
+                                  num_samples=r.robust_samples))
         smoothest = f'chans, sigma {max(r.sigmas):g}'
         autoattack = self.attack({k: models[k] for k in ('full', 'chans', smoothest)},
-                                 ['--attacks', 'pgd,autoattack', '--pgd-steps', '10', '--eps', r.strong_eps,
-                                  '--num-samples', str(r.autoattack_samples), '--masking-gap', str(MASKING_GAP)])
+                                 dict(attacks=['pgd', 'autoattack'], pgd_steps=10, eps=eps_list(r.strong_eps),
+                                      num_samples=r.autoattack_samples, masking_gap=MASKING_GAP))
         return dict(model=f'ConvMixer width {r.convmixer_dim}, depth {depth}', runs=models, weak=weak, strong=strong,
                     autoattack=autoattack, masking_gap=MASKING_GAP)
 
-    def attack(self, models: Dict[str, str], flags: List[str], baseline: Optional[str] = None) -> dict:
-        """eval_robust on the study's checkpoints; results and warnings name models by the study's own labels."""
-        checkpoints = [self.runs[run]['checkpoint'] for run in models.values()]
-        argv = ['--checkpoint', *checkpoints, '--dataset', self.recipe.dataset, '--seed', str(self.seed),
-                '-j', str(self.workers), *flags]
-        if baseline:
-            argv += ['--baseline', self.runs[models[baseline]]['checkpoint']]
-        _logger.info(f'eval_robust.py {" ".join(argv)}')
-        args = robust.build_parser().parse_args(argv)
-        results = robust.evaluate(args)
+    def attack(self, models: Dict[str, str], settings: dict, baseline: Optional[str] = None) -> dict:
+        """The robustness evaluation of the study's checkpoints (RobustConfig `settings`); results and warnings
+        name the models by the study's own labels."""
+        config = robust.RobustConfig(
+            checkpoint=[self.runs[run]['checkpoint'] for run in models.values()], dataset=self.recipe.dataset,
+            seed=self.seed, workers=self.workers,
+            baseline=self.runs[models[baseline]]['checkpoint'] if baseline else None, **settings)
+        _logger.info(f'Attacking {", ".join(models)}: {settings}')
+        results = robust.evaluate(config)
         by_checkpoint = {r['checkpoint']: r for r in results['models'].values()}
         results['models'] = {label: by_checkpoint[str(Path(self.runs[run]['checkpoint']).resolve())]
                              for label, run in models.items()}
         results['warnings'] = [w for label, r in results['models'].items()
-                               for w in robust.masking_warnings(label, r, args.eps, args.masking_gap)]
+                               for w in robust.masking_warnings(label, r, config.eps, config.masking_gap)]
         results['baseline'] = baseline
-        results['argv'] = argv
+        results['settings'] = settings
         return results
 
     # 5. pixel un-shuffling
     def unshuffle(self) -> dict:
         r = self.recipe
-        kwargs = [f'dim={r.unshuffle_dim}', f'depth={r.unshuffle_depth}', f'kernel_size={r.unshuffle_kernel}',
-                  'patch_size=1']
+        kwargs = dict(dim=r.unshuffle_dim, depth=r.unshuffle_depth, kernel_size=r.unshuffle_kernel, patch_size=1)
         runs = {mode: self.train(f'unshuffle-{mode}', CONVMIXER.format(mode=mode), kwargs,
-                                 ['--task', 'unshuffle', '--perm-seed', str(self.seed)]) for mode in MODES}
+                                 dict(task='unshuffle', perm_seed=self.seed)) for mode in MODES}
         test = create_dataset(r.dataset, split='test')
         images = torch.from_numpy(test.images.copy()).float().div(255).unsqueeze(1)
         train_mean = torch.from_numpy(create_dataset(r.dataset, split='train').images.copy()).float().div(255).mean(0)
@@ -262,8 +269,7 @@ class Study:
             for family, depth, name, kwargs in specs:
                 for mode in MODES:
                     torch.manual_seed(self.seed)
-                    model_kwargs = training.parse_args(['--model-kwargs', *kwargs]).model_kwargs
-                    model = timm.create_model(name.format(mode=mode), in_chans=in_chans, num_classes=10, **model_kwargs)
+                    model = timm.create_model(name.format(mode=mode), in_chans=in_chans, num_classes=10, **kwargs)
                     x = torch.rand(BATCH, in_chans, size, size)
                     if channels_last:
                         model, x = model.to(memory_format=torch.channels_last), x.contiguous(
@@ -307,7 +313,7 @@ def run_study(recipe: Recipe, output: Path, seed: int, workers: int, quick: bool
     study = Study(recipe, output, seed, workers)
     started = datetime.now(timezone.utc)
     start = time.perf_counter()
-    results = dict(quick=quick, recipe=asdict(recipe), train_flags=TRAIN_FLAGS, seed=seed, machine=machine(),
+    results = dict(quick=quick, recipe=asdict(recipe), train_flags=as_flags(TRAIN_SETTINGS), seed=seed, machine=machine(),
                    started=started.isoformat(timespec='seconds'))
     timings = {}
     for key, step in [('modes', study.modes), ('widths', study.widths), ('filters', study.filters),
@@ -329,48 +335,3 @@ def run_study(recipe: Recipe, output: Path, seed: int, workers: int, quick: bool
     results['wall_time_s'] = time.perf_counter() - start + sum(study.runs[name]['wall_time_s'] for name in study.reused)
     results['training_time_s'] = sum(run['wall_time_s'] for run in study.runs.values())
     return results
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog='python -m timm_frozenmix.study', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Reproduce the paper's claims on Fashion-MNIST and write an honest report.")
-    parser.add_argument('--quick', action='store_true', help='tiny models on the embedded sample, a few minutes')
-    parser.add_argument('--output', default=None, help='folder for the training runs (default output/study[-quick])')
-    parser.add_argument('--report-dir', default=None,
-                        help='folder for reproduction.md/.json and figures (default docs, or <output>/report with --quick)')
-    parser.add_argument('--render-only', action='store_true',
-                        help='only re-render the report from the reproduction.json in --report-dir')
-    parser.add_argument('--seed', type=int, default=42)
-    parser.add_argument('-j', '--workers', type=int, default=0, help='data loader workers of every run')
-    return parser
-
-
-def main(argv=None) -> None:
-    from timm.utils import setup_default_logging
-    setup_default_logging()
-    args = build_parser().parse_args(argv)
-    output = Path(args.output or ('output/study-quick' if args.quick else 'output/study')).resolve()
-    report_dir = Path(args.report_dir or (output / 'report' if args.quick else 'docs')).resolve()
-    with exit_on_usage_error('study'):
-        if args.workers < 0:
-            raise UsageError(f'--workers must be >= 0, got {args.workers}')
-        check_output_folder(report_dir, '--report-dir')
-        if args.render_only:
-            path = report_dir / RESULTS
-            if not path.is_file():
-                raise UsageError(f'{path} not found: run the study first, or pass --report-dir')
-            results, drawn = json.loads(path.read_text()), {}
-        else:
-            check_output_folder(output)
-            recipe = QUICK if args.quick else FULL
-            check_dataset(recipe.dataset)
-            robust.import_torchattacks()
-            results = run_study(recipe, output, args.seed, args.workers, args.quick)
-            drawn = {UNSHUFFLE_GRID: output / UNSHUFFLE_GRID}
-        files = write_report(results, report_dir, drawn)
-    print(f'Report written to {files[0]} ({results["wall_time_s"] / 60:.1f} min), with {", ".join(f.name for f in files[1:])}')
-
-
-if __name__ == '__main__':
-    main()

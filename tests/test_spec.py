@@ -1,0 +1,44 @@
+"""The model spec: parsed once, serializable, and enough to rebuild a model exactly."""
+import pytest
+import torch
+
+from timm_frozenmix.errors import UsageError
+from timm_frozenmix.spec import ModelSpec, build_model
+
+
+def test_learn_is_parsed_once_into_the_canonical_vocabulary():
+    assert ModelSpec('resnet10t', learn='chans').learn == 'channels'
+    assert ModelSpec('resnet10t', learn='space').learn == 'spatial'
+    with pytest.raises(UsageError, match='unknown learn mode'):
+        ModelSpec('resnet10t', learn='everything')
+
+
+def test_to_dict_round_trips_and_refuses_a_newer_version():
+    spec = ModelSpec('resnet10t', {'drop_rate': 0.0}, in_chans=1, num_classes=3, separate=True, learn='chans',
+                     depth_multiplier=4, spatial_init='box', smooth_sigma=0.5)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(UsageError, match='newer timm-frozenmix'):
+        ModelSpec.from_dict({**spec.to_dict(), 'version': 99})
+    with pytest.raises(UsageError, match='newer timm-frozenmix'):
+        ModelSpec.from_dict({**spec.to_dict(), 'kernel_budget': 3})
+
+
+def test_build_model_rebuilds_the_same_structure_and_freezing():
+    spec = ModelSpec('resnet10t', in_chans=1, num_classes=3, separate=True, learn='chans', depth_multiplier=4)
+    torch.manual_seed(0)
+    first = build_model(spec)
+    second = build_model(ModelSpec.from_dict(spec.to_dict()))
+    second.load_state_dict(first.state_dict())
+    assert [(n, p.requires_grad) for n, p in first.named_parameters()] == \
+        [(n, p.requires_grad) for n, p in second.named_parameters()]
+    x = torch.rand(2, 1, 32, 32)
+    first.eval(), second.eval()
+    with torch.no_grad():
+        assert torch.equal(first(x), second(x))
+
+
+def test_an_open_spec_is_filled_from_the_data():
+    spec = ModelSpec('convmixer_128_4_ks5_p2_chans', task='unshuffle')
+    with pytest.raises(UsageError, match='with_data'):
+        build_model(spec)
+    assert spec.with_data(in_chans=1, num_classes=10).num_classes == 0  # an un-shuffling backbone has no classes

@@ -1,0 +1,25 @@
+""" The commands: each parses its flags into a config, calls the library, and prints
+
+train.py (`train`), eval_robust.py (`eval_robust`), `python -m timm_frozenmix.spectral` (`spectral`),
+`python -m timm_frozenmix.hub` (`hub`) and `python -m timm_frozenmix.launch` (`launch`). Nothing below imports
+from here.
+"""
+import argparse
+import shlex
+import sys
+from fractions import Fraction
+
+__all__ = ['command_line', 'parse_fraction']
+
+
+def parse_fraction(text: str) -> float:
+    """'8/255' or '0.03' as a float (argparse type)."""
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number or fraction such as 8/255') from None
+
+
+def command_line(program: str, argv=None) -> str:
+    """The command as the user typed it (`argv` when called from Python), for checkpoints and model cards."""
+    return ' '.join([program, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])

@@ -1,0 +1,105 @@
+""" python -m timm_frozenmix.spectral: spectral envelopes and coverage of spatial filter banks (paper Sec. 3.1)
+
+    python -m timm_frozenmix.spectral --checkpoint output/train/<run>/model_best.pth.tar
+    python -m timm_frozenmix.spectral --model convmixer_512_7_chans     # the frozen filters, as created
+    python -m timm_frozenmix.spectral --compare                         # random / same / box / identity / smoothed
+
+Writes spectral.json and PNG figures (envelope per spatial layer; reference banks and coverage against the
+number of random filters) and prints each layer's coverage.
+"""
+import argparse
+from pathlib import Path
+
+import timm
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..errors import UsageError, exit_on_usage_error
+from ..loading import model_from_checkpoint
+from ..outputs import check_output_folder
+from ..reporting import write_json
+from ..spectral import (
+    COMPARE_PLOT, LAYERS_PLOT, REFERENCE_BANKS, RESULTS, analyse_model, compare_banks, plot_comparison, plot_envelopes,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m timm_frozenmix.spectral', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description='Spectral envelope and coverage of spatial filter banks (Sec. 3.1 of the paper).')
+    parser.add_argument('--checkpoint', default=None, help='a train.py checkpoint to analyse')
+    parser.add_argument('--model', default=None, help='a model name (random init unless --pretrained)')
+    parser.add_argument('--pretrained', action='store_true', help='load the published weights of --model')
+    parser.add_argument('--compare', action='store_true',
+                        help='also (or only) compare random / same / box / identity / smoothed reference banks')
+    parser.add_argument('--channels', type=int, default=16, help='reference banks: input channels')
+    parser.add_argument('--depth-multiplier', type=int, default=9, help='reference banks: filters per channel')
+    parser.add_argument('--kernel', type=int, default=8, help='reference banks: kernel size')
+    parser.add_argument('--sigmas', type=float, nargs='*', default=[1.0, 2.0], help='reference banks: smoothing')
+    parser.add_argument('--size', type=int, default=512, help='FFT size (filters are zero padded to size x size)')
+    parser.add_argument('--threshold', type=float, default=1.0,
+                        help="a frequency is covered where some filter's gain reaches this multiple of its average")
+    parser.add_argument('--seed', type=int, default=0, help='seed of the model init and the reference banks')
+    parser.add_argument('--output', type=Path, default=Path('output/spectral'), help='folder for JSON and PNGs')
+    return parser
+
+
+def check_args(args) -> None:
+    if not (args.checkpoint or args.model or args.compare):
+        raise UsageError('nothing to analyse: pass --checkpoint PATH, --model NAME, or --compare')
+    if args.checkpoint and args.model:
+        raise UsageError('pass --checkpoint or --model, not both (a checkpoint knows its model)')
+    if args.model and not (timm.is_model(args.model) or args.model.startswith(('hf-hub:', 'local-dir:'))):
+        raise UsageError(f'unknown model {args.model!r}: see timm.list_models() (import timm_frozenmix first)')
+    if not args.threshold > 0:
+        raise UsageError(f'--threshold must be > 0, got {args.threshold:g}')
+    if any(s <= 0 for s in args.sigmas):
+        raise UsageError('--sigmas must be > 0 (Gaussian sigmas in pixels)')
+    if min(args.channels, args.depth_multiplier, args.kernel) < 1 or args.size < max(args.kernel, 2):
+        raise UsageError('--channels, --depth-multiplier and --kernel must be >= 1, and --size >= --kernel')
+    check_output_folder(args.output)
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    with exit_on_usage_error('spectral'):
+        check_args(args)
+        model = None
+        if args.checkpoint:  # classifiers and un-shuffling models alike
+            model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
+        elif args.model:
+            torch.manual_seed(args.seed)
+            model = timm.create_model(args.model, pretrained=args.pretrained)
+        if model is not None:
+            layers, panels = analyse_model(model, args.size, args.threshold)
+
+    args.output = args.output.resolve()
+    args.output.mkdir(parents=True, exist_ok=True)
+    results = dict(size=args.size, threshold=args.threshold, seed=args.seed)
+    written = []
+    if model is not None:
+        plot_envelopes(panels, args.output / LAYERS_PLOT, columns=min(4, len(panels)))
+        results.update(model=args.model, checkpoint=args.checkpoint, layers=layers)
+        written.append(LAYERS_PLOT)
+        print(f'{"layer":<40} {"filters":>8} {"kernel":>7} {"coverage":>9}')
+        for layer in layers:
+            kernel = 'x'.join(map(str, layer['kernel']))
+            print(f'{layer["layer"]:<40} {layer["filters"]:>8} {kernel:>7} {layer["coverage"]:>9.3f}')
+    if args.compare:
+        coverage, curves, panels = compare_banks(args.channels, args.depth_multiplier, args.kernel, args.sigmas,
+                                                 args.size, args.threshold, args.seed)
+        plot_comparison(panels, curves, args.kernel, args.output / COMPARE_PLOT,
+                        columns=len(REFERENCE_BANKS) + len(args.sigmas))
+        results['reference'] = dict(channels=args.channels, depth_multiplier=args.depth_multiplier,
+                                    kernel=args.kernel, coverage=coverage, coverage_by_filters=curves)
+        written.append(COMPARE_PLOT)
+        print(f'\nreference banks: {args.channels} channels x {args.depth_multiplier} filters, '
+              f'{args.kernel}x{args.kernel}')
+        for name, value in coverage.items():
+            print(f'{name:<24} coverage {value:.3f}')
+    write_json(args.output / RESULTS, results)
+    print(f'\nWritten to {args.output}: {RESULTS}, {", ".join(written)}')
+
+
+if __name__ == '__main__':
+    main()

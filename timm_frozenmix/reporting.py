@@ -1,0 +1,46 @@
+""" One place for how results are written: markdown tables, figures and JSON, each file replaced atomically
+
+Figures use matplotlib's object API (`matplotlib.figure.Figure`), so drawing one never switches the caller's
+backend or touches pyplot's global state.
+"""
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Tuple
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .outputs import replace_atomically
+
+__all__ = ['markdown_table', 'new_figure', 'save_figure', 'write_json', 'write_text']
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table; cells are written with str()."""
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def new_figure(rows: int = 1, columns: int = 1, figsize: Tuple[float, float] = (7, 4.5)) -> Tuple[Figure, np.ndarray]:
+    """A figure with a rows x columns array of axes (always 2-D), laid out tightly when saved."""
+    fig = Figure(figsize=figsize, layout='tight')
+    return fig, fig.subplots(rows, columns, squeeze=False)
+
+
+def save_figure(fig: Figure, path, dpi: int = 110) -> Path:
+    """`fig` as a PNG at `path`, written atomically."""
+    path = Path(path)
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format='png', dpi=dpi))
+    return path
+
+
+def write_json(path, data: Any) -> Path:
+    """`data` as indented JSON with a final newline, written atomically."""
+    return write_text(path, json.dumps(data, indent=2) + '\n')
+
+
+def write_text(path, text: str) -> Path:
+    path = Path(path)
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
+    return path
