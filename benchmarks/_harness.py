@@ -14,6 +14,7 @@ import sys
 import torch
 import torch.nn as nn
 
+from timm_frozenmix.reporting import markdown_table
 from timm_frozenmix.timing import make_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +64,4 @@ def machine() -> str:
 
 
 def table(rows) -> str:
-    lines = ['| ' + ' | '.join(HEADER) + ' |', '|' + '---|' * len(HEADER)]
-    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-    return '\n'.join(lines)
+    return markdown_table(HEADER, rows)

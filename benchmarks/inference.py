@@ -1,11 +1,11 @@
-""" 4. Inference: reparameterize(sep_resnet20_cifar_chans) vs the dense ResNet-20, batch 64 at 32x32
+""" 4. Inference: reparameterize_model(sep_resnet20_cifar_chans) vs the dense ResNet-20, batch 64 at 32x32
 
     python -m benchmarks.inference
 """
 import timm
 import torch
+from timm.utils import reparameterize_model
 
-from timm_frozenmix import reparameterize
 from timm_frozenmix.timing import time_interleaved
 from benchmarks._harness import machine, peak_memory, ratio_row, table
 from benchmarks.sep_resnet20 import BATCH, SIZE, dense_resnet_cifar
@@ -20,7 +20,7 @@ def build(case: str):
     else:
         model = timm.create_model('sep_resnet20_cifar_chans', num_classes=10)
         if case == 'reparameterized':
-            model = reparameterize(model)
+            model = reparameterize_model(model, inplace=True)  # timm's protocol: SeparableConv2d.fuse()
     return model, torch.randn(BATCH, 3, SIZE, SIZE)
 
 

@@ -5,8 +5,9 @@ import torch.nn as nn
 import torchvision
 from timm.models.convmixer import ConvMixer
 from timm.optim import create_optimizer_v2
+from timm.utils import reparameterize_model
 
-from timm_frozenmix import SeparableConv2d, freeze, parameter_roles, reparameterize, separate, summarize
+from timm_frozenmix import SeparableConv2d, freeze, parameter_roles, separate, summarize
 from timm_frozenmix.convert import learn_mode
 
 ZOO = {
@@ -158,12 +159,12 @@ def test_nothing_to_convert():
 
 
 @pytest.mark.parametrize('name', ['sep_resnet20_cifar_chans', 'sep_resnet18_space'])
-def test_reparameterize_gives_a_dense_model_with_the_same_outputs(name):
+def test_timms_reparameterize_model_gives_a_dense_model_with_the_same_outputs(name):
     model = timm.create_model(name, num_classes=10).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
-        dense = reparameterize(model)
+        dense = reparameterize_model(model)
         assert not any(isinstance(m, SeparableConv2d) for m in dense.modules())
         assert torch.allclose(dense(x), expected, atol=1e-4, rtol=1e-4)
     stem = dense.stem.conv

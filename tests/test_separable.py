@@ -31,10 +31,10 @@ def test_output_shape_matches_original_conv(name, size):
 
 @pytest.mark.parametrize('name', CONVS)
 @pytest.mark.parametrize('fused', [True, False])
-def test_to_dense_computes_the_same_function(name, fused):
+def test_fuse_computes_the_same_function(name, fused):
     sep = SeparableConv2d.from_conv(CONVS[name](), depth_multiplier=3)
     sep.fused = fused
-    dense = sep.to_dense()
+    dense = sep.fuse()
     assert isinstance(dense, nn.Conv2d)
     x = torch.randn(2, 6, 17, 19)
     torch.testing.assert_close(dense(x), sep(x), atol=1e-5, rtol=1e-4)

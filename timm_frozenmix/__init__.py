@@ -2,7 +2,7 @@
 
 Importing this package registers its models with timm (`timm.list_models('*_chans')`).
 """
-from .convert import format_summary, freeze, init_depthwise_, parameter_roles, reparameterize, separate, summarize
+from .convert import format_summary, freeze, init_depthwise_, parameter_roles, separate, summarize
 from .filters import SPATIAL_INITS, init_spatial_, smooth_filters, spectral_coverage, spectral_envelope
 from .learn import LEARN_MODES, resolve_learn
 from .models import FrozenMixConvMixer, SeparableResNetV2

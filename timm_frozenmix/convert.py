@@ -19,7 +19,7 @@ from .learn import ROLES, is_learned, resolve_learn
 from .separable import SeparableConv2d, is_depthwise
 
 __all__ = [
-    'conv_roles', 'parameter_roles', 'init_depthwise_', 'freeze', 'separate', 'reparameterize', 'summarize',
+    'conv_roles', 'parameter_roles', 'init_depthwise_', 'freeze', 'separate', 'summarize',
     'format_summary', 'learn_mode',
 ]
 
@@ -74,9 +74,9 @@ def init_depthwise_(model: nn.Module, spatial_init: str = 'random', smooth_sigma
 
 def freeze(model: nn.Module, learn: str = 'channels') -> nn.Module:
     """Set requires_grad of every spatial and channel conv per `learn`, whole convs; others untouched."""
-    resolve_learn(learn)
+    mode = resolve_learn(learn)
     for _, conv, role in conv_roles(model):
-        conv.requires_grad_(is_learned(role, learn))
+        conv.requires_grad_(is_learned(role, mode))
     return model
 
 
@@ -93,7 +93,7 @@ def separate(
     filters of already-depthwise convs are kept (pretrained ones included) unless a non-default
     `spatial_init` or a smoothing is asked for. The classifier is never converted.
     """
-    resolve_learn(learn)
+    learn = resolve_learn(learn)
     check_spatial_options(spatial_init, smooth_sigma)
     if not (isinstance(depth_multiplier, int) and depth_multiplier >= 1):
         raise UsageError(f'depth_multiplier must be an integer >= 1, got {depth_multiplier!r}')
@@ -116,25 +116,6 @@ def separate(
             conv, depth_multiplier=depth_multiplier, learn=learn,
             spatial_init=spatial_init, smooth_sigma=smooth_sigma))
     return freeze(model, learn)
-
-
-def reparameterize(model: nn.Module) -> nn.Module:
-    """Replace every SeparableConv2d by its exactly equivalent dense conv, in place, for inference and export.
-
-    The dense conv is trainable when either factor was; the result no longer has separate spatial and channel
-    parameters, so freeze / learn modes no longer apply to it.
-    """
-    if isinstance(model, SeparableConv2d):
-        raise UsageError('reparameterize a model that contains SeparableConv2d layers; for one layer use to_dense()')
-    separables = [name for name, m in model.named_modules() if isinstance(m, SeparableConv2d)]
-    for name in separables:
-        parent_name, _, child_name = name.rpartition('.')
-        parent = model.get_submodule(parent_name)
-        sep = getattr(parent, child_name)
-        dense = sep.to_dense()
-        dense.requires_grad_(any(p.requires_grad for p in sep.parameters()))
-        setattr(parent, child_name, dense)
-    return model
 
 
 def summarize(model: nn.Module, print_table: bool = True) -> Dict[str, Dict[str, int]]:

@@ -21,9 +21,8 @@ def resolve_learn(learn: str) -> str:
     return mode
 
 
-def is_learned(role: str, learn: str) -> bool:
-    """Whether parameters of `role` are trained under `learn`."""
-    mode = resolve_learn(learn)
+def is_learned(role: str, mode: str) -> bool:
+    """Whether parameters of `role` are trained under the canonical learn `mode` (parse it with resolve_learn)."""
     if role == 'spatial':
         return mode != 'channels'
     if role == 'channel':

@@ -6,19 +6,18 @@ and a pointwise 1x1 (channel mixing) convolution, as in "Rethinking the Role of 
 
 The layer can run unfused (depthwise then pointwise, a `depth_multiplier`-times wider intermediate) or
 fused (one dense convolution whose weight is composed from the two factors on the fly). Both compute the
-same function; the cheaper one is picked per layer.
+same function; the cheaper one is picked per layer. `fuse()` gives the equivalent dense convolution.
 """
 from typing import Final, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import Conv2dSame
-from timm.layers.padding import pad_same
+from timm.layers import Conv2dSame, pad_same
 
 from .errors import UsageError
 from .filters import init_spatial_
-from .learn import is_learned
+from .learn import is_learned, resolve_learn
 
 __all__ = ['SeparableConv2d', 'is_depthwise']
 
@@ -28,6 +27,20 @@ COMPOSE_COST = 4  # cost of one weight-composition MAC relative to a conv MAC, m
 def is_depthwise(conv: nn.Conv2d) -> bool:
     """A conv whose every filter sees one input channel mixes space only (pure spatial mixing)."""
     return conv.groups == conv.in_channels
+
+
+def _explicit_padding(conv: nn.Conv2d) -> List[int]:
+    """F.pad amounts (left, right, top, bottom) equal to `conv`'s own padding, 'same' and 'valid' included."""
+    if conv.padding == 'valid':
+        return [0, 0, 0, 0]
+    if conv.padding == 'same':  # as torch pads it: the odd pixel goes right / bottom
+        pads = []
+        for dilation, kernel in zip(reversed(conv.dilation), reversed(conv.kernel_size)):
+            total = dilation * (kernel - 1)
+            pads += [total // 2, total - total // 2]
+        return pads
+    ph, pw = conv.padding
+    return [pw, pw, ph, ph]
 
 
 class SeparableConv2d(nn.Module):
@@ -86,7 +99,7 @@ class SeparableConv2d(nn.Module):
         # how the fused conv pads: timm's dynamic SAME, an explicit pad first ('same' strings, non-zero modes),
         # or the conv's own zero padding
         self.pad_first = not same_padding and (padding_mode != 'zeros' or isinstance(padding, str))
-        self.explicit_padding: List[int] = list(dw._reversed_padding_repeated_twice)
+        self.explicit_padding: List[int] = _explicit_padding(dw)
         self.conv_padding: Tuple[int, int] = (0, 0) if same_padding or self.pad_first else dw.padding
 
     @classmethod
@@ -116,8 +129,9 @@ class SeparableConv2d(nn.Module):
         )
         sep.train(conv.training)
         init_spatial_(sep.depthwise, spatial_init, smooth_sigma)
-        sep.depthwise.requires_grad_(is_learned('spatial', learn))
-        sep.pointwise.requires_grad_(is_learned('channel', learn))
+        mode = resolve_learn(learn)
+        sep.depthwise.requires_grad_(is_learned('spatial', mode))
+        sep.pointwise.requires_grad_(is_learned('channel', mode))
         return sep
 
     def use_fused(self, x: torch.Tensor) -> bool:
@@ -161,8 +175,12 @@ class SeparableConv2d(nn.Module):
         return self.pointwise(self.depthwise(x))
 
     @torch.no_grad()
-    def to_dense(self) -> nn.Conv2d:
-        """The exactly equivalent dense convolution, for inference and deployment."""
+    def fuse(self) -> nn.Conv2d:
+        """The exactly equivalent dense convolution, trainable when either factor was.
+
+        timm's re-parameterization protocol: `timm.utils.reparameterize_model(model)` replaces every
+        SeparableConv2d of a model by its `fuse()`, for inference and export.
+        """
         dw = self.depthwise
         common = dict(
             stride=dw.stride, dilation=dw.dilation, groups=self.groups, bias=self.pointwise.bias is not None,
@@ -178,6 +196,7 @@ class SeparableConv2d(nn.Module):
         if conv.bias is not None:
             conv.bias.copy_(self.pointwise.bias)
         conv.train(self.training)
+        conv.requires_grad_(any(p.requires_grad for p in self.parameters()))
         return conv
 
     def extra_repr(self) -> str:

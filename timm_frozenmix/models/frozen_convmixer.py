@@ -38,7 +38,6 @@ class FrozenMixConvMixer(ConvMixer):
             **kwargs,
     ):
         super().__init__(dim, depth, kernel_size=kernel_size, patch_size=patch_size, **kwargs)
-        self.learn = learn
         init_depthwise_(self, spatial_init, smooth_sigma)
         freeze(self, learn)
 
@@ -86,121 +85,145 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def convmixer_512_7_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-512/7, kernel 8, patch 7, fully learned. The paper's ImageNet ConvMixer."""
     model_args = dict(dim=512, depth=7, learn='full')
     return _create_convmixer('convmixer_512_7_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_512_7_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-512/7, kernel 8, patch 7, channels-only (spatial mixing frozen). The paper's ImageNet ConvMixer."""
     model_args = dict(dim=512, depth=7, learn='channels')
     return _create_convmixer('convmixer_512_7_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_512_7_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-512/7, kernel 8, patch 7, spatial-only (channel mixing frozen). The paper's ImageNet ConvMixer."""
     model_args = dict(dim=512, depth=7, learn='spatial')
     return _create_convmixer('convmixer_512_7_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_1536_20_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-1536/20, kernel 9, patch 7, fully learned. Size from timm."""
     model_args = dict(dim=1536, depth=20, kernel_size=9, learn='full')
     return _create_convmixer('convmixer_1536_20_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_1536_20_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-1536/20, kernel 9, patch 7, channels-only (spatial mixing frozen). Size from timm."""
     model_args = dict(dim=1536, depth=20, kernel_size=9, learn='channels')
     return _create_convmixer('convmixer_1536_20_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_1536_20_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-1536/20, kernel 9, patch 7, spatial-only (channel mixing frozen). Size from timm."""
     model_args = dict(dim=1536, depth=20, kernel_size=9, learn='spatial')
     return _create_convmixer('convmixer_1536_20_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_768_32_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-768/32, kernel 7, patch 7, fully learned. Size from timm, with ReLU."""
     model_args = dict(dim=768, depth=32, kernel_size=7, act_layer=nn.ReLU, learn='full')
     return _create_convmixer('convmixer_768_32_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_768_32_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-768/32, kernel 7, patch 7, channels-only (spatial mixing frozen). Size from timm, with ReLU."""
     model_args = dict(dim=768, depth=32, kernel_size=7, act_layer=nn.ReLU, learn='channels')
     return _create_convmixer('convmixer_768_32_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_768_32_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-768/32, kernel 7, patch 7, spatial-only (channel mixing frozen). Size from timm, with ReLU."""
     model_args = dict(dim=768, depth=32, kernel_size=7, act_layer=nn.ReLU, learn='spatial')
     return _create_convmixer('convmixer_768_32_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_1024_20_ks9_p14_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-1024/20, kernel 9, patch 14, fully learned. Size from timm."""
     model_args = dict(dim=1024, depth=20, kernel_size=9, patch_size=14, learn='full')
     return _create_convmixer('convmixer_1024_20_ks9_p14_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_1024_20_ks9_p14_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-1024/20, kernel 9, patch 14, channels-only (spatial mixing frozen). Size from timm."""
     model_args = dict(dim=1024, depth=20, kernel_size=9, patch_size=14, learn='channels')
     return _create_convmixer('convmixer_1024_20_ks9_p14_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_1024_20_ks9_p14_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-1024/20, kernel 9, patch 14, spatial-only (channel mixing frozen). Size from timm."""
     model_args = dict(dim=1024, depth=20, kernel_size=9, patch_size=14, learn='spatial')
     return _create_convmixer('convmixer_1024_20_ks9_p14_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_4_p1_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/4, kernel 8, patch 1, fully learned. The paper's CIFAR setting."""
     model_args = dict(dim=128, depth=4, patch_size=1, learn='full')
     return _create_convmixer('convmixer_128_4_p1_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_4_p1_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/4, kernel 8, patch 1, channels-only (spatial mixing frozen). The paper's CIFAR setting."""
     model_args = dict(dim=128, depth=4, patch_size=1, learn='channels')
     return _create_convmixer('convmixer_128_4_p1_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_4_p1_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/4, kernel 8, patch 1, spatial-only (channel mixing frozen). The paper's CIFAR setting."""
     model_args = dict(dim=128, depth=4, patch_size=1, learn='spatial')
     return _create_convmixer('convmixer_128_4_p1_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_8_p1_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/8, kernel 8, patch 1, fully learned. The paper's CIFAR setting."""
     model_args = dict(dim=128, depth=8, patch_size=1, learn='full')
     return _create_convmixer('convmixer_128_8_p1_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_8_p1_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/8, kernel 8, patch 1, channels-only (spatial mixing frozen). The paper's CIFAR setting."""
     model_args = dict(dim=128, depth=8, patch_size=1, learn='channels')
     return _create_convmixer('convmixer_128_8_p1_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_8_p1_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/8, kernel 8, patch 1, spatial-only (channel mixing frozen). The paper's CIFAR setting."""
     model_args = dict(dim=128, depth=8, patch_size=1, learn='spatial')
     return _create_convmixer('convmixer_128_8_p1_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_16_p1_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/16, kernel 8, patch 1, fully learned. The paper's CIFAR setting."""
     model_args = dict(dim=128, depth=16, patch_size=1, learn='full')
     return _create_convmixer('convmixer_128_16_p1_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_16_p1_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/16, kernel 8, patch 1, channels-only (spatial mixing frozen). The paper's CIFAR setting."""
     model_args = dict(dim=128, depth=16, patch_size=1, learn='channels')
     return _create_convmixer('convmixer_128_16_p1_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_16_p1_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/16, kernel 8, patch 1, spatial-only (channel mixing frozen). The paper's CIFAR setting."""
     model_args = dict(dim=128, depth=16, patch_size=1, learn='spatial')
     return _create_convmixer('convmixer_128_16_p1_space', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def convmixer_128_4_ks5_p2_full(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/4, kernel 5, patch 2, fully learned. For 28x28 grayscale Fashion-MNIST."""
     model_args = dict(dim=128, depth=4, kernel_size=5, patch_size=2, in_chans=1, num_classes=10, learn='full')
     return _create_convmixer('convmixer_128_4_ks5_p2_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_4_ks5_p2_chans(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/4, kernel 5, patch 2, channels-only (spatial mixing frozen). For 28x28 grayscale Fashion-MNIST."""
     model_args = dict(dim=128, depth=4, kernel_size=5, patch_size=2, in_chans=1, num_classes=10, learn='channels')
     return _create_convmixer('convmixer_128_4_ks5_p2_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def convmixer_128_4_ks5_p2_space(pretrained=False, **kwargs) -> FrozenMixConvMixer:
+    """ConvMixer-128/4, kernel 5, patch 2, spatial-only (channel mixing frozen). For 28x28 grayscale Fashion-MNIST."""
     model_args = dict(dim=128, depth=4, kernel_size=5, patch_size=2, in_chans=1, num_classes=10, learn='spatial')
     return _create_convmixer('convmixer_128_4_ks5_p2_space', pretrained, **dict(model_args, **kwargs))

@@ -76,7 +76,6 @@ class SeparableResNetV2(ResNetV2):
             norm_layer=BatchNormAct2d,
             **kwargs,
         )
-        self.learn = learn
         if stem == 'cifar':
             stem_chs = self.feature_info[0]['num_chs']
             self.stem = nn.Sequential(OrderedDict(conv=conv_layer(self.in_chans, stem_chs, 3)))
@@ -123,150 +122,180 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def sep_resnet10_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-10, ImageNet, d = 9, fully learned."""
     model_args = dict(layers=(1, 1, 1, 1), learn='full')
     return _create_sep_resnet('sep_resnet10_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet10_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-10, ImageNet, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(1, 1, 1, 1), learn='channels')
     return _create_sep_resnet('sep_resnet10_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet10_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-10, ImageNet, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(1, 1, 1, 1), learn='spatial')
     return _create_sep_resnet('sep_resnet10_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet18_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-18, ImageNet, d = 9, fully learned."""
     model_args = dict(layers=(2, 2, 2, 2), learn='full')
     return _create_sep_resnet('sep_resnet18_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet18_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-18, ImageNet, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(2, 2, 2, 2), learn='channels')
     return _create_sep_resnet('sep_resnet18_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet18_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-18, ImageNet, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(2, 2, 2, 2), learn='spatial')
     return _create_sep_resnet('sep_resnet18_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet26_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-26, ImageNet, d = 9, fully learned."""
     model_args = dict(layers=(3, 3, 3, 3), learn='full')
     return _create_sep_resnet('sep_resnet26_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet26_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-26, ImageNet, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(3, 3, 3, 3), learn='channels')
     return _create_sep_resnet('sep_resnet26_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet26_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-26, ImageNet, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(3, 3, 3, 3), learn='spatial')
     return _create_sep_resnet('sep_resnet26_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet34_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-34, ImageNet, d = 9, fully learned."""
     model_args = dict(layers=(3, 4, 6, 3), learn='full')
     return _create_sep_resnet('sep_resnet34_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet34_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-34, ImageNet, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(3, 4, 6, 3), learn='channels')
     return _create_sep_resnet('sep_resnet34_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet34_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-34, ImageNet, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(3, 4, 6, 3), learn='spatial')
     return _create_sep_resnet('sep_resnet34_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet50_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-50, ImageNet, d = 9, fully learned."""
     model_args = dict(layers=(3, 4, 6, 3), channels=(256, 512, 1024, 2048), basic=False, learn='full')
     return _create_sep_resnet('sep_resnet50_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet50_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-50, ImageNet, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(3, 4, 6, 3), channels=(256, 512, 1024, 2048), basic=False, learn='channels')
     return _create_sep_resnet('sep_resnet50_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet50_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-50, ImageNet, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(3, 4, 6, 3), channels=(256, 512, 1024, 2048), basic=False, learn='spatial')
     return _create_sep_resnet('sep_resnet50_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet20_cifar_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-20, CIFAR, widths 16/32/64, d = 9, fully learned."""
     model_args = dict(layers=(3, 3, 3), channels=(16, 32, 64), stem='cifar', learn='full')
     return _create_sep_resnet('sep_resnet20_cifar_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet20_cifar_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-20, CIFAR, widths 16/32/64, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(3, 3, 3), channels=(16, 32, 64), stem='cifar', learn='channels')
     return _create_sep_resnet('sep_resnet20_cifar_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet20_cifar_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-20, CIFAR, widths 16/32/64, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(3, 3, 3), channels=(16, 32, 64), stem='cifar', learn='spatial')
     return _create_sep_resnet('sep_resnet20_cifar_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet32_cifar_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-32, CIFAR, widths 16/32/64, d = 9, fully learned."""
     model_args = dict(layers=(5, 5, 5), channels=(16, 32, 64), stem='cifar', learn='full')
     return _create_sep_resnet('sep_resnet32_cifar_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet32_cifar_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-32, CIFAR, widths 16/32/64, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(5, 5, 5), channels=(16, 32, 64), stem='cifar', learn='channels')
     return _create_sep_resnet('sep_resnet32_cifar_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet32_cifar_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-32, CIFAR, widths 16/32/64, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(5, 5, 5), channels=(16, 32, 64), stem='cifar', learn='spatial')
     return _create_sep_resnet('sep_resnet32_cifar_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet44_cifar_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-44, CIFAR, widths 16/32/64, d = 9, fully learned."""
     model_args = dict(layers=(7, 7, 7), channels=(16, 32, 64), stem='cifar', learn='full')
     return _create_sep_resnet('sep_resnet44_cifar_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet44_cifar_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-44, CIFAR, widths 16/32/64, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(7, 7, 7), channels=(16, 32, 64), stem='cifar', learn='channels')
     return _create_sep_resnet('sep_resnet44_cifar_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet44_cifar_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-44, CIFAR, widths 16/32/64, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(7, 7, 7), channels=(16, 32, 64), stem='cifar', learn='spatial')
     return _create_sep_resnet('sep_resnet44_cifar_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet56_cifar_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-56, CIFAR, widths 16/32/64, d = 9, fully learned."""
     model_args = dict(layers=(9, 9, 9), channels=(16, 32, 64), stem='cifar', learn='full')
     return _create_sep_resnet('sep_resnet56_cifar_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet56_cifar_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-56, CIFAR, widths 16/32/64, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(9, 9, 9), channels=(16, 32, 64), stem='cifar', learn='channels')
     return _create_sep_resnet('sep_resnet56_cifar_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet56_cifar_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-56, CIFAR, widths 16/32/64, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(9, 9, 9), channels=(16, 32, 64), stem='cifar', learn='spatial')
     return _create_sep_resnet('sep_resnet56_cifar_space', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet110_cifar_full(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-110, CIFAR, widths 16/32/64, d = 9, fully learned."""
     model_args = dict(layers=(18, 18, 18), channels=(16, 32, 64), stem='cifar', learn='full')
     return _create_sep_resnet('sep_resnet110_cifar_full', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet110_cifar_chans(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-110, CIFAR, widths 16/32/64, d = 9, channels-only (spatial mixing frozen)."""
     model_args = dict(layers=(18, 18, 18), channels=(16, 32, 64), stem='cifar', learn='channels')
     return _create_sep_resnet('sep_resnet110_cifar_chans', pretrained, **dict(model_args, **kwargs))
 
 @register_model
 def sep_resnet110_cifar_space(pretrained=False, **kwargs) -> SeparableResNetV2:
+    """Separable pre-activation ResNet-110, CIFAR, widths 16/32/64, d = 9, spatial-only (channel mixing frozen)."""
     model_args = dict(layers=(18, 18, 18), channels=(16, 32, 64), stem='cifar', learn='spatial')
     return _create_sep_resnet('sep_resnet110_cifar_space', pretrained, **dict(model_args, **kwargs))
