@@ -232,14 +232,14 @@ def test_quick_study_end_to_end(tmp_path):
     # re-rendering reads the JSON alone: a changed number shows up in the report
     results['modes'][0]['top1'] = 12.3456
     (report_dir / 'reproduction.json').write_text(json.dumps(results))
-    subprocess.run([sys.executable, '-m', 'timm_frozenmix.study', '--render-only', '--report-dir', str(report_dir)],
-                   check=True, capture_output=True)
+    subprocess.run([sys.executable, '-m', 'study', '--render-only', '--report-dir', str(report_dir)],
+                   cwd=REPO, check=True, capture_output=True)
     assert '12.35' in (report_dir / 'reproduction.md').read_text()
 
     # a report whose reconstructions figure is gone cannot be re-rendered: one line, the old report left whole
     (report_dir / 'reproduction_unshuffle.png').unlink()
     before = {p.name: p.read_bytes() for p in report_dir.iterdir()}
-    out = subprocess.run([sys.executable, '-m', 'timm_frozenmix.study', '--render-only', '--report-dir',
-                          str(report_dir)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, '-m', 'study', '--render-only', '--report-dir', str(report_dir)],
+                         cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip().count('\n') == 0 and 'rerun the study' in out.stderr
     assert {p.name: p.read_bytes() for p in report_dir.iterdir()} == before

@@ -1,8 +1,11 @@
-""" Seconds per training step of several models, measured side by side
+""" Seconds per training step of several models, measured side by side, on any device
 
 Steps are interleaved: every round runs one step of each model in turn, so drifts of the machine (clock,
 other load) hit all of them alike; the median over rounds after warm-up is reported. Ratios between the
 models, not absolute times, are what carry across machines.
+
+On a GPU, work is queued asynchronously: a host clock read right after a step measures the launch, not the
+work. `StepTimer` synchronizes before it starts and times with CUDA events, so a step is over when it is timed.
 """
 import statistics
 import time
@@ -11,11 +14,34 @@ from typing import Callable, Dict, Tuple
 import torch
 import torch.nn as nn
 
-__all__ = ['make_step', 'time_interleaved']
+__all__ = ['StepTimer', 'make_step', 'time_interleaved']
+
+
+class StepTimer:
+    """Seconds one call of a function takes on `device`: CUDA events and a synchronize on CUDA, a clock elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+
+    def __call__(self, step: Callable[[], None]) -> float:
+        if self.device.type != 'cuda':
+            start = time.perf_counter()
+            step()
+            return time.perf_counter() - start
+        torch.cuda.synchronize(self.device)  # earlier work must not be billed to this step
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize(self.device)
+        return start.elapsed_time(end) / 1000  # milliseconds
 
 
 def make_step(model: nn.Module, x: torch.Tensor, train: bool) -> Callable[[], None]:
-    """One SGD training step (frozen parameters excluded, as timm's optimizer factory does), or one inference."""
+    """One SGD training step (frozen parameters excluded, as timm's optimizer factory does), or one inference.
+
+    The model and `x` must be on one device; the targets are made there.
+    """
     if not train:
         model.eval()
 
@@ -25,7 +51,7 @@ def make_step(model: nn.Module, x: torch.Tensor, train: bool) -> Callable[[], No
         return infer
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-    target = torch.randint(0, 10, (x.shape[0],))
+    target = torch.randint(0, 10, (x.shape[0],), device=x.device)
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
@@ -36,13 +62,13 @@ def make_step(model: nn.Module, x: torch.Tensor, train: bool) -> Callable[[], No
 
 def time_interleaved(cases: Dict[str, Tuple[nn.Module, torch.Tensor]], train: bool, steps: int,
                      warmup: int) -> Dict[str, float]:
-    """Median seconds per step of each case, the cases taking turns step by step."""
+    """Median seconds per step of each case (model and input on the device to time), taking turns step by step."""
     step_fns = {name: make_step(model, x, train) for name, (model, x) in cases.items()}
+    timers = {name: StepTimer(x.device) for name, (_, x) in cases.items()}
     times = {name: [] for name in cases}
     for i in range(warmup + steps):
         for name, step in step_fns.items():
-            start = time.perf_counter()
-            step()
+            seconds = timers[name](step)
             if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(seconds)
     return {name: statistics.median(t) for name, t in times.items()}
