@@ -4,6 +4,7 @@ import torch.nn as nn
 from timm.layers import create_conv2d
 
 from timm_frozenmix import SeparableConv2d
+from timm_frozenmix.separable import clear_execution_choices
 
 CONVS = {
     'int_padding': lambda: nn.Conv2d(6, 10, 3, padding=1),
@@ -62,14 +63,86 @@ def test_fused_and_unfused_agree_in_forward_and_gradients(learn, name):
         torch.testing.assert_close(g_f[key], g_u[key], atol=1e-4, rtol=1e-4)
 
 
-def test_cost_rule_fuses_wide_multipliers_on_large_feature_maps_only():
+def test_cost_model_fuses_wide_multipliers_on_large_feature_maps_only():
     wide = SeparableConv2d(64, 64, 3, padding=1, depth_multiplier=9)
     narrow = SeparableConv2d(64, 64, 3, padding=1, depth_multiplier=1)
     feature_map, tiny = torch.empty(32, 64, 32, 32), torch.empty(2, 64, 2, 2)
-    assert wide.use_fused(feature_map) and not narrow.use_fused(feature_map)
-    assert not wide.use_fused(tiny)  # composing the weight would cost more than the 9x wider activation
-    narrow.fused = True
-    assert narrow.use_fused(tiny)
+    assert wide.prefers_fused(feature_map) and not narrow.prefers_fused(feature_map)
+    assert not wide.prefers_fused(tiny)  # composing the weight would cost more than the 9x wider activation
+
+
+class RecordedTimings:
+    """Stands in for SeparableConv2d._seconds: fixed seconds per execution, and a count of the timings."""
+
+    def __init__(self, monkeypatch, fused: float, unfused: float):
+        self.seconds, self.calls = {True: fused, False: unfused}, []
+        monkeypatch.setattr(SeparableConv2d, '_seconds', self.time)
+        clear_execution_choices()
+
+    def time(self, fused, x, grads):
+        self.calls.append((fused, tuple(x.shape), grads))
+        return self.seconds[fused]
+
+
+def count_paths(monkeypatch, layer):
+    """Which execution each forward of `layer` takes."""
+    taken = []
+    monkeypatch.setattr(layer, '_dense_conv', lambda x, w: taken.append('fused') or SeparableConv2d._dense_conv(
+        layer, x, w))
+    return taken
+
+
+@pytest.mark.parametrize('fused_seconds,expected', [(1.0, 'fused'), (3.0, 'unfused')])
+def test_the_faster_execution_is_timed_once_per_shape_and_cached(monkeypatch, fused_seconds, expected):
+    timings = RecordedTimings(monkeypatch, fused=fused_seconds, unfused=2.0)
+    layer = SeparableConv2d(8, 8, 3, padding=1)
+    taken = count_paths(monkeypatch, layer)
+    x = torch.randn(2, 8, 6, 6)
+    for _ in range(3):
+        layer(x).sum().backward()
+    assert timings.calls == [(True, (2, 8, 6, 6), True), (False, (2, 8, 6, 6), True)]  # once, then cached
+    assert taken == (['fused'] * 3 if expected == 'fused' else [])
+    layer(torch.randn(1, 8, 6, 6))  # another input shape is timed anew
+    assert len(timings.calls) == 4
+    with torch.no_grad():  # so is inference, which has no backward to time
+        layer(x)
+    assert timings.calls[-1] == (False, (2, 8, 6, 6), False)
+
+
+def test_timing_off_and_forced_executions_use_no_timing(monkeypatch):
+    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0)
+    monkeypatch.setenv('TIMM_FROZENMIX_AUTOTUNE', '0')
+    wide, tiny = SeparableConv2d(64, 64, 3, padding=1), torch.randn(2, 64, 2, 2)
+    taken = count_paths(monkeypatch, wide)
+    wide(tiny)
+    assert taken == [] and not wide.prefers_fused(tiny)  # the cost model decides
+    monkeypatch.delenv('TIMM_FROZENMIX_AUTOTUNE')
+    wide.fused = True
+    wide(tiny)
+    assert taken == ['fused'] and timings.calls == []
+
+
+def test_every_rank_decides_on_the_timings_of_all_ranks(monkeypatch):
+    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0)  # this rank alone would fuse
+    reduced = []
+
+    def all_reduce(tensor):  # the other rank measured fused 5 s, unfused 1 s: together unfused wins
+        reduced.append(tensor.clone())
+        tensor += torch.tensor([5.0, 1.0])
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'all_reduce', all_reduce)
+    layer = SeparableConv2d(8, 8, 3, padding=1)
+    taken = count_paths(monkeypatch, layer)
+    layer(torch.randn(2, 8, 6, 6))
+    assert [t.tolist() for t in reduced] == [[1.0, 2.0]] and taken == [] and len(timings.calls) == 2
+
+
+def test_timing_both_executions_leaves_gradients_alone():
+    clear_execution_choices()
+    layer = SeparableConv2d(8, 8, 3, padding=1)
+    x = torch.randn(2, 8, 6, 6)
+    layer(x)  # the first forward times both executions, with their backward
+    assert all(p.grad is None for p in layer.parameters())
 
 
 def test_state_dict_keys():

@@ -6,11 +6,18 @@ and a pointwise 1x1 (channel mixing) convolution, as in "Rethinking the Role of 
 
 The layer can run unfused (depthwise then pointwise, a `depth_multiplier`-times wider intermediate) or
 fused (one dense convolution whose weight is composed from the two factors on the fly). Both compute the
-same function; the cheaper one is picked per layer. `fuse()` gives the equivalent dense convolution.
+same function. Which is faster depends on the device, the dtype and the shapes, so, like cudnn's benchmark
+mode, each layer times both on first use for each (device, dtype, input shape, layer shape) and caches the
+winner; `TIMM_FROZENMIX_AUTOTUNE=0` (or torch's deterministic mode) replaces the timing by a fixed cost model.
+`fuse()` gives the equivalent dense convolution.
 """
-from typing import Final, List, Optional, Tuple, Union
+from typing import Dict, Final, List, Optional, Tuple, Union
+
+import os
+import statistics
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Conv2dSame, pad_same
@@ -18,10 +25,24 @@ from timm.layers import Conv2dSame, pad_same
 from .errors import UsageError
 from .filters import init_spatial_
 from .learn import is_learned, resolve_learn
+from .timing import StepTimer
 
-__all__ = ['SeparableConv2d', 'is_depthwise']
+__all__ = ['SeparableConv2d', 'is_depthwise', 'autotune_enabled', 'clear_execution_choices']
 
 COMPOSE_COST = 4  # cost of one weight-composition MAC relative to a conv MAC, measured on CPU
+AUTOTUNE_ENV = 'TIMM_FROZENMIX_AUTOTUNE'
+AUTOTUNE_REPEATS = 3  # timed runs of each execution after one warm-up run; the median counts
+_execution_choices: Dict[tuple, bool] = {}  # (device, dtype, shapes, layer, gradients) -> fused
+
+
+def autotune_enabled() -> bool:
+    """Whether layers time both executions: yes unless TIMM_FROZENMIX_AUTOTUNE=0 or torch is set deterministic."""
+    return os.environ.get(AUTOTUNE_ENV, '1') != '0' and not torch.are_deterministic_algorithms_enabled()
+
+
+def clear_execution_choices() -> None:
+    """Forget every timed choice, so the next forward of each layer times both executions again."""
+    _execution_choices.clear()
 
 
 def is_depthwise(conv: nn.Conv2d) -> bool:
@@ -48,7 +69,8 @@ class SeparableConv2d(nn.Module):
 
     Keeps the stride, padding, dilation and padding mode of the conv it replaces on the depthwise part and
     the groups and bias on the pointwise part, so its output has the original conv's shape for any input.
-    `fused=None` picks the cheaper execution by multiply-accumulate count; True / False force it.
+    `fused=None` picks the faster execution per input as timed on first use (`choose_execution`), or by the
+    cost model (`prefers_fused`) where timing is off, under TorchScript or torch.compile; True / False force it.
     """
     compose_cost: Final[int] = COMPOSE_COST  # a module constant TorchScript can read
 
@@ -134,16 +156,15 @@ class SeparableConv2d(nn.Module):
         sep.pointwise.requires_grad_(is_learned('channel', mode))
         return sep
 
-    def use_fused(self, x: torch.Tensor) -> bool:
-        """Pick the cheaper execution for this input by multiply-accumulate count (or as forced by `fused`).
+    def prefers_fused(self, x: torch.Tensor) -> bool:
+        """The cost model: the execution with fewer multiply-accumulates for this input (deterministic).
 
         Per output pixel, fused costs a dense conv, (out / g) * in * k^2, and unfused a depthwise plus a
         pointwise conv, in * d * (k^2 + out / g); fused also composes its weight once per step, out / g * in
         * d * k^2, which memory-bound batched matmuls (forward and backward) make about COMPOSE_COST times
-        dearer. With d = k^2 fused wins on large feature maps and unfused on tiny ones (small batch, last stage).
+        dearer on the CPU it was measured on. With d = k^2 fused wins on large feature maps and unfused on tiny
+        ones (small batch, last stage).
         """
-        if self.fused is not None:
-            return self.fused
         kh, kw = self.kernel_size
         k2, d, in_c = kh * kw, self.depth_multiplier, self.in_channels
         out_per_group = self.out_channels // self.groups
@@ -152,6 +173,43 @@ class SeparableConv2d(nn.Module):
         fused = pixels * out_per_group * in_c * k2 + self.compose_cost * out_per_group * in_c * d * k2
         unfused = pixels * in_c * d * (k2 + out_per_group)
         return fused <= unfused
+
+    @torch.jit.unused
+    def choose_execution(self, x: torch.Tensor) -> bool:
+        """Fused or not for this input: the faster of the two as timed on first use, cached for the same device,
+        dtype, input shape, layer shape and gradients; the cost model under torch.compile or with timing off.
+
+        In a distributed run every rank adds up all ranks' timings before deciding, so all take the same path.
+        """
+        if torch.compiler.is_compiling() or not autotune_enabled():
+            return self.prefers_fused(x)
+        grads = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        key = (str(x.device), x.dtype, tuple(x.shape), self.in_channels, self.out_channels, self.kernel_size,
+               self.stride, self.dilation, self.groups, self.depth_multiplier, self.same_padding, self.pad_first,
+               grads and x.requires_grad, grads and self.depthwise.weight.requires_grad,
+               grads and self.pointwise.weight.requires_grad)
+        if key not in _execution_choices:
+            seconds = torch.tensor([self._seconds(True, x, grads), self._seconds(False, x, grads)])
+            if dist.is_available() and dist.is_initialized():
+                seconds = seconds.to(x.device)
+                dist.all_reduce(seconds)
+            _execution_choices[key] = bool(seconds[0] <= seconds[1])
+        return _execution_choices[key]
+
+    @torch.jit.unused
+    def _seconds(self, fused: bool, x: torch.Tensor, grads: bool) -> float:
+        """Median seconds of one execution on `x` (forward, and backward if training will need it)."""
+        x = x.detach().requires_grad_(x.requires_grad)
+        inputs = [p for p in self.parameters() if p.requires_grad] + ([x] if x.requires_grad else [])
+
+        def run():
+            with torch.set_grad_enabled(grads):
+                out = self._dense_conv(x, self.dense_weight()) if fused else self.pointwise(self.depthwise(x))
+                if grads:
+                    torch.autograd.grad(out, inputs, grad_outputs=torch.ones_like(out))
+        timer = StepTimer(x.device)
+        run()
+        return statistics.median(timer(run) for _ in range(AUTOTUNE_REPEATS))
 
     def dense_weight(self) -> torch.Tensor:
         """W[o, i] = sum_j P[o, i * d + j] * D[i * d + j], the dense (out, in / groups, kh, kw) kernel."""
@@ -170,7 +228,13 @@ class SeparableConv2d(nn.Module):
         return F.conv2d(x, weight, self.pointwise.bias, self.stride, self.conv_padding, self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_fused(x):
+        if self.fused is not None:
+            fused = self.fused
+        elif torch.jit.is_scripting():
+            fused = self.prefers_fused(x)
+        else:
+            fused = self.choose_execution(x)
+        if fused:
             return self._dense_conv(x, self.dense_weight())
         return self.pointwise(self.depthwise(x))
 
