@@ -220,7 +220,7 @@ class Study:
         name the models by the study's own labels."""
         config = robust.RobustConfig(
             checkpoint=[self.runs[run]['checkpoint'] for run in models.values()], dataset=self.recipe.dataset,
-            seed=self.seed, workers=self.workers,
+            seed=self.seed, workers=self.workers, output=str(self.output),
             baseline=self.runs[models[baseline]]['checkpoint'] if baseline else None, **settings)
         _logger.info(f'Attacking {", ".join(models)}: {settings}')
         results = robust.evaluate(config)

@@ -283,3 +283,11 @@ def test_a_genuine_failure_during_attacks_keeps_its_traceback(checkpoints, tmp_p
     with pytest.raises(RuntimeError, match='simulated CUDA error'):
         main(['-j', '0', '--checkpoint', str(checkpoints['chans']), '--output', str(tmp_path / 'out')])
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('settings,match', [
+    (dict(attacks=['PGD']), 'unknown attack PGD'), (dict(eps=[('2', 2.0)]), 'eps 2 outside'),
+])
+def test_a_config_from_python_is_checked_like_the_flags(checkpoints, settings, match):
+    with pytest.raises(UsageError, match=match):
+        evaluate(RobustConfig(checkpoint=[str(checkpoints['chans'])], **settings))

@@ -186,3 +186,17 @@ def test_frozen_depthwise_gets_no_weight_gradient():
     sep.fused = False
     sep(torch.randn(2, 8, 6, 6)).sum().backward()
     assert sep.depthwise.weight.grad is None and sep.pointwise.weight.grad is not None
+
+
+def test_memory_format_and_autocast_are_timed_apart_and_tracing_is_not_timed(monkeypatch):
+    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0)
+    layer = SeparableConv2d(8, 8, 3, padding=1).eval()
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        layer(x)
+        layer(x.contiguous(memory_format=torch.channels_last))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            layer(x)
+    assert len(timings.calls) == 6  # three cases, two executions each
+    torch.jit.trace(layer, torch.randn(1, 8, 5, 5), check_trace=False)
+    assert len(timings.calls) == 6  # a trace records the cost model's choice, never a timing run

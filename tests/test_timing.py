@@ -1,4 +1,6 @@
 """Step timing that is right on any device: a CUDA step is timed with events, after a synchronize."""
+from contextlib import nullcontext
+
 import torch
 import torch.nn as nn
 
@@ -23,9 +25,10 @@ def test_a_cuda_step_is_timed_with_events_between_synchronizes(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, 'Event', lambda enable_timing=False: FakeEvent(calls, enable_timing))
     monkeypatch.setattr(torch.cuda, 'synchronize', lambda device=None: calls.append(f'synchronize {device}'))
+    monkeypatch.setattr(torch.cuda, 'device', lambda device: calls.append(f'on {device}') or nullcontext())
     seconds = StepTimer(torch.device('cuda:1'))(lambda: calls.append('step'))
     assert seconds == 0.25
-    assert calls == ['synchronize cuda:1', 'record', 'step', 'record', 'synchronize cuda:1']
+    assert calls == ['synchronize cuda:1', 'on cuda:1', 'record', 'step', 'record', 'synchronize cuda:1']
 
 
 def test_a_cpu_step_is_timed_with_the_clock_and_never_synchronizes(monkeypatch):

@@ -365,3 +365,11 @@ def test_command_line_exit_code(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == \
         "train.py: error: unknown model 'nope_model': see timm.list_models() (import timm_frozenmix first)"
     assert not (tmp_path / 'output').exists()
+
+
+def test_a_config_from_python_is_checked_like_the_flags(tmp_path):
+    from timm_frozenmix.errors import UsageError
+    from timm_frozenmix.training import TrainConfig
+    with pytest.raises(UsageError, match="--adv-train 'FGSM': choose none or fgsm"):
+        setup(TrainConfig(adv_train='FGSM', output=str(tmp_path / 'out')))
+    assert not (tmp_path / 'out').exists()

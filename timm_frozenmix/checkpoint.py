@@ -38,7 +38,7 @@ def load_checkpoint(path) -> Dict[str, Any]:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # any failure to parse means the file is not a usable checkpoint
         raise UsageError(f'checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); '
-                         f'use a last.pth.tar / model_best.pth.tar / model.safetensors written by train.py') from None
+                         f'use a last.pth.tar / model_best.pth.tar written by train.py') from None
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         raise UsageError(f'checkpoint {path} holds no state_dict; use a checkpoint written by train.py')
     return checkpoint

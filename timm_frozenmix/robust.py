@@ -93,6 +93,12 @@ def check_config(config: RobustConfig) -> None:
     if config.checkpoint and config.model and len(config.model) not in (1, len(config.checkpoint)):
         raise UsageError(f'{len(config.model)} --model names for {len(config.checkpoint)} checkpoints: '
                          f'give one name, or one per checkpoint')
+    unknown = [a for a in config.attacks if a not in ATTACKS]
+    if unknown or not config.attacks:
+        raise UsageError(f'unknown attack {", ".join(unknown) or "(none)"}: choose from {",".join(ATTACKS)}')
+    outside = [label for label, value in config.eps if not 0.0 <= value <= 1.0]
+    if outside or not config.eps:
+        raise UsageError(f'eps {", ".join(outside) or "(none)"} outside [0, 1]: eps is in pixel units, e.g. 8/255')
     if config.pgd_steps < 1:
         raise UsageError(f'--pgd-steps must be >= 1, got {config.pgd_steps}')
     if config.pgd_alpha is not None and not 0 < config.pgd_alpha <= 1:

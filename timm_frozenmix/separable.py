@@ -177,14 +177,17 @@ class SeparableConv2d(nn.Module):
     @torch.jit.unused
     def choose_execution(self, x: torch.Tensor) -> bool:
         """Fused or not for this input: the faster of the two as timed on first use, cached for the same device,
-        dtype, input shape, layer shape and gradients; the cost model under torch.compile or with timing off.
+        dtype, autocast, memory format, input shape, layer shape and gradients; the cost model under torch.compile,
+        tracing, or with timing off.
 
         In a distributed run every rank adds up all ranks' timings before deciding, so all take the same path.
         """
-        if torch.compiler.is_compiling() or not autotune_enabled():
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or not autotune_enabled():
             return self.prefers_fused(x)
         grads = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        key = (str(x.device), x.dtype, tuple(x.shape), self.in_channels, self.out_channels, self.kernel_size,
+        autocast = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
+        key = (str(x.device), x.dtype, autocast, x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
+               self.in_channels, self.out_channels, self.kernel_size,
                self.stride, self.dilation, self.groups, self.depth_multiplier, self.same_padding, self.pad_first,
                grads and x.requires_grad, grads and self.depthwise.weight.requires_grad,
                grads and self.pointwise.weight.requires_grad)

@@ -35,7 +35,7 @@ from timm.utils import (
 from timm.utils.distributed import init_distributed_device_so
 
 from .checkpoint import check_architecture, checkpoint_spec, load_checkpoint, save_atomic, save_safetensors
-from .convert import summarize
+from .convert import format_summary, summarize
 from .data import (
     SAMPLE, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info, is_known_dataset,
 )
@@ -215,6 +215,10 @@ def check_config(config: TrainConfig) -> None:
          '--mixup / --cutmix apply to classification, not to --task unshuffle'),
         (not (config.amp_dtype == 'float16' and not config.device.startswith('cuda')),
          '--amp-dtype float16 needs a CUDA device; use bfloat16 on the CPU'),
+        (config.adv_train in ('none', 'fgsm'), f'--adv-train {config.adv_train!r}: choose none or fgsm'),
+        (config.amp_dtype in (None, 'float16', 'bfloat16'), f'--amp-dtype {config.amp_dtype!r}: float16 or bfloat16'),
+        (config.clip_mode in ('norm', 'value', 'agc'), f'--clip-mode {config.clip_mode!r}: norm, value or agc'),
+        (config.dist_bn in ('reduce', 'broadcast', ''), f'--dist-bn {config.dist_bn!r}: reduce, broadcast or ""'),
     ]
     for ok, message in checks:
         if not ok:
@@ -364,8 +368,8 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
     torch.manual_seed(config.seed)  # frozen random filters must agree across ranks before DDP's broadcast
     model = build_model(spec, pretrained=config.pretrained, drop_rate=config.drop, drop_path_rate=config.drop_path)
     if dist['global_rank'] == 0:
-        _logger.info(f'Model {config.model} created, parameters by role:')
-        summarize(model)
+        _logger.info(f'Model {config.model} created, parameters by role:\n'
+                     + format_summary(summarize(model, print_table=False)))
     data_config = resolve_data(config, model, info)
     model = model.to(device)
     if config.channels_last:

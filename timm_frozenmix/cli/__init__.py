@@ -21,5 +21,5 @@ def parse_fraction(text: str) -> float:
 
 
 def command_line(program: str, argv=None) -> str:
-    """The command as the user typed it (`argv` when called from Python), for checkpoints and model cards."""
+    """`program` and the flags it was given (`argv` when called from Python), for checkpoints and model cards."""
     return ' '.join([program, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])

@@ -29,7 +29,7 @@ def main(argv=None) -> None:
     with exit_on_usage_error('hub'):
         if args.push_to_hub:
             check_can_push(args.push_to_hub)
-        folder = export(args.checkpoint, args.output, args.push_to_hub or args.repo_id, args.robust_json, args.use_ema)
+        folder = export(args.checkpoint, args.output, args.repo_id or args.push_to_hub, args.robust_json, args.use_ema)
     print(f'Exported to {folder}; load it with timm.create_model("local-dir:{folder}", pretrained=True)')
     if args.push_to_hub:
         print(f'Pushed to {push(folder, args.push_to_hub, args.private)}')
