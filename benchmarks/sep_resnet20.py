@@ -9,8 +9,6 @@ wider depthwise output) is printed for reference.
 import timm
 import torch
 import torch.nn as nn
-from timm.layers import BatchNormAct2d, create_conv2d
-from timm.models.resnetv2 import ResNetV2
 
 from timm_frozenmix import SeparableConv2d
 from timm_frozenmix.timing import time_interleaved
@@ -20,12 +18,8 @@ BATCH, SIZE, STEPS, WARMUP = 64, 32, 7, 2
 
 
 def dense_resnet_cifar(depth: int = 20, width: int = 1) -> nn.Module:
-    n = (depth - 2) // 6
-    model = ResNetV2((n, n, n), channels=(16, 32, 64), num_classes=10, stem_chs=16, width_factor=width, basic=True,
-                     bottle_ratio=1.0, conv_layer=create_conv2d, norm_layer=BatchNormAct2d)
-    model.stem = nn.Sequential()
-    model.stem.add_module('conv', create_conv2d(3, model.feature_info[0]['num_chs'], 3))
-    return model
+    """The dense pre-activation ResNet with the separable one's layout (timm's ResNetV2, 3x3 stride-1 stem)."""
+    return timm.create_model(f'sep_resnet{depth}_cifar_full', num_classes=10, width=width, separable=False)
 
 
 def build(case: str, width: int = 1):

@@ -1,11 +1,13 @@
 """ The reproduction study of "Rethinking the Role of Spatial Mixing", run from the repository
 
-    python -m study            # the full study: 60k train / 10k test images, under an hour on 2 cores
-    python -m study --quick    # the same experiments, tiny, on the embedded sample (minutes)
+    python -m study                       # every part not yet in docs/reproduction.json, then the report
+    python -m study --part modes widths   # these parts (again), then the report
+    python -m study --quick               # the same experiments, tiny, on the embedded sample (minutes)
 
-An application of timm_frozenmix, not part of the installed package. All numbers go to `reproduction.json`; the
-report (`reproduction.md` and its figures) is rendered from that file alone by `study.report`. Finished training
-runs are reused when the study is rerun with the same recipe, so an interrupted study resumes.
+An application of timm_frozenmix, not part of the installed package. Each part (see `study.run.PARTS`) runs on
+its own and its numbers go into `reproduction.json` as soon as it finishes; the report (`reproduction.md` and its
+figures) is rendered from that file alone by `study.report`. Finished training runs are reused by every later
+part and invocation with the same recipe, so an interrupted study resumes.
 """
 import argparse
 import json
@@ -17,9 +19,10 @@ from timm_frozenmix import robust
 from timm_frozenmix.data import check_dataset
 from timm_frozenmix.errors import UsageError, exit_on_usage_error
 from timm_frozenmix.outputs import check_output_folder
+from timm_frozenmix.reporting import write_json
 
 from .report import RESULTS, write_report
-from .run import FULL, QUICK, UNSHUFFLE_GRID, run_study
+from .run import FULL, PARTS, QUICK, UNSHUFFLE_GRID, run_part
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,14 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog='python -m study', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Reproduce the paper's claims on Fashion-MNIST and write an honest report.")
     parser.add_argument('--quick', action='store_true', help='tiny models on the embedded sample, a few minutes')
+    parser.add_argument('--part', nargs='+', choices=list(PARTS), default=None,
+                        help='run these parts, even if the report holds them (default: every part it lacks)')
     parser.add_argument('--output', default=None, help='folder for the training runs (default output/study[-quick])')
     parser.add_argument('--report-dir', default=None,
                         help='folder for reproduction.md/.json and figures (default docs, or <output>/report with --quick)')
     parser.add_argument('--render-only', action='store_true',
                         help='only re-render the report from the reproduction.json in --report-dir')
-    parser.add_argument('--seed', type=int, default=42)
     parser.add_argument('-j', '--workers', type=int, default=0, help='data loader workers of every run')
     return parser
+
+
+def load_results(path: Path, quick: bool, recipe) -> dict:
+    """The parts finished so far with this recipe; parts of another recipe are dropped (they are rerun)."""
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if results.get('quick') != quick:
+        results = {}
+    parts = {name: part for name, part in results.get('parts', {}).items() if part.get('recipe') == recipe}
+    return dict(quick=quick, parts=parts)
 
 
 def main(argv=None) -> None:
@@ -46,20 +59,29 @@ def main(argv=None) -> None:
         if args.workers < 0:
             raise UsageError(f'--workers must be >= 0, got {args.workers}')
         check_output_folder(report_dir, '--report-dir')
+        path = report_dir / RESULTS
+        drawn = {}
         if args.render_only:
-            path = report_dir / RESULTS
             if not path.is_file():
                 raise UsageError(f'{path} not found: run the study first, or pass --report-dir')
-            results, drawn = json.loads(path.read_text()), {}
+            results = json.loads(path.read_text())
         else:
             check_output_folder(output)
             recipe = QUICK if args.quick else FULL
             check_dataset(recipe.dataset)
             robust.import_torchattacks()
-            results = run_study(recipe, output, args.seed, args.workers, args.quick)
-            drawn = {UNSHUFFLE_GRID: output / UNSHUFFLE_GRID}
+            results = load_results(path, args.quick, json.loads(json.dumps(recipe.__dict__)))
+            parts = args.part or [name for name in PARTS if name not in results['parts']]
+            for name in parts:
+                results['parts'][name] = run_part(name, recipe, output, args.workers)
+                report_dir.mkdir(parents=True, exist_ok=True)
+                write_json(path, results)  # a finished part is kept even if a later one fails
+            if (output / UNSHUFFLE_GRID).is_file():
+                drawn = {UNSHUFFLE_GRID: output / UNSHUFFLE_GRID}
         files = write_report(results, report_dir, drawn)
-    print(f'Report written to {files[0]} ({results["wall_time_s"] / 60:.1f} min), with {", ".join(f.name for f in files[1:])}')
+    total = sum(part['wall_time_s'] for part in results['parts'].values())
+    print(f'Report written to {files[0]} ({len(results["parts"])} of {len(PARTS)} parts, {total / 60:.1f} min), '
+          f'with {", ".join(f.name for f in files[1:])}')
 
 
 if __name__ == '__main__':

@@ -179,3 +179,80 @@ def test_learn_mode_reads_what_is_actually_frozen():
     model.blocks[0][0].fn[0].requires_grad_(False)  # one depthwise conv frozen by hand: no mode
     model.blocks[0][1].requires_grad_(False)
     assert learn_mode(model) is None
+
+
+def _trained_looking(model: nn.Module) -> nn.Module:
+    """Batch-norm statistics and affine terms away from their init, as after training; eval mode."""
+    torch.manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.normal_(module.bias, 0, 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize('build, size, depth_multiplier', [
+    # torchvision's 7x7 stem needs d = 49 for an exact factorization; timm's ResNetV2 with a 3x3 stem, d = 9
+    (lambda: torchvision.models.resnet18(num_classes=10), 64, 49),
+    (lambda: timm.create_model('sep_resnet20_cifar_full', separable=False, num_classes=10, width=2), 32, 9),
+])
+@pytest.mark.parametrize('fused', [True, False])
+def test_keep_function_keeps_the_outputs(build, size, depth_multiplier, fused):
+    torch.manual_seed(0)
+    dense = _trained_looking(build())
+    x = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        expected = dense(x)
+    model = separate(dense, depth_multiplier=depth_multiplier, learn='channels', keep_function=True).eval()
+    for module in model.modules():
+        if isinstance(module, SeparableConv2d):
+            module.fused = fused
+    with torch.no_grad():
+        out = model(x)
+    assert ((out - expected).norm() / expected.norm()).item() < 1e-4
+
+
+def test_keep_function_then_channels_only_fine_tuning_moves_only_pointwise_weights():
+    torch.manual_seed(0)
+    model = separate(_trained_looking(timm.create_model('sep_resnet20_cifar_full', separable=False, num_classes=10)),
+                     keep_function=True, learn='channels').train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = create_optimizer_v2(model, 'sgd', lr=0.1)
+    nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32)), torch.randint(0, 10, (8,))).backward()
+    optimizer.step()
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert any('pointwise' in name for name in moved)
+    assert not any('depthwise' in name for name in moved)
+
+
+def test_keep_function_warns_about_least_squares_layers():
+    model = torchvision.models.resnet18(num_classes=10)
+    with pytest.warns(UserWarning, match=r'1 layer\(s\) are least-squares fits, not exact: conv1 '):
+        separate(model, depth_multiplier=9, keep_function=True)
+
+
+def test_ill_conditioned_random_banks_are_redrawn_before_the_solve():
+    """The tail of random 9x9 banks (condition numbers above 10,000) would amplify float32 rounding: such banks
+    are redrawn from the same init, and the factorization is then exact to float32 precision."""
+    from timm_frozenmix.filters import MAX_CONDITION, condition_random_banks_
+    torch.manual_seed(0)
+    conv = nn.Conv2d(32, 32, 3, padding=1, bias=False)
+    sep = SeparableConv2d.from_conv(conv, learn='channels')
+    banks = sep.depthwise.weight.data.view(32, 9, 9)
+    u, _, v = torch.linalg.svd(banks[:4].double())
+    singular = torch.logspace(0, -6, 9, dtype=torch.float64)  # condition number 1e6
+    banks[:4] = (u @ torch.diag_embed(singular.expand(4, 9)) @ v).float() * banks[:4].norm(dim=(1, 2), keepdim=True)
+    assert (torch.linalg.cond(banks.double()) > MAX_CONDITION).sum() >= 4
+    inexact = sep.factorize_(conv.weight)
+    assert condition_random_banks_(sep.depthwise) >= 4
+    assert (torch.linalg.cond(banks.double()) <= MAX_CONDITION).all()
+    exact = sep.factorize_(conv.weight)
+    assert exact < 1e-5 < inexact
+
+
+def test_keep_function_needs_a_dense_kernel_of_the_layers_shape():
+    sep = SeparableConv2d(8, 16, 3)
+    with pytest.raises(ValueError, match='does not fit this layer'):
+        sep.factorize_(torch.randn(16, 8, 5, 5))

@@ -29,6 +29,24 @@ def test_sample_is_stratified_and_licensed():
     assert '2017 Zalando SE' in (SAMPLE_DIR / 'LICENSE').read_text()
 
 
+def test_sliced_splits_hold_out_disjoint_images():
+    whole = create_dataset(SAMPLE, split='train')
+    train = create_dataset(SAMPLE, split='train[:5000]')
+    held_out = create_dataset(SAMPLE, split='training[5000:]')
+    assert len(train) == 5000 and len(held_out) == 1000
+    assert np.array_equal(np.concatenate([train.images, held_out.images]), whole.images)
+    assert np.array_equal(np.concatenate([train.labels, held_out.labels]), whole.labels)
+    assert len(create_dataset(SAMPLE, split='test[-10:]')) == 10
+
+
+@pytest.mark.parametrize('split, message', [
+    ('train[1:2:3]', 'unknown split'), ('dev', 'unknown split'), ('train[a:]', 'unknown split'),
+    ('train[7000:]', 'holds no image')])
+def test_bad_split_is_one_usage_error(split, message):
+    with pytest.raises(UsageError, match=message):
+        create_dataset(SAMPLE, split=split)
+
+
 @needs_debian_files
 def test_sample_rebuilds_bit_for_bit(tmp_path):
     subprocess.run([sys.executable, str(REPO / 'scripts' / 'build_fashion_mnist_sample.py'),

@@ -103,6 +103,18 @@ def test_channel_params_equal_the_dense_resnets_conv_params():
     assert ours.stem.conv.pointwise.weight.numel() == 3 * 9 * 64
 
 
+def test_separable_false_is_the_dense_resnet_of_the_same_layout():
+    dense = timm.create_model('sep_resnet20_cifar_full', separable=False, num_classes=10)
+    sep = timm.create_model('sep_resnet20_cifar_full', num_classes=10)
+    assert not any(isinstance(m, SeparableConv2d) for m in dense.modules())
+    convs = [m for m in dense.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == len([m for m in sep.modules() if isinstance(m, SeparableConv2d)]) == 1 + 3 * 3 * 2
+    assert [f['num_chs'] for f in dense.feature_info] == [f['num_chs'] for f in sep.feature_info]
+    assert dense(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(UsageError, match='separable=False builds dense convolutions'):
+        timm.create_model('sep_resnet20_cifar_chans', separable=False)
+
+
 def test_model_kwargs_pass_through_create_model():
     model = timm.create_model(
         'sep_resnet20_cifar_chans', depth_multiplier=3, spatial_init='box', smooth_sigma=0.0,

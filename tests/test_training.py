@@ -295,6 +295,9 @@ BAD_INPUTS = {
                    (['--device', 'gpu7'], 'is not a torch device'),
     'probability over 1': (['--hflip', '1.5'], 'probabilities in [0, 1]'),
     'nested experiment': (['--experiment', '../elsewhere'], 'must be a plain folder name'),
+    'keep function of nothing': (['--keep-function', '--separate'], '--keep-function keeps what pretrained weights'),
+    'keep function unseparated': (['--keep-function', '--pretrained'], 'keep_function applies to a separate'),
+    'unknown split': (['--val-split', 'dev'], "unknown split 'dev'"),
 }
 
 

@@ -7,6 +7,8 @@ Roles: *spatial* = depthwise convolutions (groups == in_channels, kernel > 1) an
 of a ConvMixer; *channel* = pointwise 1x1 convolutions; *other* = everything else (norms, the classifier),
 which is always learned. A frozen convolution is frozen whole, weight and bias.
 """
+import logging
+import warnings
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
@@ -14,9 +16,13 @@ import torch.nn as nn
 from timm.models.convmixer import ConvMixer
 
 from .errors import UsageError
-from .filters import check_spatial_options, init_spatial_, smooth_filters
+from .filters import check_spatial_options, condition_random_banks_, init_spatial_, smooth_filters
 from .learn import ROLES, is_learned, resolve_learn
 from .separable import SeparableConv2d, is_depthwise
+
+_logger = logging.getLogger(__name__)
+
+RESIDUAL_WARNING = 1e-3  # relative residual of a keep_function factorization worth a warning
 
 __all__ = [
     'conv_roles', 'parameter_roles', 'init_depthwise_', 'freeze', 'separate', 'summarize',
@@ -86,12 +92,20 @@ def separate(
         learn: str = 'channels',
         spatial_init: str = 'random',
         smooth_sigma: float = 0.0,
+        keep_function: bool = False,
 ) -> nn.Module:
     """Make every conv with a kernel larger than 1x1 separable, in place, then freeze per `learn`.
 
     Already-depthwise and 1x1 convs stay as they are (they already mix only space or only channels); the
     filters of already-depthwise convs are kept (pretrained ones included) unless a non-default
     `spatial_init` or a smoothing is asked for. The classifier is never converted.
+
+    `keep_function=True` keeps what the model computes: each new layer's pointwise weights are solved from the
+    dense kernel it replaces (`SeparableConv2d.factorize_`), so a pretrained CNN becomes a separable one with the
+    same outputs, ready for channels-only fine-tuning. With d >= k^2 and full-rank random banks the factorization
+    is exact (Eq. 3 read the other way); random banks above `filters.MAX_CONDITION` are redrawn first so rounding
+    stays small. Each layer's relative residual is logged, and a warning names the layers above
+    `RESIDUAL_WARNING` (d < k^2, or banks that are not random). Raises UsageError on bad options.
     """
     learn = resolve_learn(learn)
     check_spatial_options(spatial_init, smooth_sigma)
@@ -108,14 +122,34 @@ def separate(
             f'{type(model).__name__} has no dense convolution with a kernel larger than 1x1 to separate; '
             f'for a natively separable model use freeze(model, learn=...)')
     init_depthwise_(model, spatial_init, smooth_sigma)
+    residuals = {}
     for name in to_convert:
         parent_name, _, child_name = name.rpartition('.')
         parent = model.get_submodule(parent_name)
         conv = getattr(parent, child_name)
-        setattr(parent, child_name, SeparableConv2d.from_conv(
-            conv, depth_multiplier=depth_multiplier, learn=learn,
-            spatial_init=spatial_init, smooth_sigma=smooth_sigma))
+        sep = SeparableConv2d.from_conv(
+            conv, depth_multiplier=depth_multiplier, learn=learn, spatial_init=spatial_init, smooth_sigma=smooth_sigma)
+        if keep_function:
+            if spatial_init == 'random' and not smooth_sigma:
+                condition_random_banks_(sep.depthwise)
+            residuals[name] = sep.factorize_(conv.weight, conv.bias)
+        setattr(parent, child_name, sep)
+    if keep_function:
+        report_residuals(residuals)
     return freeze(model, learn)
+
+
+def report_residuals(residuals: Dict[str, float]) -> None:
+    """Log every layer's relative factorization residual; warn about those above RESIDUAL_WARNING."""
+    for name, residual in residuals.items():
+        _logger.info(f'keep_function: {name} relative residual {residual:.2e}')
+    inexact = {name: r for name, r in residuals.items() if r > RESIDUAL_WARNING}
+    if inexact:
+        warnings.warn(
+            f'keep_function: {len(inexact)} layer(s) are least-squares fits, not exact: '
+            + ', '.join(f'{name} ({r:.1e})' for name, r in inexact.items())
+            + ' (relative residual; exact needs depth_multiplier >= kernel height x width and random filters)',
+            stacklevel=3)
 
 
 def summarize(model: nn.Module, print_table: bool = True) -> Dict[str, Dict[str, int]]:

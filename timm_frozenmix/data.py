@@ -1,13 +1,15 @@
 """ Datasets: the embedded Fashion-MNIST sample, the official Fashion-MNIST files, and everything timm knows
 
 `fashion-mnist-sample` ships inside the package (600 training and 100 test images per class), so training and
-evaluation run on a machine with no network and no data. `fashion-mnist` reads the official idx files, which
+evaluation run on a machine with no network and no data. Their splits take a slice, as timm's HF and TFDS readers
+do: `train[:55000]` and `train[55000:]` hold a validation set out of the training images. `fashion-mnist` reads the official idx files, which
 Debian's `dataset-fashion-mnist` puts in /usr/share/datasets/fashion-mnist. Every other name goes to timm's
 `create_dataset` unchanged (`torch/cifar10`, `torch/mnist`, ImageNet-style folders, `hfds/...`, ...).
 
 All pipelines hand the model pixels in [0, 1]; normalization lives inside the model (`Normalized`), so
 adversarial examples and pixel permutations are made in pixel space.
 """
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -23,7 +25,7 @@ from .idx import read_idx
 
 __all__ = [
     'SAMPLE', 'FASHION_MNIST', 'DEBIAN_FASHION_MNIST', 'DatasetInfo', 'IdxImageDataset', 'Normalized', 'ImageSubset',
-    'create_dataset', 'create_eval_loader', 'dataset_info', 'drop_unreadable', 'is_known_dataset',
+    'create_dataset', 'create_eval_loader', 'dataset_info', 'drop_unreadable', 'is_known_dataset', 'parse_split',
 ]
 
 SAMPLE = 'fashion-mnist-sample'
@@ -86,8 +88,13 @@ class IdxImageDataset(torch.utils.data.Dataset):
 
     @classmethod
     def from_folder(cls, folder: Path, split: str) -> 'IdxImageDataset':
-        images_file, labels_file = FASHION_MNIST_FILES[split]
-        return cls(read_idx(folder / images_file), read_idx(folder / labels_file))
+        """The images of `split`: 'train' or 'test' (or a synonym), optionally sliced: 'train[55000:]'."""
+        kind, rows = parse_split(split)
+        images_file, labels_file = FASHION_MNIST_FILES[kind]
+        images, labels = read_idx(folder / images_file), read_idx(folder / labels_file)
+        if not len(labels[rows]):
+            raise UsageError(f'split {split!r} holds no image: the {kind} split has {len(labels)}')
+        return cls(images[rows], labels[rows])
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -183,12 +190,19 @@ def create_eval_loader(dataset, data_config: dict, batch_size: int, workers: int
         persistent_workers=persistent_workers and workers > 0)
 
 
-def _split_kind(split: str) -> str:
-    if split in _TRAIN_SPLITS:
-        return 'train'
-    if split in _EVAL_SPLITS:
-        return 'test'
-    raise UsageError(f'unknown split {split!r}: use one of {", ".join(_TRAIN_SPLITS + _EVAL_SPLITS)}')
+_SLICED_SPLIT = re.compile(r'^(\w+)(?:\[(-?\d*):(-?\d*)\])?$')
+
+
+def parse_split(split: str) -> Tuple[str, slice]:
+    """'train', 'test' or a synonym, with an optional slice of image indices: 'train[:55000]' is
+    ('train', slice(None, 55000)). Raises UsageError on anything else."""
+    match = _SLICED_SPLIT.match(split.strip())
+    name = match.group(1) if match else None
+    if name not in _TRAIN_SPLITS + _EVAL_SPLITS:
+        raise UsageError(f'unknown split {split!r}: use one of {", ".join(_TRAIN_SPLITS + _EVAL_SPLITS)}, '
+                         f'optionally sliced as in train[:55000]')
+    start, stop = (int(v) if v else None for v in match.group(2, 3))
+    return 'train' if name in _TRAIN_SPLITS else 'test', slice(start, stop)
 
 
 def _check_name(name: str) -> None:
@@ -233,9 +247,9 @@ def create_dataset(name: str, root: Optional[str] = None, split: str = 'train', 
     """Our two Fashion-MNIST datasets, or timm's create_dataset with the same arguments."""
     check_dataset(name, root, kwargs.get('download', False))
     if name == SAMPLE:
-        return IdxImageDataset.from_folder(SAMPLE_DIR, _split_kind(split))
+        return IdxImageDataset.from_folder(SAMPLE_DIR, split)
     if name == FASHION_MNIST:
-        return IdxImageDataset.from_folder(_fashion_mnist_folder(root), _split_kind(split))
+        return IdxImageDataset.from_folder(_fashion_mnist_folder(root), split)
     return timm_create_dataset(name, root=root, split=split, **kwargs)
 
 

@@ -223,6 +223,32 @@ class SeparableConv2d(nn.Module):
         w = self.depthwise.weight.reshape(g, in_c // g, d, kh, kw)
         return torch.einsum('gocd,gcdhw->gochw', p, w).reshape(out_c, in_c // g, kh, kw)
 
+    @torch.no_grad()
+    def factorize_(self, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> float:
+        """Set the pointwise weights so that `dense_weight()` equals the dense kernel `weight` (and the bias
+        `bias`); returns the relative residual ||dense_weight() - weight|| / ||weight|| after the cast back.
+
+        Eq. 3 of the paper read the other way: per input channel c, W[:, c] = P_c D_c with D_c the frozen
+        d x k^2 bank, so P_c = W[:, c] pinv(D_c). Exact (up to rounding) when every D_c has rank k^2, which
+        needs d >= k^2; a least-squares fit otherwise (d < k^2, e.g. a 7x7 stem with d = 9). Solved in float64
+        through the pseudo-inverse and cast to the pointwise weight's dtype. Raises UsageError when `weight`
+        does not have this layer's dense shape.
+        """
+        g, d = self.groups, self.depth_multiplier
+        out_c, in_c = self.out_channels, self.in_channels
+        kh, kw = self.kernel_size
+        if tuple(weight.shape) != (out_c, in_c // g, kh, kw):
+            raise UsageError(f'a dense kernel of shape {tuple(weight.shape)} does not fit this layer, which '
+                             f'composes ({out_c}, {in_c // g}, {kh}, {kw})')
+        dense = weight.detach().to(torch.float64).reshape(g, out_c // g, in_c // g, kh * kw)
+        bank = self.depthwise.weight.detach().to(torch.float64).reshape(g, in_c // g, d, kh * kw)
+        p = torch.einsum('gock,gckd->gocd', dense, torch.linalg.pinv(bank))
+        self.pointwise.weight.copy_(p.reshape(self.pointwise.weight.shape))
+        if bias is not None:
+            self.pointwise.bias.copy_(bias)
+        fit = self.dense_weight().to(torch.float64).reshape(dense.shape)
+        return ((fit - dense).norm() / dense.norm().clamp_min(torch.finfo(torch.float64).tiny)).item()
+
     def _dense_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.same_padding:  # timm's dynamic 'SAME' padding, from the input size
             x = pad_same(x, self.kernel_size, self.stride, self.dilation)

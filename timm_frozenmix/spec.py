@@ -35,6 +35,8 @@ class ModelSpec:
         what the architecture freezes (a `_chans` name freezes its spatial mixing itself).
     spatial_init, smooth_sigma: structure and Gaussian smoothing (pixels) of the spatial filters; None and
         0.0 keep the architecture's own.
+    keep_function: with `separate`, solve the new pointwise weights from the dense kernels they replace, so the
+        (pretrained) model computes what it did (`convert.separate(keep_function=True)`).
     task: 'classification', or 'unshuffle' for a patch-1 backbone with a 1x1 projection back to pixels.
 
     Raises UsageError on a value no model could be built with.
@@ -48,6 +50,7 @@ class ModelSpec:
     depth_multiplier: int = 9
     spatial_init: Optional[str] = None
     smooth_sigma: float = 0.0
+    keep_function: bool = False
     task: str = 'classification'
 
     def __post_init__(self):
@@ -55,6 +58,9 @@ class ModelSpec:
             object.__setattr__(self, 'learn', resolve_learn(self.learn))
         object.__setattr__(self, 'model_kwargs', dict(self.model_kwargs))
         check_spatial_options(self.spatial_init or 'random', self.smooth_sigma)
+        if self.keep_function and not self.separate:
+            raise UsageError('keep_function applies to a separate conversion: add --separate (and --pretrained, '
+                             'whose function it keeps)')
         if self.task not in TASKS:
             raise UsageError(f'unknown task {self.task!r}: choose one of {", ".join(TASKS)}')
         if not (isinstance(self.depth_multiplier, int) and self.depth_multiplier >= 1):
@@ -116,7 +122,8 @@ def build_model(spec: ModelSpec, pretrained: bool = False, **create_kwargs) -> n
                          f'it (timm.create_model passes them to the model class)') from None
     if spec.separate:
         separate(model, depth_multiplier=spec.depth_multiplier, learn=spec.learn or 'channels',
-                 spatial_init=spec.spatial_init or 'random', smooth_sigma=spec.smooth_sigma)
+                 spatial_init=spec.spatial_init or 'random', smooth_sigma=spec.smooth_sigma,
+                 keep_function=spec.keep_function and pretrained)
     else:
         if spec.spatial_init or spec.smooth_sigma:
             init_depthwise_(model, spec.spatial_init or 'random', spec.smooth_sigma)

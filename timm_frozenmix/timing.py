@@ -9,12 +9,12 @@ work. `StepTimer` synchronizes before it starts and times with CUDA events, so a
 """
 import statistics
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ['StepTimer', 'make_step', 'time_interleaved']
+__all__ = ['StepTimer', 'make_step', 'time_interleaved', 'time_interleaved_samples']
 
 
 class StepTimer:
@@ -72,6 +72,13 @@ def make_step(model: nn.Module, x: torch.Tensor, train: bool) -> Callable[[], No
 def time_interleaved(cases: Dict[str, Tuple[nn.Module, torch.Tensor]], train: bool, steps: int,
                      warmup: int) -> Dict[str, float]:
     """Median seconds per step of each case (model and input on the device to time), taking turns step by step."""
+    return {name: statistics.median(t) for name, t in time_interleaved_samples(cases, train, steps, warmup).items()}
+
+
+def time_interleaved_samples(cases: Dict[str, Tuple[nn.Module, torch.Tensor]], train: bool, steps: int,
+                             warmup: int) -> Dict[str, List[float]]:
+    """Seconds of every step after warm-up of each case, taking turns: the i-th entries of two cases are one round,
+    so per-round ratios pair the cases under the same machine state."""
     step_fns = {name: make_step(model, x, train) for name, (model, x) in cases.items()}
     timers = {name: StepTimer(x.device) for name, (_, x) in cases.items()}
     times = {name: [] for name in cases}
@@ -80,4 +87,4 @@ def time_interleaved(cases: Dict[str, Tuple[nn.Module, torch.Tensor]], train: bo
             seconds = timers[name](step)
             if i >= warmup:
                 times[name].append(seconds)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times

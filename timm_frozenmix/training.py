@@ -90,6 +90,7 @@ class TrainConfig:
     depth_multiplier: int = 9
     spatial_init: Optional[str] = None
     smooth_sigma: Optional[float] = None
+    keep_function: bool = False
     # task
     task: str = 'classification'
     perm_seed: int = 0
@@ -167,7 +168,7 @@ class TrainConfig:
             architecture=self.model, model_kwargs=self.model_kwargs, in_chans=self.in_chans,
             num_classes=self.num_classes, separate=self.separate, learn=self.learn,
             depth_multiplier=self.depth_multiplier, spatial_init=self.spatial_init,
-            smooth_sigma=self.smooth_sigma or 0.0, task=self.task)
+            smooth_sigma=self.smooth_sigma or 0.0, keep_function=self.keep_function, task=self.task)
 
 
 def check_config(config: TrainConfig) -> None:
@@ -219,6 +220,8 @@ def check_config(config: TrainConfig) -> None:
         (config.amp_dtype in (None, 'float16', 'bfloat16'), f'--amp-dtype {config.amp_dtype!r}: float16 or bfloat16'),
         (config.clip_mode in ('norm', 'value', 'agc'), f'--clip-mode {config.clip_mode!r}: norm, value or agc'),
         (config.dist_bn in ('reduce', 'broadcast', ''), f'--dist-bn {config.dist_bn!r}: reduce, broadcast or ""'),
+        (not config.keep_function or config.pretrained,
+         '--keep-function keeps what pretrained weights compute: add --pretrained'),
     ]
     for ok, message in checks:
         if not ok:

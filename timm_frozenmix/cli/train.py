@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--depth-multiplier', type=int, help='for --separate')
     group.add_argument('--spatial-init', choices=SPATIAL_INITS)
     group.add_argument('--smooth-sigma', type=float, help='Gaussian low-pass of spatial filters')
+    group.add_argument('--keep-function', action='store_true',
+                       help='with --pretrained --separate: solve the pointwise weights from the pretrained dense '
+                            'kernels, so the separable model computes what the pretrained one did')
 
     group = parser.add_argument_group('Task')
     group.add_argument('--task', choices=('classification', 'unshuffle'))

@@ -7,6 +7,9 @@ with depth multiplier 9, so the pointwise part has exactly the dense conv's para
 
 ImageNet models have 4 stages (8n+2 layers for 10/18/26, the usual 34 and bottleneck 50); CIFAR models have a
 3x3 stride-1 stem and 3 stages of widths 16/32/64 times `width` (6n+2 layers).
+
+`separable=False` builds the same network with dense convolutions: the baseline a separable model is compared
+with (`sep_resnet20_cifar_full` with `separable=False` is the dense pre-activation ResNet-20).
 """
 from collections import OrderedDict
 from functools import partial
@@ -44,7 +47,8 @@ def create_separable_conv2d(in_chs: int, out_chs: int, kernel_size: int, depth_m
 class SeparableResNetV2(ResNetV2):
     """ Pre-activation ResNet whose k x k convs are separable, with spatial filters per `spatial_init`.
 
-    `stem='cifar'` replaces the 7x7 stride-2 stem and max pool by one 3x3 stride-1 conv.
+    `stem='cifar'` replaces the 7x7 stride-2 stem and max pool by one 3x3 stride-1 conv. `separable=False` keeps
+    timm's dense convs (only with learn='full' and the default spatial options); raises UsageError otherwise.
     """
 
     def __init__(
@@ -58,13 +62,17 @@ class SeparableResNetV2(ResNetV2):
             learn: str = 'full',
             spatial_init: str = 'random',
             smooth_sigma: float = 0.0,
+            separable: bool = True,
             **kwargs,
     ):
-        resolve_learn(learn)
+        learn = resolve_learn(learn)
         check_spatial_options(spatial_init, smooth_sigma)
         if stem not in ('imagenet', 'cifar'):
             raise UsageError(f"unknown stem {stem!r}: choose 'imagenet' or 'cifar'")
-        conv_layer = partial(create_separable_conv2d, depth_multiplier=depth_multiplier)
+        if not separable and (learn != 'full' or spatial_init != 'random' or smooth_sigma):
+            raise UsageError('separable=False builds dense convolutions, which have no spatial or channel part to '
+                             'freeze or initialize: use a _full model with the default spatial_init and smooth_sigma')
+        conv_layer = partial(create_separable_conv2d, depth_multiplier=depth_multiplier) if separable else create_conv2d
         super().__init__(
             layers,
             channels=channels,

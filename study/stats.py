@@ -1,0 +1,98 @@
+""" Intervals and verdict rules of the reproduction report
+
+Every comparison is paired: the two models of one seed share their initialization seed and data order, and two
+timings of one round ran back to back. A 95% t interval over the pairs carries the uncertainty; a verdict reads
+the interval against the claim's bar, never the mean alone, so a difference whose interval contains 0 is never
+a ranking.
+"""
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Sequence
+
+from scipy.stats import t as student_t
+
+HOLDS, PARTLY, FAILS, OPEN = 'holds', 'partly', 'does not hold here', 'not established'
+VERDICTS = (HOLDS, PARTLY, FAILS, OPEN)
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean of n paired differences (or log ratios) and its 95% t interval; low/high are None for n < 2."""
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, unit: str = '', digits: int = 2) -> str:
+        if self.n < 2:
+            return f'{self.mean:+.{digits}f}{unit} (one pair, no interval)'
+        return f'{self.mean:+.{digits}f}{unit} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]'
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean of `values` with its two-sided t interval (Student, n - 1 degrees of freedom)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError('an interval needs at least one value')
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Interval(mean, math.nan, math.nan, 1)
+    half = student_t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
+def paired(a: Dict[str, float], b: Dict[str, float]) -> Interval:
+    """a - b over the seeds both hold (keys are seeds)."""
+    seeds = [s for s in a if s in b]
+    return t_interval([a[s] - b[s] for s in seeds])
+
+
+def ratio(a: List[float], b: List[float]) -> Interval:
+    """a / b as a geometric mean over paired rounds, with its interval (t interval of the log ratios)."""
+    logs = t_interval([math.log(x / y) for x, y in zip(a, b)])
+    return Interval(math.exp(logs.mean), math.exp(logs.low), math.exp(logs.high), logs.n)
+
+
+def exceeds(interval: Interval, bar: float = 0.0) -> str:
+    """Verdict on the claim "the true difference is above `bar`" (bar >= 0, e.g. "Space is far worse").
+
+    holds: the interval lies above the bar; does not hold: it lies below the bar and excludes it (with bar 0:
+    the opposite is shown); partly: a difference is shown (interval above 0) but not one above the bar;
+    not established: the interval contains 0 and reaches the bar, or has no width (one pair).
+    """
+    if interval.n < 2:
+        return OPEN
+    if interval.low > bar:
+        return HOLDS
+    if interval.low > 0:
+        return PARTLY if interval.high < bar else OPEN
+    if interval.high < bar and (bar > 0 or interval.high < 0):
+        return FAILS
+    return OPEN
+
+
+def within(interval: Interval, bar: float) -> str:
+    """Verdict on the claim "the true difference is below `bar`" (e.g. Full - Chans under the "nearly" bar).
+
+    holds: the interval lies below the bar; does not hold: above it; not established: it contains the bar.
+    """
+    if interval.n < 2:
+        return OPEN
+    if interval.high < bar:
+        return HOLDS
+    if interval.low > bar:
+        return FAILS
+    return OPEN
+
+
+def combine(verdicts: Iterable[str]) -> str:
+    """One verdict over several configurations: the common verdict when they agree; partly when some hold (or
+    partly) and others not; does not hold when none holds and some fail; not established otherwise."""
+    verdicts = list(verdicts)
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    if HOLDS in verdicts or PARTLY in verdicts:
+        return PARTLY
+    return FAILS if FAILS in verdicts else OPEN
