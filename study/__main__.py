@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+
 from timm.utils import setup_default_logging
 
 from timm_frozenmix import robust
@@ -21,7 +23,7 @@ from timm_frozenmix.errors import UsageError, exit_on_usage_error
 from timm_frozenmix.outputs import check_output_folder
 from timm_frozenmix.reporting import write_json
 
-from .report import RESULTS, write_report
+from .report import RESULTS, part_times, update_readme, write_report
 from .run import FULL, PARTS, QUICK, UNSHUFFLE_GRID, run_part
 
 
@@ -65,6 +67,8 @@ def main(argv=None) -> None:
             if not path.is_file():
                 raise UsageError(f'{path} not found: run the study first, or pass --report-dir')
             results = json.loads(path.read_text())
+            if 'parts' not in results:
+                raise UsageError(f'{path} was written by an older study: rerun the study (python -m study)')
         else:
             check_output_folder(output)
             recipe = QUICK if args.quick else FULL
@@ -79,7 +83,9 @@ def main(argv=None) -> None:
             if (output / UNSHUFFLE_GRID).is_file():
                 drawn = {UNSHUFFLE_GRID: output / UNSHUFFLE_GRID}
         files = write_report(results, report_dir, drawn)
-    total = sum(part['wall_time_s'] for part in results['parts'].values())
+        if report_dir == REPO / 'docs':  # the repository's own report: README's summary follows it
+            update_readme(REPO / 'README.md', results)
+    total = sum(part_times(results).values())
     print(f'Report written to {files[0]} ({len(results["parts"])} of {len(PARTS)} parts, {total / 60:.1f} min), '
           f'with {", ".join(f.name for f in files[1:])}')
 

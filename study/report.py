@@ -6,6 +6,7 @@ Each claim is judged by the rules of `study.stats` on paired 95% intervals; a cl
 is listed as such.
 """
 import json
+import math
 import os
 import shutil
 import statistics
@@ -15,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from timm_frozenmix.errors import UsageError
 from timm_frozenmix.outputs import staging_folder
+from scipy.stats import t as student_t
 from timm_frozenmix.reporting import markdown_table, new_figure, save_figure
 
 from .stats import FAILS, HOLDS, OPEN, PARTLY, Interval, combine, exceeds, paired, ratio, t_interval, within
@@ -41,6 +43,30 @@ class Claim:
     needs: Tuple[str, ...]  # the parts it is judged on
     compare: Callable[[dict], List[Comparison]]
     bar: str  # the rule, in words
+    verdict: Callable[[List[Comparison]], str] = None  # from the comparisons; default: combine over them
+
+    def judge(self, comparisons: List[Comparison]) -> str:
+        return (self.verdict or (lambda cs: combine(c.verdict for c in cs)))(comparisons)
+
+
+def all_required(comparisons: List[Comparison]) -> str:
+    """Every comparison is a necessary part of the claim: it holds only if all hold, fails if any fails."""
+    verdicts = [c.verdict for c in comparisons]
+    if FAILS in verdicts:
+        return FAILS
+    return HOLDS if all(v == HOLDS for v in verdicts) else OPEN
+
+
+def smoothing_verdict(comparisons: List[Comparison]) -> str:
+    """Per family, weak and strong gains and the clean cost are all required; then combined over families."""
+    families = dict.fromkeys(c.config.split(', ')[0] for c in comparisons)
+    return combine(all_required([c for c in comparisons if c.config.split(', ')[0] == f]) for f in families)
+
+
+def unshuffle_verdict(comparisons: List[Comparison]) -> str:
+    """Chans beating the trivial reconstructions is a precondition; then Full - Chans decides."""
+    near, learned = comparisons
+    return near.verdict if learned.verdict == HOLDS else FAILS if learned.verdict == FAILS else OPEN
 
 
 def _parts(results: dict) -> dict:
@@ -130,8 +156,8 @@ def compare_robust(results: dict) -> List[Comparison]:
             for attack in ('FGSM', 'PGD-2'):
                 iv = paired(_attack_accuracy(family, chans, 'weak', attack, i),
                             _attack_accuracy(family, full, 'weak', attack, i))
-                out.append(Comparison(f'{name}{", FGSM-trained" if "FGSM" in chans else ""}',
-                                      f'Chans - Full, {attack} accuracy at {eps}', iv, ' points', exceeds(iv)))
+                out.append(Comparison(f'{name}{", FGSM-trained" if "FGSM" in chans else ""}, {attack}',
+                                      f'Chans - Full, accuracy at {eps}', iv, ' points', exceeds(iv)))
     return out
 
 
@@ -142,14 +168,15 @@ def compare_smoothing(results: dict) -> List[Comparison]:
     out = []
     for name, family in robustness['families'].items():
         first = next(iter(family['seeds'].values()))
-        i, eps = _largest(first), first['weak']['eps_labels'][-1]
         for evaluation, attack in (('weak', 'FGSM'), ('weak', 'PGD-2'), ('strong', 'PGD-10')):
-            iv = paired(_attack_accuracy(family, smoothed, evaluation, attack, _largest(first, evaluation)),
-                        _attack_accuracy(family, 'chans', evaluation, attack, _largest(first, evaluation)))
-            out.append(Comparison(name, f'smoothed - Chans, {attack} accuracy at {eps}', iv, ' points', exceeds(iv)))
-        iv = paired(_attack_accuracy(family, 'chans', 'weak', 'clean', i),
-                    _attack_accuracy(family, smoothed, 'weak', 'clean', i))
-        out.append(Comparison(name, 'Chans - smoothed, clean accuracy', iv, ' points', within(iv, margin)))
+            i, eps = _largest(first, evaluation), first[evaluation]['eps_labels'][-1]
+            iv = paired(_attack_accuracy(family, smoothed, evaluation, attack, i),
+                        _attack_accuracy(family, 'chans', evaluation, attack, i))
+            out.append(Comparison(f'{name}, {attack}', f'smoothed - Chans, accuracy at {eps}', iv, ' points',
+                                  exceeds(iv)))
+        iv = paired(_attack_accuracy(family, 'chans', 'weak', 'clean', 0),
+                    _attack_accuracy(family, smoothed, 'weak', 'clean', 0))
+        out.append(Comparison(f'{name}, clean', 'Chans - smoothed, clean accuracy', iv, ' points', within(iv, margin)))
     return out
 
 
@@ -159,10 +186,8 @@ def compare_unshuffle(results: dict) -> List[Comparison]:
     trivial = {s: max(b.values()) for s, b in unshuffle['baselines'].items()}
     near = paired(rows['full']['test'], rows['chans']['test'])
     learned = paired(rows['chans']['test'], trivial)
-    return [Comparison('un-shuffling', 'Full - Chans, test PSNR', near, ' dB',
-                       within(near, _recipe(results)['psnr_margin'])),
-            Comparison('un-shuffling', 'Chans - best trivial reconstruction, test PSNR', learned, ' dB',
-                       exceeds(learned))]
+    return [Comparison('Full - Chans', 'test PSNR', near, ' dB', within(near, _recipe(results)['psnr_margin'])),
+            Comparison('Chans - best trivial reconstruction', 'test PSNR', learned, ' dB', exceeds(learned))]
 
 
 def _faster(iv: Interval) -> str:
@@ -192,8 +217,9 @@ def _coverage_row(results: dict) -> Dict[str, dict]:
 
 
 def compare_coverage(results: dict) -> List[Comparison]:
-    """A bank covering at least as much of the plane as random filters should not be much worse than them: each
-    such bank with a lower accuracy (interval above 0) is a counterexample to coverage explaining accuracy."""
+    """A bank covering at least as much of the plane as random filters should not be worse than them: each such
+    bank with a lower accuracy (interval above 0) is a counterexample to coverage explaining accuracy; a bank
+    covering less should be worse."""
     rows = _coverage_row(results)
     random = rows['random']
     out = []
@@ -201,7 +227,9 @@ def compare_coverage(results: dict) -> List[Comparison]:
         if init == 'random':
             continue
         iv = paired(random['test'], row['test'])
-        if row['coverage'] >= random['coverage']:
+        if iv.n < 2:
+            verdict = OPEN
+        elif row['coverage'] >= random['coverage']:
             verdict = FAILS if iv.low > 0 else OPEN if iv.high > 0 else HOLDS
         else:  # less coverage: the claim expects lower accuracy
             verdict = HOLDS if iv.low > 0 else FAILS if iv.high < 0 else OPEN
@@ -224,9 +252,11 @@ CLAIMS = [
           ('robustness',), compare_robust, 'holds when Chans - Full at the largest eps lies above 0'),
     Claim('smoothing', 'Smoothing the frozen filters raises robustness without hurting clean accuracy',
           ('robustness',), compare_smoothing,
-          'weak (FGSM, PGD-2) and strong (PGD-10) gains must lie above 0, and the clean cost below the margin'),
+          'per model family, weak (FGSM, PGD-2) and strong (PGD-10) gains must all lie above 0 and the clean cost '
+          'below the margin', smoothing_verdict),
     Claim('unshuffle', 'Chans ConvMixers un-shuffle pixels nearly as well as Full ones', ('unshuffle',),
-          compare_unshuffle, 'Full - Chans PSNR below the dB margin, and Chans above the best trivial reconstruction'),
+          compare_unshuffle, 'Full - Chans PSNR below the dB margin, once Chans lies above the best trivial '
+                             'reconstruction', unshuffle_verdict),
     Claim('cost', 'Chans trains faster per step than Full', ('cost',), compare_cost,
           'holds when the interval of the step-time ratio lies below 1x, fails when above'),
     Claim('coverage', 'Spectral coverage accounts for the quality of the frozen filters (Sec. 3.1)', ('filters',),
@@ -243,7 +273,7 @@ def judge(results: dict) -> List[Tuple[Claim, Optional[str], List[Comparison]]]:
             out.append((claim, None, []))
             continue
         comparisons = claim.compare(results)
-        out.append((claim, combine(c.verdict for c in comparisons), comparisons))
+        out.append((claim, claim.judge(comparisons), comparisons))
     return out
 
 
@@ -254,7 +284,7 @@ def readme_summary(results: dict) -> str:
     lines = []
     judged = judge(results)
     for verdict in (HOLDS, PARTLY, FAILS, OPEN):
-        claims = [f'{claim.text.lower()[0]}{claim.text[1:]} ({"; ".join(_short(c) for c in comparisons)})'
+        claims = [f'{claim.text} ({"; ".join(_short(c) for c in comparisons)})'
                   for claim, v, comparisons in judged if v == verdict]
         if claims:
             lines.append(f'- **{verdict[0].upper()}{verdict[1:]}:** ' + '; '.join(claims) + '.')
@@ -262,6 +292,20 @@ def readme_summary(results: dict) -> str:
     if missing:
         lines.append(f'- **Not yet measured:** {"; ".join(missing)}.')
     return '\n'.join(lines)
+
+
+SUMMARY_START, SUMMARY_END = '<!-- study summary -->', '<!-- end of study summary -->'
+
+
+def update_readme(readme: Path, results: dict) -> bool:
+    """Replace the summary between README's study markers by `readme_summary`; False if it has no markers."""
+    text = readme.read_text()
+    if SUMMARY_START not in text or SUMMARY_END not in text:
+        return False
+    head, rest = text.split(SUMMARY_START, 1)
+    tail = rest.split(SUMMARY_END, 1)[1]
+    readme.write_text(f'{head}{SUMMARY_START}\n{readme_summary(results)}\n{SUMMARY_END}{tail}')
+    return True
 
 
 def _short(c: Comparison) -> str:
@@ -287,7 +331,7 @@ def _mode_table(configs: List[Tuple[str, Dict[str, dict]]], unit_test: str = 'te
 
 
 def _comparison_table(comparisons: List[Comparison]) -> str:
-    return markdown_table(['configuration', 'paired difference', 'mean [95% interval]', 'verdict'],
+    return markdown_table(['configuration', 'paired comparison', 'mean [95% interval]', 'verdict'],
                           [[c.config, c.measure, c.interval.text(c.unit), c.verdict] for c in comparisons])
 
 
@@ -307,7 +351,8 @@ def plot_accuracy(results: dict, path: Path) -> None:
         ax.bar(xs, ys, width=0.2, yerr=errs, capsize=3, label=MODE_NAMES[mode])
     ax.set_xticks(range(len(configs)), [c for c, _ in configs], rotation=15, fontsize=8)
     low = min(min(r['test'].values()) for _, rows in configs for r in rows.values())
-    ax.set_ylim(max(0, low - 5), 100)
+    high = max(max(r['test'].values()) for _, rows in configs for r in rows.values())
+    ax.set_ylim(max(0, low - 5), min(100, high + 4))
     ax.set_ylabel('test top-1 (%), mean and 95% interval')
     ax.legend(fontsize=8)
     save_figure(fig, path)
@@ -388,20 +433,22 @@ def render(results: dict) -> str:
         return '# Reproducing "Rethinking the Role of Spatial Mixing" on Fashion-MNIST\n\nNo part has run yet.\n'
     recipe, machine = _recipe(results), next(iter(parts.values()))['machine']
     judged = judge(results)
-    total = sum(p['wall_time_s'] for p in parts.values())
+    times = part_times(results)
     out = ['# Reproducing "Rethinking the Role of Spatial Mixing" on Fashion-MNIST', '']
     if results['quick']:
         out += ['> **This is a `--quick` run**: tiny models on the embedded sample, to check that the study works. '
                 'Its verdicts are not evidence either way.', '']
+    device = f'GPU {machine["gpu"]}' if machine.get('gpu') else 'no GPU'
     out += [
         'Generated by `python -m study' + (' --quick' if results['quick'] else '') + f'` from `{RESULTS}` (beside '
         'this file), which holds every number below, per seed. Training runs use `train.py`\'s code and attacks '
         '`eval_robust.py`\'s, as a user would run them.', '',
-        f'- Machine: {machine["processor"]}, {machine["cpus"]} CPUs ({machine["threads"]} torch threads), no GPU; '
+        f'- Machine: {machine["processor"]}, {machine["cpus"]} CPUs ({machine["threads"]} torch threads), {device}; '
         f'{machine["platform"]}; Python {machine["python"]}, torch {machine["torch"]}, timm {machine["timm"]}.',
-        f'- Time: {total / 60:.1f} min for the {len(parts)} parts run so far ('
-        + ', '.join(f'{name} {parts[name]["wall_time_s"] / 60:.1f}' for name in PART_ORDER if name in parts)
-        + ' min; a part counts the runs it trained, not those it reused).',
+        f'- Time: {sum(times.values()) / 60:.1f} min for the {len(parts)} of {len(PART_ORDER)} parts run so far ('
+        + ', '.join(f'{name} {times[name] / 60:.1f}' for name in PART_ORDER if name in times)
+        + ' min). A part counts the training time each of its runs took when it was trained (a run shared by '
+        'two parts counts in the first), plus its own evaluation.',
         f'- Seeds {", ".join(map(str, recipe["seeds"]))} for every configuration. One seed fixes the model '
         'initialization and the data order, so the models of one seed are paired; attacks use one fixed subset of '
         'test images for all models.', '',
@@ -411,7 +458,9 @@ def render(results: dict) -> str:
         f'({recipe["psnr_margin"]:g} dB of PSNR), and "far worse" means more than {recipe["margin"]:g} points '
         'worse; both margins, the smoothing sigma and the attacks were fixed before any run. A difference whose '
         'interval contains 0 is never a ranking: such a claim is "not established". Over several configurations, '
-        'the verdict is "partly" when some hold and others do not.', '',
+        'the verdict is "partly" when some hold and others do not. Each interval is a 95% interval on its own, '
+        'not corrected for the several comparisons behind one claim: with eight comparisons, one of them may '
+        'exclude 0 by chance.', '',
         markdown_table(['claim (paper)', 'verdict here', 'rule', 'intervals'],
                        [[claim.text, f'**{verdict}**' if verdict else 'not run yet', claim.bar,
                          '; '.join(_short(c) for c in comparisons)] for claim, verdict, comparisons in judged]), '',
@@ -434,9 +483,8 @@ def _setting(results: dict, recipe: dict) -> List[str]:
         f'- Data: {recipe["dataset"]} (28x28 grayscale). Each model trains on `{recipe["train_split"]}` for '
         f'{recipe["epochs"]} epochs and keeps the epoch with the best accuracy on `{recipe["val_split"]}`, held out '
         'from the training images; the test set is read once per model, at the end. The paper uses CIFAR-10/100 '
-        'and ImageNet and trains to convergence; these budgets keep the study within 150 minutes on two CPU '
-        'cores, so absolute accuracies sit below converged ones, and a gap that closes only with long training '
-        'stays open here.',
+        'and ImageNet and trains to convergence; these budgets fit a small CPU, so absolute accuracies sit below '
+        'converged ones, and a gap that closes only with long training stays open here.',
         f'- Training flags shared by every run: `train.py {" ".join(any_part["train_flags"])}`.',
         f'- ConvMixer: width {recipe["convmixer_dim"]}, depth {recipe["convmixer_depth"]}, kernel '
         f'{recipe["convmixer_kernel"]}, patch 2 (paper CIFAR: width 128-256, kernel 8, patch 1).',
@@ -454,6 +502,20 @@ def _setting(results: dict, recipe: dict) -> List[str]:
         '- Timing on this CPU, the paper\'s naive layer (depthwise conv, then pointwise conv) and this package\'s '
         '(a fused dense weight where it is cheaper); the paper times GPUs.',
     ]
+
+
+def part_times(results: dict) -> Dict[str, float]:
+    """Seconds per part: the training time of the runs it uses that no earlier part used, plus the time it spent
+    on anything but training when it ran."""
+    times, counted = {}, set()
+    for name in PART_ORDER:
+        part = results['parts'].get(name)
+        if part is None:
+            continue
+        runs = [run for run in part['runs'] if run not in counted]
+        counted.update(runs)
+        times[name] = sum(part['runs'][run]['wall_time_s'] for run in runs) + part['wall_time_s'] - part['training_s']
+    return times
 
 
 def _verdict_block(verdicts: dict, *keys: str) -> List[str]:
@@ -569,14 +631,16 @@ def _section_cost(results: dict, verdicts: dict) -> List[str]:
 
 
 def _scope(results: dict) -> List[str]:
+    seeds = len(_recipe(results)['seeds'])
+    factor = student_t.ppf(0.975, seeds - 1) if seeds > 1 else math.inf
     return ['## What this does and does not show', '',
             'It shows, for small models trained briefly on Fashion-MNIST with a few seeds, which of the paper\'s '
             'differences are larger than the seed-to-seed noise of this setting, and which are not. It does not show '
             'what happens at convergence, at ImageNet scale or on a GPU: a claim that is "not established" here may '
-            'hold with more seeds or longer training, and one that fails here may hold in the paper\'s setting. '
-            'Three seeds give wide t intervals (the t factor is 4.3), so only large effects are established. The '
-            'robustness numbers use one fixed subset of test images and attacks of a fixed budget; AutoAttack runs '
-            'on one seed only, as a check for gradient masking, not as a verdict.', '']
+            f'hold with more seeds or longer training, and one that fails here may hold in the paper\'s setting. '
+            f'{seeds} seeds give wide t intervals (the t factor is {factor:.1f}), so only large effects are '
+            'established. The robustness numbers use one fixed subset of test images and attacks of a fixed budget; '
+            'AutoAttack runs on one seed only, as a check for gradient masking, not as a verdict.', '']
 
 
 def write_report(results: dict, folder: Path, drawn: Optional[Dict[str, Path]] = None) -> List[Path]:

@@ -85,16 +85,16 @@ class Recipe:
 
 FULL = Recipe(
     dataset=FASHION_MNIST, train_split='train[:10000]', val_split='train[55000:]', epochs=3, seeds=(0, 1, 2),
-    convmixer_dim=64, convmixer_depth=2, convmixer_kernel=5, resnet_base=16, resnet_depths=(1, 2),
-    base_widths=(8, 16, 32), filter_depth=2, sigma=1.0, unshuffle_size=14, unshuffle_dim=32, unshuffle_depth=4,
-    unshuffle_kernel=9, robust_samples=1000, autoattack_samples=64, eps='0,2/255,4/255,8/255', strong_eps='8/255',
-    timing_steps=15, spectral_size=128, margin=2.0, psnr_margin=1.0)
+    convmixer_dim=64, convmixer_depth=2, convmixer_kernel=5, resnet_base=16, resnet_depths=(1,),
+    base_widths=(8, 16, 24), filter_depth=2, sigma=1.0, unshuffle_size=14, unshuffle_dim=32, unshuffle_depth=4,
+    unshuffle_kernel=9, robust_samples=500, autoattack_samples=32, eps='0,2/255,4/255,8/255', strong_eps='8/255',
+    timing_steps=10, spectral_size=128, margin=2.0, psnr_margin=1.0)
 QUICK = Recipe(
-    dataset=SAMPLE, train_split='train[:1000]', val_split='train[5500:]', epochs=3, seeds=(0, 1),
+    dataset=SAMPLE, train_split='train[:512]', val_split='train[5744:]', epochs=3, seeds=(0, 1),
     convmixer_dim=16, convmixer_depth=1, convmixer_kernel=5, resnet_base=4, resnet_depths=(1,),
     base_widths=(2, 4), filter_depth=1, sigma=1.0, unshuffle_size=14, unshuffle_dim=8, unshuffle_depth=4,
-    unshuffle_kernel=9, robust_samples=100, autoattack_samples=4, eps='0,8/255', strong_eps='8/255',
-    timing_steps=3, spectral_size=64, margin=2.0, psnr_margin=1.0)
+    unshuffle_kernel=9, robust_samples=64, autoattack_samples=2, eps='0,8/255', strong_eps='8/255',
+    timing_steps=2, spectral_size=64, margin=2.0, psnr_margin=1.0)
 
 # shared by every run: one epoch-based cosine schedule stepped per update, no augmentation (few epochs),
 # channels-last (3x faster depthwise weight gradients on the CPU), no loader workers (they compete for 2 cores)
@@ -146,6 +146,7 @@ class Study:
         self.recipe, self.output, self.workers = recipe, output, workers
         self.runs: Dict[str, dict] = {}
         self.reused: List[str] = []
+        self.trained: List[str] = []
 
     def settings(self, job: Job) -> dict:
         """The TrainConfig fields of one run of this study (JSON, so a finished run can be recognised)."""
@@ -169,10 +170,11 @@ class Study:
         return {job.name: self.train(job) for job in jobs}
 
     def finished(self, job: Job) -> Optional[dict]:
+        """The record of a finished run with these settings (loader workers aside: they change no number)."""
         record = self.output / 'runs' / job.name / 'study_run.json'
         if record.exists():
             cached = json.loads(record.read_text())
-            if cached.get('settings') == self.settings(job):
+            if same_settings(cached.get('settings', {}), self.settings(job)):
                 return cached
         return None
 
@@ -180,7 +182,7 @@ class Study:
         """One training run, then its test metric from the checkpoint validation chose; reused if finished."""
         settings = self.settings(job)
         if job.name in self.runs:  # shared by several experiments of this study
-            if self.runs[job.name]['settings'] != settings:
+            if not same_settings(self.runs[job.name]['settings'], settings):
                 raise UsageError(f'run {job.name} is already part of the study with other arguments: rename one')
             return self.runs[job.name]
         cached = self.finished(job)
@@ -189,12 +191,13 @@ class Study:
             self.reused.append(job.name)
             return cached
         folder = self.output / 'runs' / job.name
+        config = training.TrainConfig(**settings, output=str(folder.parent), experiment=job.name)
+        training.check_config(config)  # a bad setting must not cost the folder below
         if folder.exists():  # a run of this study that did not finish, or of another recipe
             if not any((folder / name).is_file() for name in ('study_run.json', 'args.yaml')):
                 raise UsageError(f'{folder} exists but is no training run of this study: move it out of the way')
             shutil.rmtree(folder)
         _logger.info(f'Run {job.name}: {settings}')
-        config = training.TrainConfig(**settings, output=str(folder.parent), experiment=job.name)
         start = time.perf_counter()
         run = training.setup(config)
         training.train(run)
@@ -207,6 +210,7 @@ class Study:
             params=sum(p.numel() for p in run.model.parameters()), wall_time_s=time.perf_counter() - start)
         write_json(folder / 'study_run.json', result)
         self.runs[job.name] = result
+        self.trained.append(job.name)
         return result
 
     def test_metric(self, run: training.TrainingRun) -> float:
@@ -405,6 +409,13 @@ class Study:
                     params=by_seed[self.recipe.seeds[0]]['params'])
 
 
+def same_settings(a: dict, b: dict) -> bool:
+    """Two runs' settings agree on everything but the loader workers (JSON round trip: tuples are lists)."""
+    def key(settings):
+        return json.loads(json.dumps({k: v for k, v in settings.items() if k != 'workers'}))
+    return key(a) == key(b)
+
+
 def resnet_name(n: int, base: int, mode: str) -> str:
     return f'resnet-n{n}-b{base}-{mode}'
 
@@ -418,7 +429,8 @@ def validation_curve(folder: Path, config: training.TrainConfig) -> List[float]:
 def machine() -> dict:
     return dict(platform=platform.platform(), processor=platform.machine(), cpus=os.cpu_count(),
                 threads=torch.get_num_threads(), python=platform.python_version(), torch=torch.__version__,
-                timm=timm.__version__)
+                timm=timm.__version__, device=training.TrainConfig().device,
+                gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
 
 PARTS: Dict[str, Callable[[Study], dict]] = {
@@ -427,7 +439,8 @@ PARTS: Dict[str, Callable[[Study], dict]] = {
 
 
 def run_part(part: str, recipe: Recipe, output: Path, workers: int) -> dict:
-    """One part's numbers, with its recipe, machine and time (reused runs' training time counted)."""
+    """One part's numbers, with its recipe, machine and times: `wall_time_s` of this invocation, of which
+    `training_s` trained the runs in `trained_runs`; every run records its own training time."""
     study = Study(recipe, output, workers)
     started = datetime.now(timezone.utc)
     start = time.perf_counter()
@@ -435,4 +448,5 @@ def run_part(part: str, recipe: Recipe, output: Path, workers: int) -> dict:
     elapsed = time.perf_counter() - start
     return dict(numbers, recipe=asdict(recipe), train_flags=as_flags(TRAIN_SETTINGS), machine=machine(),
                 started=started.isoformat(timespec='seconds'), wall_time_s=elapsed,
-                reused_runs=study.reused, runs=study.runs)
+                reused_runs=study.reused, trained_runs=study.trained,
+                training_s=sum(study.runs[name]['wall_time_s'] for name in study.trained), runs=study.runs)

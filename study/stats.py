@@ -26,9 +26,11 @@ class Interval:
     n: int
 
     def text(self, unit: str = '', digits: int = 2) -> str:
+        """'+1.23 points [-0.40, +2.86]'; ratios (unit 'x') without signs."""
+        sign = '' if unit == 'x' else '+'
         if self.n < 2:
-            return f'{self.mean:+.{digits}f}{unit} (one pair, no interval)'
-        return f'{self.mean:+.{digits}f}{unit} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]'
+            return f'{self.mean:{sign}.{digits}f}{unit} (one pair, no interval)'
+        return f'{self.mean:{sign}.{digits}f}{unit} [{self.low:{sign}.{digits}f}, {self.high:{sign}.{digits}f}]'
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
@@ -58,9 +60,9 @@ def ratio(a: List[float], b: List[float]) -> Interval:
 def exceeds(interval: Interval, bar: float = 0.0) -> str:
     """Verdict on the claim "the true difference is above `bar`" (bar >= 0, e.g. "Space is far worse").
 
-    holds: the interval lies above the bar; does not hold: it lies below the bar and excludes it (with bar 0:
-    the opposite is shown); partly: a difference is shown (interval above 0) but not one above the bar;
-    not established: the interval contains 0 and reaches the bar, or has no width (one pair).
+    holds: the interval lies above the bar; partly: it lies above 0 but below the bar (a difference, smaller
+    than claimed); does not hold: it lies below the bar and reaches 0 or below (with bar 0: it lies below 0,
+    the opposite is shown); not established: it contains the bar (or 0, for bar 0), or has no width (one pair).
     """
     if interval.n < 2:
         return OPEN

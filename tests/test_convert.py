@@ -256,3 +256,23 @@ def test_keep_function_needs_a_dense_kernel_of_the_layers_shape():
     sep = SeparableConv2d(8, 16, 3)
     with pytest.raises(ValueError, match='does not fit this layer'):
         sep.factorize_(torch.randn(16, 8, 5, 5))
+
+
+@pytest.mark.parametrize('model, kwargs, match', [
+    (lambda: timm.create_model('resnetv2_50x1_bit', num_classes=10), {}, 'StdConv2d transforms its weight'),
+    (lambda: torchvision.models.resnet18(num_classes=10), dict(smooth_sigma=1.0), 'leave spatial_init and smooth'),
+])
+def test_keep_function_refuses_what_it_could_not_keep(model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        separate(model(), keep_function=True, **kwargs)
+
+
+def test_factorize_without_a_dense_bias_zeroes_the_pointwise_bias():
+    from timm_frozenmix.filters import condition_random_banks_
+    conv = nn.Conv2d(4, 8, 3, padding=1, bias=False)
+    sep = SeparableConv2d(4, 8, 3, padding=1, bias=True)
+    condition_random_banks_(sep.depthwise)
+    sep.factorize_(conv.weight)
+    assert torch.equal(sep.pointwise.bias, torch.zeros(8))
+    x = torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(sep(x), conv(x), atol=1e-5, rtol=1e-4)

@@ -13,6 +13,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from timm.layers import Conv2dSame
 from timm.models.convmixer import ConvMixer
 
 from .errors import UsageError
@@ -121,6 +122,8 @@ def separate(
         raise UsageError(
             f'{type(model).__name__} has no dense convolution with a kernel larger than 1x1 to separate; '
             f'for a natively separable model use freeze(model, learn=...)')
+    if keep_function:
+        check_keeps_function(model, to_convert, spatial_init, smooth_sigma)
     init_depthwise_(model, spatial_init, smooth_sigma)
     residuals = {}
     for name in to_convert:
@@ -137,6 +140,21 @@ def separate(
     if keep_function:
         report_residuals(residuals)
     return freeze(model, learn)
+
+
+def check_keeps_function(model: nn.Module, names, spatial_init: str, smooth_sigma: float) -> None:
+    """UsageError where keep_function could not keep the function: re-initialized or smoothed depthwise filters
+    (they belong to the pretrained function too), or a conv whose forward changes its weight (timm's StdConv2d
+    standardizes it), so the stored kernel is not the one applied."""
+    if spatial_init != 'random' or smooth_sigma:
+        raise UsageError('keep_function keeps a pretrained model\'s function: leave spatial_init and smooth_sigma at '
+                         'their defaults (random, 0), which keep its existing depthwise filters')
+    plain = (nn.Conv2d.forward, Conv2dSame.forward)
+    custom = [name for name in names if type(model.get_submodule(name)).forward not in plain]
+    if custom:
+        raise UsageError(f'keep_function cannot factorize {", ".join(custom)}: '
+                         f'{type(model.get_submodule(custom[0])).__name__} transforms its weight in forward, so the '
+                         f'stored kernel is not the one it applies')
 
 
 def report_residuals(residuals: Dict[str, float]) -> None:

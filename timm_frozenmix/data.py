@@ -190,7 +190,7 @@ def create_eval_loader(dataset, data_config: dict, batch_size: int, workers: int
         persistent_workers=persistent_workers and workers > 0)
 
 
-_SLICED_SPLIT = re.compile(r'^(\w+)(?:\[(-?\d*):(-?\d*)\])?$')
+_SLICED_SPLIT = re.compile(r'^(\w+)(?:\[(-?\d+)?:(-?\d+)?\])?$')
 
 
 def parse_split(split: str) -> Tuple[str, slice]:

@@ -240,12 +240,14 @@ class SeparableConv2d(nn.Module):
         if tuple(weight.shape) != (out_c, in_c // g, kh, kw):
             raise UsageError(f'a dense kernel of shape {tuple(weight.shape)} does not fit this layer, which '
                              f'composes ({out_c}, {in_c // g}, {kh}, {kw})')
+        if (bias is None) != (self.pointwise.bias is None) and bias is not None:
+            raise UsageError('the dense conv has a bias but this layer has none: build it with bias=True')
         dense = weight.detach().to(torch.float64).reshape(g, out_c // g, in_c // g, kh * kw)
         bank = self.depthwise.weight.detach().to(torch.float64).reshape(g, in_c // g, d, kh * kw)
         p = torch.einsum('gock,gckd->gocd', dense, torch.linalg.pinv(bank))
         self.pointwise.weight.copy_(p.reshape(self.pointwise.weight.shape))
-        if bias is not None:
-            self.pointwise.bias.copy_(bias)
+        if self.pointwise.bias is not None:  # no dense bias: the function has none either
+            self.pointwise.bias.copy_(bias if bias is not None else torch.zeros_like(self.pointwise.bias))
         fit = self.dense_weight().to(torch.float64).reshape(dense.shape)
         return ((fit - dense).norm() / dense.norm().clamp_min(torch.finfo(torch.float64).tiny)).item()
 

@@ -78,13 +78,15 @@ def time_interleaved(cases: Dict[str, Tuple[nn.Module, torch.Tensor]], train: bo
 def time_interleaved_samples(cases: Dict[str, Tuple[nn.Module, torch.Tensor]], train: bool, steps: int,
                              warmup: int) -> Dict[str, List[float]]:
     """Seconds of every step after warm-up of each case, taking turns: the i-th entries of two cases are one round,
-    so per-round ratios pair the cases under the same machine state."""
+    so per-round ratios pair the cases under the same machine state. Each round starts with the next case, so
+    no case always runs first (or right after the same neighbour)."""
     step_fns = {name: make_step(model, x, train) for name, (model, x) in cases.items()}
     timers = {name: StepTimer(x.device) for name, (_, x) in cases.items()}
     times = {name: [] for name in cases}
+    names = list(step_fns)
     for i in range(warmup + steps):
-        for name, step in step_fns.items():
-            seconds = timers[name](step)
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            seconds = timers[name](step_fns[name])
             if i >= warmup:
                 times[name].append(seconds)
     return times
