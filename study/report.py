@@ -260,8 +260,8 @@ CLAIMS = [
     Claim('cost', 'Chans trains faster per step than Full', ('cost',), compare_cost,
           'holds when the interval of the step-time ratio lies below 1x, fails when above'),
     Claim('coverage', 'Spectral coverage accounts for the quality of the frozen filters (Sec. 3.1)', ('filters',),
-          compare_coverage, 'a bank covering at least as much as random filters must not be worse; one that covers '
-                            'less must be worse'),
+          compare_coverage, 'a bank covering at least as much as random filters must not be worse, and one that '
+                            'covers less must be worse: one counterexample refutes it', all_required),
 ]
 
 
@@ -387,10 +387,10 @@ def plot_robustness(results: dict, path: Path) -> None:
     fig, axes = new_figure(1, len(families), figsize=(6.5 * len(families), 4.5))
     for ax, (name, family) in zip(axes[0], families.items()):
         first = next(iter(family['seeds'].values()))['weak']
-        for label in first['models']:
-            for attack, style in (('FGSM', '-'), ('PGD-2', '--')):
+        for j, label in enumerate(first['models']):
+            for attack, style in (('FGSM', '-'), ('PGD-2', '--')):  # colour: model; line style: attack
                 means = [_mean(_attack_accuracy(family, label, 'weak', attack, i)) for i in range(len(first['eps']))]
-                ax.plot(first['eps_labels'], means, style, marker='o', label=f'{label}, {attack}')
+                ax.plot(first['eps_labels'], means, style, color=f'C{j}', marker='o', label=f'{label}, {attack}')
         ax.set_title(f'{name}: mean over {len(family["seeds"])} seeds', fontsize=9)
         ax.set_xlabel('eps (pixel units)')
         ax.set_ylabel('top-1 (%)')
