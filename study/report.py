@@ -633,7 +633,14 @@ def _section_cost(results: dict, verdicts: dict) -> List[str]:
 def _scope(results: dict) -> List[str]:
     seeds = len(_recipe(results)['seeds'])
     factor = student_t.ppf(0.975, seeds - 1) if seeds > 1 else math.inf
+    runs = {name: run for part in _parts(results).values() for name, run in part['runs'].items()}
+    last = sum(run['best_epoch'] == len(run['val_curve']) - 1 for run in runs.values())
     return ['## What this does and does not show', '',
+            f'Validation chose the last epoch for {last} of the {len(runs)} runs: '
+            + ('every model was' if last == len(runs) else 'most models were' if 2 * last > len(runs) else 'some were')
+            + ' still improving when its budget ended, so the accuracies here are those of short training, not of '
+              'converged models.',
+            '',
             'It shows, for small models trained briefly on Fashion-MNIST with a few seeds, which of the paper\'s '
             'differences are larger than the seed-to-seed noise of this setting, and which are not. It does not show '
             'what happens at convergence, at ImageNet scale or on a GPU: a claim that is "not established" here may '
