@@ -60,7 +60,9 @@ def ratio_row(name: str, ours_s: float, base_s: float, ours_mib: float, base_mib
 
 
 def machine() -> str:
-    return f'{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}'
+    """The machine the numbers come from, as README names it."""
+    return (f'a {os.cpu_count()}-core {platform.machine()} CPU ({torch.get_num_threads()} threads), '
+            f'torch {torch.__version__}')
 
 
 def table(rows) -> str:

@@ -5,7 +5,9 @@ fresh process): batch size at a fixed resolution, and resolution at a fixed batc
 The separable ResNet is `sep_resnet20_cifar_chans` against the dense ResNet-20 of the same layout; the ConvMixer
 is `convmixer_128_8_p1_chans` against timm's ConvMixer of the same size.
 
-    python -m benchmarks.growth            # prints the table, writes benchmarks/growth.json and growth.png
+    python -m benchmarks.growth            # prints the table, writes output/benchmarks/growth.json and growth.png
+
+`python -m benchmarks.run_all` runs it too, for README's plot.
 """
 import argparse
 import warnings
@@ -21,7 +23,7 @@ from timm_frozenmix.timing import time_interleaved
 from benchmarks._harness import machine, peak_memory
 from benchmarks.sep_resnet20 import dense_resnet_cifar
 
-HERE = Path(__file__).resolve().parent
+OUTPUT = Path(__file__).resolve().parents[1] / 'output' / 'benchmarks'
 BATCHES, SIZES = (16, 32, 64), (16, 32, 48)
 FIXED_BATCH, FIXED_SIZE, STEPS, WARMUP = 32, 32, 3, 1
 FAMILIES = {'SepResNet': ('sep_resnet20_cifar_chans', 'dense ResNet-20'),
@@ -90,7 +92,7 @@ def main(argv=None) -> None:
     parser.add_argument('--batches', type=int, nargs='+', default=list(BATCHES))
     parser.add_argument('--sizes', type=int, nargs='+', default=list(SIZES))
     parser.add_argument('--steps', type=int, default=STEPS)
-    parser.add_argument('--output', default=str(HERE), help='folder for growth.json and growth.png')
+    parser.add_argument('--output', default=str(OUTPUT), help='folder for growth.json and growth.png')
     args = parser.parse_args(argv)
     fixed_batch = FIXED_BATCH if FIXED_BATCH in args.batches else args.batches[0]
     fixed_size = FIXED_SIZE if FIXED_SIZE in args.sizes else args.sizes[0]

@@ -97,5 +97,6 @@ def test_the_wheel_ships_the_plugin_and_not_the_study(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith(('study/', 'benchmarks/', 'tests/'))]
     for expected in ('timm_frozenmix/cli/train.py', 'timm_frozenmix/spec.py', 'timm_frozenmix/model_card_template.md',
-                     'timm_frozenmix/sample/train-images-idx3-ubyte.gz'):
+                     'timm_frozenmix/sample/train-images-idx3-ubyte.gz',
+                     'timm_frozenmix/weights/convmixer_128_4_ks5_p2_chans.fashion_mnist.safetensors'):
         assert expected in names, expected

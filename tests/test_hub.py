@@ -76,6 +76,24 @@ def test_model_card_parses_with_metadata_and_robust_model_index(trained, exporte
         assert section in card.text, section
 
 
+def test_card_of_shipped_weights_reads_several_robust_runs_and_says_where_it_trained(trained, tmp_path, capsys):
+    """A whole-split FGSM run and a PGD run on a subset: both in the table; the largest gives the test accuracy."""
+    subset = RobustConfig(checkpoint=[str(trained[0])], workers=0, num_samples=16, attacks=['pgd'], pgd_steps=2,
+                          eps=[('0.1', 0.1)], output=str(tmp_path / 'subset'))
+    write_results(evaluate(subset), tmp_path / 'subset')
+    hub_main(['--checkpoint', str(trained[0]), '--output', str(tmp_path / 'export'), '--repo-id', 'me/tagged',
+              '--robust-json', str(trained[1]), str(tmp_path / 'subset' / 'robust.json'),
+              '--pretrained-name', f'{ARCH}.my_tag', '--train-time-s', '600', '--machine', '2 CPU cores'])
+    card = ModelCard.load(tmp_path / 'export' / 'README.md')
+    whole = next(iter(json.loads(trained[1].read_text())['models'].values()))
+    results = {(r.dataset_split, r.metric_name): r for r in card.data.eval_results}
+    assert results['test', 'top-1 accuracy under PGD-2, eps 0.1'].metric_args['num_samples'] == 16
+    assert results['test', 'top-1 accuracy under FGSM, eps 0.1'].metric_args['num_samples'] == whole['num_samples']
+    assert 'Training took 10 minutes on 2 CPU cores.' in card.text
+    assert f'timm.create_model("{ARCH}.my_tag", pretrained=True)' in card.text
+    assert '| PGD-2 | 0.1 | 16 of test |' in card.text
+
+
 def _hf_cache(cache: Path, repo_id: str, folder: Path) -> None:
     """A Hugging Face cache entry for `repo_id` holding the export, as hf_hub_download leaves it."""
     repo = cache / f'models--{repo_id.replace("/", "--")}'
@@ -94,8 +112,8 @@ for name in ("hf-hub:" + sys.argv[3], "local-dir:" + sys.argv[4]):
         assert torch.equal(model(x), expected), name
     assert not model.stem[0].weight.requires_grad, name
     print("loaded", name)
-try:  # the registered name has no published weights: an error, never a random model
-    timm.create_model(sys.argv[2], pretrained=True)
+try:  # a registered name without weights: an error, never a random model
+    timm.create_model("convmixer_512_7_chans", pretrained=True)
 except ValueError as e:
     print("refused", e)
 '''
@@ -113,7 +131,7 @@ def test_offline_loading_by_hub_reference_and_local_dir(trained, exported, tmp_p
         env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count('loaded') == 2
-    assert f"refused no pretrained weights exist for '{ARCH}'" in result.stdout
+    assert "refused no pretrained weights exist for 'convmixer_512_7_chans'" in result.stdout
 
 
 class RecordedHub:

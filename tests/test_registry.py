@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -64,9 +66,13 @@ def test_full_convmixers_are_timms_architecture(name):
 
 def test_list_pretrained_names_only_weights_that_exist():
     ours = [n for n in timm.list_pretrained() if n.split('.')[0] in ALL]
-    assert sorted(ours) == sorted(f'{name}_full.in1k' for name in CONVMIXERS[1:4])  # timm's own ConvMixer weights
-    for name in ours:
+    timms = [f'{name}_full.in1k' for name in CONVMIXERS[1:4]]  # timm's own ConvMixer weights
+    shipped = [f'convmixer_128_4_ks5_p2_{mode}.fashion_mnist' for mode in ('full', 'chans', 'space')]
+    assert sorted(ours) == sorted(timms + shipped)
+    for name in timms:
         assert timm.get_pretrained_cfg(name.split('.')[0]).hf_hub_id.startswith('timm/')
+    for name in shipped:
+        assert Path(timm.get_pretrained_cfg(name).file).is_file()
     for name in ('convmixer_512_7_chans', 'sep_resnet20_cifar_space'):
         cfg = timm.create_model(name).pretrained_cfg
         assert cfg['paper_ids'] == 'arxiv:2503.16760' and cfg['license']

@@ -168,8 +168,8 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(checkpoints, tmp_path, c
     _fails(['--checkpoint', chans, '--eps', '0,8/255,2'], capsys, tmp_path, 'eps 2 is outside [0, 1]')
     _fails(['--checkpoint', chans, '--attacks', 'fgsm,cw'], capsys, tmp_path, "unknown attack 'cw'")
     _fails(['--model', 'convmixer_128_4_ks5_p2_chans'], capsys, tmp_path, 'add --pretrained')
-    _fails(['--model', 'convmixer_128_4_ks5_p2_chans', '--pretrained'], capsys, tmp_path,
-           "no pretrained weights exist for 'convmixer_128_4_ks5_p2_chans'")
+    _fails(['--model', 'convmixer_128_4_p1_chans', '--pretrained'], capsys, tmp_path,
+           "no pretrained weights exist for 'convmixer_128_4_p1_chans'")
     _fails(['--model', 'not_a_model'], capsys, tmp_path, "unknown model 'not_a_model'")
     _fails(['--checkpoint', chans, '--dataset', 'fashion-mnist', '--data-dir', str(tmp_path)], capsys, tmp_path,
            'Fashion-MNIST idx files not found')

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import huggingface_hub
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
@@ -85,17 +85,44 @@ def _robust_entry(robust: Dict[str, Any], loaded) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _robust_table(entry: Dict[str, Any], robust: Dict[str, Any]) -> str:
-    labels = robust['eps_labels']
-    lines = ['| attack | clean | ' + ' | '.join(f'eps {e}' for e in labels) + ' |', '|' + '---|' * (2 + len(labels))]
-    for attack, values in entry['accuracy'].items():
-        lines.append(f'| {attack} | {entry["clean_accuracy"]:.2f} | ' + ' | '.join(f'{v:.2f}' for v in values) + ' |')
+def _robust_table(measured: List[Tuple[Dict[str, Any], Dict[str, Any]]]) -> str:
+    """One row per attack and eps of every (robust.json, entry) pair, with the images it was measured on."""
+    lines = ['| attack | eps | images | top-1 (%) |', '|---|---|---:|---:|']
+    for robust, entry in measured:
+        images = f'{entry["num_samples"]:,} of {robust["split"]}'
+        for attack, values in entry['accuracy'].items():
+            lines += [f'| {attack} | {label} | {images} | {value:.2f} |'
+                      for label, value in zip(robust['eps_labels'], values)]
     return '\n'.join(lines)
 
 
+def _eval_split(train_args: Dict[str, Any]) -> str:
+    """The split train.py chose the best epoch on (its 'validation' is the test split of the Fashion-MNIST sets)."""
+    split = train_args.get('val_split', 'validation')
+    return 'test' if train_args.get('dataset') in (SAMPLE, FASHION_MNIST) and split in ('validation', 'test') else split
+
+
+def read_robust_results(paths: Sequence) -> List[Dict[str, Any]]:
+    """The robust.json files of eval_robust.py; UsageError when one cannot be read."""
+    results = []
+    for path in paths:
+        try:
+            results.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as e:
+            raise UsageError(f'cannot read robustness results {path} ({type(e).__name__}): '
+                             f'pass the robust.json written by eval_robust.py') from None
+    return results
+
+
 def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any], repo_id: str,
-                      robust: Optional[Dict[str, Any]] = None) -> ModelCard:
-    """The model card: Hub metadata (with a model-index of clean and robust accuracy) and the body sections."""
+                      robust: Sequence[Dict[str, Any]] = (), provenance: Optional[Dict[str, Any]] = None) -> ModelCard:
+    """The model card: Hub metadata (with a model-index of clean and robust accuracy) and the body sections.
+
+    robust: eval_robust.py results (robust.json) that each hold an entry for this checkpoint, e.g. FGSM and PGD on
+    the whole test set and AutoAttack on a subset; the clean accuracy of the largest is the card's test accuracy.
+    provenance: optional 'pretrained_name' (the timm name the weights ship under), 'train_time_s' and
+    'machine' (what the training ran on), shown in the card.
+    """
     train_args, arch = loaded.training, loaded.arch
     learn = learn_mode(loaded.model)
     if learn is None:
@@ -104,24 +131,33 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
     dataset = train_args.get('dataset', '')
     hub_dataset = HUB_DATASETS.get(dataset, dataset or 'unknown')
     dataset_title = DATASET_TITLES.get(dataset, f'`{dataset}`')
-    val_split = 'test' if dataset in (SAMPLE, FASHION_MNIST) else train_args.get('val_split', 'validation')
-    entry = _robust_entry(robust, loaded) if robust else None
-    if robust and entry is None:
-        raise UsageError(f'the robustness results hold no entry for checkpoint {loaded.checkpoint}: '
-                         f'run eval_robust.py --checkpoint on this checkpoint')
+    dataset_name = dataset_title.split(' (')[0]
+    val_split = _eval_split(train_args)
+    measured = []
+    for results in robust:
+        entry = _robust_entry(results, loaded)
+        if entry is None:
+            raise UsageError(f'the robustness results hold no entry for checkpoint {loaded.checkpoint}: '
+                             f'run eval_robust.py --checkpoint on this checkpoint')
+        measured.append((results, entry))
+
+    def result(split: str, name: str, value: float, **kwargs) -> EvalResult:
+        return EvalResult(task_type='image-classification', dataset_type=hub_dataset, dataset_name=dataset_name,
+                          dataset_split=split, metric_type='accuracy', metric_name=name,
+                          metric_value=round(value, 2), **kwargs)
 
     clean = checkpoint.get('best_metric')
-    eval_results = [EvalResult(
-        task_type='image-classification', dataset_type=hub_dataset, dataset_name=dataset_title.split(' (')[0],
-        dataset_split=val_split, metric_type='accuracy', metric_name='top-1 accuracy', metric_value=round(clean, 2))]
-    if entry:
+    eval_results = [result(val_split, 'top-1 accuracy', clean)]
+    test = max(measured, key=lambda m: m[1]['num_samples'], default=None)
+    if test is not None and test[0]['split'] != val_split:
+        eval_results.append(result(test[0]['split'], 'top-1 accuracy', test[1]['clean_accuracy'],
+                                   metric_config='clean', metric_args={'num_samples': test[1]['num_samples']}))
+    for results, entry in measured:
         for attack, values in entry['accuracy'].items():
-            for label, value in zip(robust['eps_labels'], values):
-                eval_results.append(EvalResult(
-                    task_type='image-classification', dataset_type=hub_dataset,
-                    dataset_name=dataset_title.split(' (')[0], dataset_split=robust['split'],
-                    metric_type='accuracy', metric_name=f'top-1 accuracy under {attack}, eps {label}',
-                    metric_config=f'{attack.lower()}-eps-{label}', metric_value=round(value, 2),
+            for label, value in zip(results['eps_labels'], values):
+                eval_results.append(result(
+                    results['split'], f'top-1 accuracy under {attack}, eps {label}', value,
+                    metric_config=f'{attack.lower()}-eps-{label}',
                     metric_args={'attack': attack, 'eps': label, 'num_samples': entry['num_samples']}))
     card_data = ModelCardData(
         library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'),
@@ -136,6 +172,7 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
                        or k in ('epochs', 'lr', 'opt', 'seed')}
     if train_args.get('adv_train', 'none') == 'none':
         hyperparameters.pop('adv_eps', None)
+    provenance = provenance or {}
     return ModelCard.from_template(
         card_data, template_path=str(CARD_TEMPLATE),
         model_name=repo_id.split('/')[-1], repo_id=repo_id, arch=arch, learn_title=learn_title,
@@ -147,9 +184,13 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
         train_command=loaded.command or 'not recorded (trained by timm-frozenmix 0.1.0; see the settings below)',
         hyperparameters=hyperparameters, clean_accuracy=clean,
         clean_source=f'the {val_split} split of {dataset_title}, best epoch {checkpoint.get("best_epoch")}',
-        robust_table=_robust_table(entry, robust) if entry else None,
-        robust_samples=entry['num_samples'] if entry else None, robust_dataset=robust['dataset'] if robust else None,
-        torchattacks_version=robust.get('torchattacks') if robust else None)
+        test_accuracy=test[1]['clean_accuracy'] if test and test[0]['split'] != val_split else None,
+        test_source=f'{test[1]["num_samples"]:,} images of the {test[0]["split"]} split' if test else None,
+        robust_table=_robust_table(measured) if measured else None,
+        torchattacks_version=measured[0][0].get('torchattacks') if measured else None,
+        pretrained_name=provenance.get('pretrained_name'),
+        train_minutes=provenance['train_time_s'] / 60 if provenance.get('train_time_s') else None,
+        machine=provenance.get('machine'))
 
 
 def _is_export(folder: Path) -> bool:
@@ -173,11 +214,14 @@ def check_export_target(output) -> Path:
     return output
 
 
-def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=None, use_ema: bool = False) -> Path:
+def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=(), use_ema: bool = False,
+           provenance: Optional[Dict[str, Any]] = None) -> Path:
     """Write model.safetensors, config.json and README.md for one train.py checkpoint; all or nothing.
 
-    The files are staged in a fresh temporary folder beside `output` and moved in at the end. `output` must be
-    new, empty or an earlier export; anything else of the user's there is refused (UsageError), never replaced.
+    robust_json: one robust.json path or several (eval_robust.py runs of this checkpoint) for the card;
+    provenance: see `render_model_card`. The files are staged in a fresh temporary folder beside `output` and
+    moved in at the end. `output` must be new, empty or an earlier export; anything else of the user's there is
+    refused (UsageError), never replaced.
     """
     output = check_export_target(output)
     if not repo_id:
@@ -189,15 +233,9 @@ def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=N
         raise UsageError(f'checkpoint {checkpoint_path} is a --separate conversion of {spec.architecture!r}, which '
                          f'timm cannot rebuild from a name: export a registered model (timm.list_models("*_chans"))')
     loaded = load_model(checkpoint_path=checkpoint_path, use_ema=use_ema)
-    robust = None
-    if robust_json is not None:
-        try:
-            robust = json.loads(Path(robust_json).read_text())
-        except (OSError, ValueError) as e:
-            raise UsageError(f'cannot read robustness results {robust_json} ({type(e).__name__}): '
-                             f'pass the robust.json written by eval_robust.py') from None
+    robust_paths = [robust_json] if isinstance(robust_json, (str, os.PathLike)) else list(robust_json or ())
     config = build_config(loaded)
-    card = render_model_card(loaded, checkpoint, config, repo_id, robust)
+    card = render_model_card(loaded, checkpoint, config, repo_id, read_robust_results(robust_paths), provenance)
 
     with staging_folder(output.parent) as staging:
         folder = staging / output.name

@@ -15,12 +15,17 @@ def build_parser() -> argparse.ArgumentParser:
         description='Export a train.py checkpoint as a Hub model folder (weights, config, model card) and push it.')
     parser.add_argument('--checkpoint', required=True, help='train.py checkpoint (model_best.pth.tar)')
     parser.add_argument('--output', required=True, help='export folder (created; replaced if it holds an export)')
-    parser.add_argument('--robust-json', default=None, help='robust.json from eval_robust.py, for the model card')
+    parser.add_argument('--robust-json', nargs='+', default=[], metavar='PATH',
+                        help='robust.json files from eval_robust.py runs of this checkpoint, for the model card')
     parser.add_argument('--use-ema', action='store_true', help='export the EMA weights')
     parser.add_argument('--repo-id', default=None,
                         help='the Hub repo the card loads from, user/name (default: --push-to-hub)')
     parser.add_argument('--push-to-hub', default=None, metavar='REPO', help='also upload to this Hub repo')
     parser.add_argument('--private', action='store_true', help='create the Hub repo as private')
+    group = parser.add_argument_group('Provenance shown in the model card (optional)')
+    group.add_argument('--pretrained-name', help='the timm name the same weights load under, e.g. NAME.TAG')
+    group.add_argument('--train-time-s', type=float, help='wall time of the training, in seconds')
+    group.add_argument('--machine', help='what the training ran on, e.g. "2 CPU cores (x86_64), torch 2.14.1"')
     return parser
 
 
@@ -29,7 +34,9 @@ def main(argv=None) -> None:
     with exit_on_usage_error('hub'):
         if args.push_to_hub:
             check_can_push(args.push_to_hub)
-        folder = export(args.checkpoint, args.output, args.repo_id or args.push_to_hub, args.robust_json, args.use_ema)
+        provenance = dict(pretrained_name=args.pretrained_name, train_time_s=args.train_time_s, machine=args.machine)
+        folder = export(args.checkpoint, args.output, args.repo_id or args.push_to_hub, args.robust_json, args.use_ema,
+                        provenance)
     print(f'Exported to {folder}; load it with timm.create_model("local-dir:{folder}", pretrained=True)')
     if args.push_to_hub:
         print(f'Pushed to {push(folder, args.push_to_hub, args.private)}')

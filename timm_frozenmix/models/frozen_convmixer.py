@@ -15,6 +15,7 @@ from timm.models.convmixer import ConvMixer
 
 from ..convert import freeze, init_depthwise_
 from ..data import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from ..pretrained import ARCHITECTURE, TAG, weights_path
 from ._factory import PAPER_ID, build_model
 
 __all__ = ['FrozenMixConvMixer']
@@ -67,7 +68,21 @@ def _cfg(url: str = '', **kwargs):
 _MODES = ('full', 'chans', 'space')
 _TIMM_SIZES = ('convmixer_1536_20', 'convmixer_768_32', 'convmixer_1024_20_ks9_p14')
 _CIFAR_SIZES = ('convmixer_128_4_p1', 'convmixer_128_8_p1', 'convmixer_128_16_p1')
-_FASHION_MNIST_SIZES = ('convmixer_128_4_ks5_p2',)
+_FASHION_MNIST_CFG = dict(num_classes=10, input_size=(1, 28, 28), crop_pct=1.0, interpolation='bilinear',
+                          mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
+
+
+def _fashion_mnist_cfgs() -> dict:
+    """The 28x28 ConvMixer's modes: tagged `.fashion_mnist` with the weights shipped in the package, else untagged."""
+    cfgs = {}
+    for mode in _MODES:
+        path = weights_path(mode)
+        if path.exists():
+            cfgs[f'{ARCHITECTURE}_{mode}.{TAG}'] = _cfg(file=str(path), **_FASHION_MNIST_CFG)
+        else:
+            cfgs[f'{ARCHITECTURE}_{mode}'] = _cfg(**_FASHION_MNIST_CFG)
+    return cfgs
+
 
 default_cfgs = generate_default_cfgs({
     # timm's own ImageNet weights for the fully learned ConvMixers; no other name has weights anywhere yet
@@ -76,10 +91,8 @@ default_cfgs = generate_default_cfgs({
     **{f'convmixer_512_7_{mode}': _cfg() for mode in _MODES},
     **{f'{name}_{mode}': _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD)
        for name in _CIFAR_SIZES for mode in _MODES},
-    # a small ConvMixer for 28x28 grayscale images, trained on the embedded Fashion-MNIST sample by default
-    **{f'{name}_{mode}': _cfg(num_classes=10, input_size=(1, 28, 28), crop_pct=1.0, interpolation='bilinear',
-                              mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
-       for name in _FASHION_MNIST_SIZES for mode in _MODES},
+    # a small ConvMixer for 28x28 grayscale images, with Fashion-MNIST weights shipped in the package
+    **_fashion_mnist_cfgs(),
 })
 
 

@@ -1,0 +1,124 @@
+""" The Fashion-MNIST weights shipped in the package: listed, loaded offline by timm, as accurate as their cards say """
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+import timm_frozenmix  # noqa: F401  registers the models
+from timm_frozenmix.data import DEBIAN_FASHION_MNIST, FASHION_MNIST, FASHION_MNIST_FILES, create_dataset
+from timm_frozenmix.pretrained import ARCHITECTURE, MODES, TAG, weights_path
+from timm_frozenmix.separable import SeparableConv2d
+from timm_frozenmix.training import TrainConfig, setup
+
+REPO = Path(__file__).resolve().parents[1]
+TAGS = [f'{ARCHITECTURE}_{mode}.{TAG}' for mode in MODES]
+TARGETS = {'full': 90.0, 'chans': 89.0}  # top-1 (%) on the 10,000 test images
+needs_debian_files = pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST / FASHION_MNIST_FILES['test'][0]).is_file(),
+    reason='apt-get install dataset-fashion-mnist')
+
+
+def test_timm_lists_the_shipped_tags():
+    assert sorted(timm.list_pretrained(f'*{TAG}*')) == sorted(TAGS)
+    total = sum(weights_path(mode).stat().st_size for mode in MODES)
+    assert total < 3e6, f'{total / 1e6:.1f} MB shipped'
+
+
+LOAD_OFFLINE = '''
+import sys, timm, torch, timm_frozenmix
+from safetensors.torch import load_file
+from timm_frozenmix.pretrained import weights_path
+for name, mode in zip(sys.argv[1::2], sys.argv[2::2]):
+    model = timm.create_model(name, pretrained=True)
+    shipped = load_file(weights_path(mode))
+    state = model.state_dict()
+    assert state.keys() == shipped.keys() and all(torch.equal(state[k], v) for k, v in shipped.items()), name
+    frozen = {n.split('.')[0] + ('.dw' if n.startswith('blocks') and '.0.fn.0' in n else '')
+              for n, p in model.named_parameters() if not p.requires_grad}
+    print(name, model.pretrained_cfg['tag'], sorted(frozen))
+'''
+
+
+def test_each_tag_loads_offline_from_an_empty_cache_with_its_frozen_parameters(tmp_path):
+    names = TAGS + [f'{ARCHITECTURE}_chans']  # the untagged name takes its only tag
+    modes = list(MODES) + ['chans']
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf'), HF_HUB_CACHE=str(tmp_path / 'hf' / 'hub'))
+    argv = [item for pair in zip(names, modes) for item in pair]
+    result = subprocess.run([sys.executable, '-c', LOAD_OFFLINE, *argv], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = dict(line.split(' ', 1) for line in result.stdout.splitlines())
+    assert lines[f'{ARCHITECTURE}_full.{TAG}'] == f"{TAG} []"
+    assert lines[f'{ARCHITECTURE}_chans.{TAG}'] == f"{TAG} ['blocks.dw', 'stem']"  # depthwise and stem frozen
+    assert lines[f'{ARCHITECTURE}_space.{TAG}'] == f"{TAG} ['blocks']"  # pointwise convs only
+    assert lines[f'{ARCHITECTURE}_chans'] == lines[f'{ARCHITECTURE}_chans.{TAG}']
+    assert not any((tmp_path / 'hf').rglob('*.safetensors'))  # nothing fetched into the cache
+
+
+def card(mode: str) -> ModelCard:
+    return ModelCard.load(REPO / 'model_cards' / f'{ARCHITECTURE}_{mode}.{TAG}.md')
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_each_model_card_says_how_it_was_trained_and_measured(mode):
+    text, results = card(mode).text, card(mode).data.eval_results
+    assert f'python train.py --model {ARCHITECTURE}_{mode} ' in text and "--train-split 'train[:55000]'" in text
+    assert 'Training took' in text and 'CPU cores' in text and f'"{ARCHITECTURE}_{mode}.{TAG}"' in text
+    by_name = {(r.dataset_split, r.metric_name): r for r in results}
+    assert by_name['train[55000:]', 'top-1 accuracy'].metric_value > 0
+    assert by_name['test', 'top-1 accuracy'].metric_args['num_samples'] == 10000
+    for attack in ('FGSM', 'PGD-10'):
+        assert by_name['test', f'top-1 accuracy under {attack}, eps 8/255'].metric_args['num_samples'] == 10000
+    autoattack = [r for r in results if 'AutoAttack' in r.metric_name]
+    assert len(autoattack) == 1 and 0 < autoattack[0].metric_args['num_samples'] < 10000
+
+
+@needs_debian_files
+@pytest.mark.slow
+@pytest.mark.parametrize('mode', MODES)
+def test_shipped_weights_reach_their_test_accuracy(mode):
+    """Measured here on the official test files; the card's number and the issue's target must both hold."""
+    test = create_dataset(FASHION_MNIST, split='test')
+    model = timm.create_model(f'{ARCHITECTURE}_{mode}.{TAG}', pretrained=True).eval()
+    cfg = model.pretrained_cfg
+    x = (torch.from_numpy(test.images).float().div(255).unsqueeze(1) - cfg['mean'][0]) / cfg['std'][0]
+    with torch.inference_mode():
+        predicted = torch.cat([model(batch).argmax(1) for batch in x.split(1000)])
+    top1 = 100 * (predicted == torch.from_numpy(test.labels).long()).float().mean().item()
+    card_top1 = next(r.metric_value for r in card(mode).data.eval_results
+                     if (r.dataset_split, r.metric_name) == ('test', 'top-1 accuracy'))
+    assert top1 == pytest.approx(card_top1, abs=0.011)
+    assert top1 >= TARGETS.get(mode, 0.0)
+
+
+def test_the_weights_recipe_trains_bit_for_bit_from_its_command(tmp_path):
+    """The shipped weights' command (scripts/train_fashion_mnist_weights.py), shortened to a few steps on the
+    embedded sample, run twice: every tensor equal, so the seed and thread count fix the result."""
+    sys.path.insert(0, str(REPO / 'scripts'))
+    try:
+        import train_fashion_mnist_weights as recipe
+    finally:
+        sys.path.remove(str(REPO / 'scripts'))
+    short = ['--dataset', 'fashion-mnist-sample', '--train-split', 'train[:384]', '--val-split', 'train[5900:]',
+             '--epochs', '1']
+    for run in ('a', 'b'):
+        recipe.run_command(recipe.command('chans', tmp_path / run) + short)
+    a, b = (load_file(tmp_path / run / 'chans' / 'model.safetensors') for run in ('a', 'b'))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_py_keep_function_starts_from_what_the_shipped_model_computes(tmp_path):
+    """`--pretrained --separate --keep-function`: the stem becomes separable, the function stays (Eq. 3)."""
+    run = setup(TrainConfig(model=f'{ARCHITECTURE}_full', pretrained=True, separate=True, keep_function=True,
+                            learn='channels', epochs=1, workers=0, output=str(tmp_path)))
+    reference = timm.create_model(f'{ARCHITECTURE}_full.{TAG}', pretrained=True).eval()
+    assert isinstance(run.model.stem[0], SeparableConv2d)
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        expected, got = reference(x), run.model.eval()(x)
+    assert ((got - expected).norm() / expected.norm()).item() < 1e-4
