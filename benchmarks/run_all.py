@@ -9,9 +9,10 @@ table in README is always this command's output on the machine it names.
 import math
 from pathlib import Path
 
-from benchmarks import convmixer, growth, inference, sep_resnet18, sep_resnet20
+from benchmarks import convmixer, growth, inference, main_job, sep_resnet18, sep_resnet20
 from benchmarks._harness import HEADER, REPO, machine
 from timm_frozenmix.reporting import markdown_table, write_json, write_text
+from timm_frozenmix.training import TrainConfig
 
 DOCS = Path(REPO) / 'docs'
 RESULTS, TABLE, GROWTH_PLOT = DOCS / 'benchmarks.json', DOCS / 'benchmarks.md', DOCS / 'benchmarks_growth.png'
@@ -38,25 +39,32 @@ def growth_line(rows: list) -> str:
     return 'Step time against work (batch x pixels, log-log slope over the sweep): ' + '; '.join(parts) + '.'
 
 
+def main_job_line(ms: dict) -> str:
+    """Where a step of train.py's main job goes, part by part."""
+    total = sum(ms.values())
+    parts = ', '.join(f'{part} {value:.0f} ms ({100 * value / total:.0f}%)' for part, value in ms.items())
+    return (f'A step of the main job (`python train.py`, batch {TrainConfig().batch_size}, median of '
+            f'{main_job.STEPS} steps): {parts}.')
+
+
 def readme_block(results: dict) -> str:
-    """README's performance table, growth plot and growth line, from docs/benchmarks.json."""
+    """README's performance table, growth plot, growth line and main-job split, from docs/benchmarks.json."""
     return '\n'.join([
         f'Measured by `python -m benchmarks.run_all` on {results["machine"]}. Step times are medians of interleaved '
         f'steps after warm-up; peak memory is the resident high-water mark of each model alone in a fresh process.',
         '', markdown_table(HEADER, results['rows']), '',
         f'![step time and peak memory against work](docs/{GROWTH_PLOT.name})', '',
-        growth_line(results['growth']['rows'])])
+        growth_line(results['growth']['rows']), '', main_job_line(results['main_job_ms'])])
 
 
-def update_readme(results: dict, readme: Path = README) -> bool:
-    """Replace README's block between the benchmark markers; False when it has no markers."""
+def update_readme(results: dict, readme: Path = README) -> None:
+    """Replace README's block between the benchmark markers (RuntimeError when they are missing)."""
     text = readme.read_text()
     if START not in text or END not in text:
-        return False
+        raise RuntimeError(f'{readme} lacks the benchmark markers {START} ... {END}')
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
-    readme.write_text(f'{head}{START}\n{readme_block(results)}\n{END}{tail}')
-    return True
+    write_text(readme, f'{head}{START}\n{readme_block(results)}\n{END}{tail}')
 
 
 def main() -> None:
@@ -68,13 +76,14 @@ def main() -> None:
     print(markdown_table(HEADER, rows))
     growth_rows = growth.run()
     results = dict(machine=machine(), rows=rows,
-                   growth=dict(steps=growth.STEPS, warmup=growth.WARMUP, rows=growth_rows))
+                   growth=dict(steps=growth.STEPS, warmup=growth.WARMUP, rows=growth_rows), main_job_ms=main_job.run())
     write_json(RESULTS, results)
     growth.plot(growth_rows, GROWTH_PLOT)
     write_text(TABLE, readme_block(results) + '\n\n' + growth.table(growth_rows) + '\n')
     print(growth.table(growth_rows))
     print(growth_line(growth_rows))
-    print(f'Written: {RESULTS}, {TABLE}, {GROWTH_PLOT}' + (', README.md' if update_readme(results) else ''))
+    update_readme(results)
+    print(f'Written: {RESULTS}, {TABLE}, {GROWTH_PLOT} and README.md')
 
 
 if __name__ == '__main__':

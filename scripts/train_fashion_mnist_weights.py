@@ -6,7 +6,7 @@
     python scripts/train_fashion_mnist_weights.py verify --mode chans   # retrain, compare bit for bit
 
 Each mode of `convmixer_128_4_ks5_p2` is trained by train.py with the study's recipe on the official
-`train[:55000]`, the best epoch chosen on the held-out `train[55000:]` (the test set is never read here).
+`train[:55000]`, the best epoch chosen on the held-out `train[55000:]` (training never reads the test set).
 The command, seed and thread count are fixed below, so a rerun on the same torch and CPU computes the same
 weights: `verify` retrains one mode into a temporary folder and compares every tensor with the shipped file.
 A run resumed from `last.pth.tar` continues the same schedule, but its data order after the cut comes from
@@ -47,8 +47,8 @@ FLAGS = ['--dataset', 'fashion-mnist', '--data-dir', DATA_DIR, '--train-split', 
 TIMES = 'train_seconds.json'
 EPS = '8/255'
 AUTOATTACK_SAMPLES = 500  # a fixed random subset of the test set (seed 0)
-ROBUST = {'test': ['--attacks', 'fgsm,pgd', '--pgd-steps', '10'],  # the whole test set
-          'autoattack': ['--attacks', 'autoattack', '--num-samples', str(AUTOATTACK_SAMPLES)]}
+ROBUST = {'whole': ['--attacks', 'fgsm,pgd', '--pgd-steps', '10'],  # all 10,000 test images
+          'subset': ['--attacks', 'autoattack', '--num-samples', str(AUTOATTACK_SAMPLES)]}
 
 
 def command(mode: str, output: Path) -> list:
@@ -62,26 +62,32 @@ def finished_epochs(run_dir: Path) -> int:
     return torch.load(last, map_location='cpu', weights_only=False)['epoch'] + 1 if last.exists() else 0
 
 
-def run_command(argv: list) -> float:
-    """Runs train.py or eval_robust.py as `argv` says, with THREADS threads; returns its wall time in seconds."""
+def run_command(argv: list) -> None:
+    """Runs train.py or eval_robust.py as `argv` says, with THREADS threads."""
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
-    start = time.perf_counter()
     subprocess.run([sys.executable, *argv[1:]], cwd=REPO, env=env, check=True)
-    return time.perf_counter() - start
 
 
 def train(mode: str, output: Path = OUTPUT) -> Path:
-    """Trains one mode to EPOCHS, resuming a cut run; the wall time of every invocation lands in TIMES."""
+    """Trains one mode to EPOCHS, resuming a cut run; the wall time of every invocation, cut or not, lands in
+    TIMES. A run cut before its first epoch ended is started again from scratch in the same folder."""
     run_dir = output / mode
     done = finished_epochs(run_dir)
     if done >= EPOCHS:
         print(f'{mode}: all {EPOCHS} epochs already trained in {run_dir}')
         return run_dir
+    times = json.loads((run_dir / TIMES).read_text()) if (run_dir / TIMES).exists() else []
+    if not done and run_dir.exists():
+        shutil.rmtree(run_dir)  # train.py would otherwise start a new folder beside it
     argv = command(mode, output) + (['--resume', str(run_dir / 'last.pth.tar')] if done else [])
     print(f'{mode}: training epochs {done + 1}-{EPOCHS}: {" ".join(argv)}', flush=True)
-    seconds = run_command(argv)
-    times = json.loads((run_dir / TIMES).read_text()) if (run_dir / TIMES).exists() else []
-    (run_dir / TIMES).write_text(json.dumps(times + [dict(epochs=[done, EPOCHS], seconds=seconds)], indent=1))
+    start = time.perf_counter()
+    try:
+        run_command(argv)
+    finally:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        times.append(dict(epochs=[done, finished_epochs(run_dir)], seconds=time.perf_counter() - start))
+        (run_dir / TIMES).write_text(json.dumps(times, indent=1))
     return run_dir
 
 
@@ -91,16 +97,20 @@ def check_trained(modes, output: Path = OUTPUT) -> None:
             sys.exit(f'{mode}: {output / mode} has not finished its {EPOCHS} epochs; run `train` first')
 
 
+def robust_json(mode: str, part: str, output: Path = OUTPUT) -> Path:
+    return output / mode / f'robust_{part}' / 'robust.json'
+
+
 def evaluate(modes, output: Path = OUTPUT) -> None:
-    """eval_robust.py on the best checkpoints: the whole test set, then AutoAttack on its fixed subset."""
+    """eval_robust.py on each best checkpoint: FGSM and PGD-10 on the whole test set, AutoAttack on a subset."""
     check_trained(modes, output)
-    checkpoints = [str(output / mode / 'model_best.pth.tar') for mode in modes]
-    for name, flags in ROBUST.items():
-        argv = ['python', 'eval_robust.py', '--checkpoint', *checkpoints, '--dataset', 'fashion-mnist',
-                '--data-dir', DATA_DIR, '--split', 'test', '--eps', EPS, '--seed', '0', '--workers', '0', *flags,
-                '--output', str(output / f'robust_{name}')]
-        print(' '.join(argv), flush=True)
-        run_command(argv)
+    for mode in modes:
+        for part, flags in ROBUST.items():
+            argv = ['python', 'eval_robust.py', '--checkpoint', str(output / mode / 'model_best.pth.tar'),
+                    '--dataset', 'fashion-mnist', '--data-dir', DATA_DIR, '--split', 'test', '--eps', EPS,
+                    '--seed', '0', '--workers', '0', *flags, '--output', str(robust_json(mode, part, output).parent)]
+            print(' '.join(argv), flush=True)
+            run_command(argv)
 
 
 def machine() -> str:
@@ -112,14 +122,19 @@ def ship(mode: str, output: Path = OUTPUT) -> Path:
     """Exports the best checkpoint as `python -m timm_frozenmix.hub` does: weights into the package, card into CARDS."""
     check_trained([mode], output)
     run_dir, name = output / mode, f'{ARCHITECTURE}_{mode}.{TAG}'
-    robust = [output / f'robust_{part}' / 'robust.json' for part in ROBUST]
-    if not all(path.exists() for path in robust):
-        sys.exit(f'{mode}: robustness results missing under {output}; run `evaluate` first')
-    seconds = sum(t['seconds'] for t in json.loads((run_dir / TIMES).read_text()))
+    robust = [robust_json(mode, part, output) for part in ROBUST]
+    best = run_dir / 'model_best.pth.tar'
+    if not all(path.exists() and path.stat().st_mtime > best.stat().st_mtime for path in robust):
+        sys.exit(f'{mode}: robustness results missing or older than {best}; run `evaluate --mode {mode}` first')
+    times = json.loads((run_dir / TIMES).read_text())
+    if len(times) > 1:
+        print(f'{mode}: trained in {len(times)} invocations (resumed), so `verify` cannot reproduce it bit for bit')
+    provenance = dict(pretrained_name=name, train_time_s=sum(t['seconds'] for t in times), machine=machine())
     with tempfile.TemporaryDirectory() as folder:
-        exported = export(run_dir / 'model_best.pth.tar', Path(folder) / name, f'{REPO_NAMESPACE}/{name}', robust,
-                          provenance=dict(pretrained_name=name, train_time_s=seconds, machine=machine()))
+        exported = export(best, Path(folder) / name, f'{REPO_NAMESPACE}/{name}', robust, provenance=provenance)
+        weights_path(mode).parent.mkdir(exist_ok=True)
         shutil.copyfile(exported / 'model.safetensors', weights_path(mode))
+        weights_path(mode).chmod(0o644)
         CARDS.mkdir(exist_ok=True)
         shutil.copyfile(exported / 'README.md', CARDS / f'{name}.md')
     size = weights_path(mode).stat().st_size / 1e6
@@ -133,7 +148,7 @@ def verify(mode: str) -> bool:
     with tempfile.TemporaryDirectory() as folder:
         run_command(command(mode, Path(folder)))
         rebuilt = load_file(Path(folder) / mode / 'model.safetensors')
-    differing = [name for name in shipped if not torch.equal(shipped[name], rebuilt.get(name))]
+    differing = [name for name in shipped if name not in rebuilt or not torch.equal(shipped[name], rebuilt[name])]
     extra = sorted(set(rebuilt) - set(shipped))
     if differing or extra:
         worst = max((float((shipped[n] - rebuilt[n]).abs().max()) for n in differing if n in rebuilt), default=0.0)

@@ -98,5 +98,6 @@ def test_the_wheel_ships_the_plugin_and_not_the_study(tmp_path):
     assert not [n for n in names if n.startswith(('study/', 'benchmarks/', 'tests/'))]
     for expected in ('timm_frozenmix/cli/train.py', 'timm_frozenmix/spec.py', 'timm_frozenmix/model_card_template.md',
                      'timm_frozenmix/sample/train-images-idx3-ubyte.gz',
-                     'timm_frozenmix/weights/convmixer_128_4_ks5_p2_chans.fashion_mnist.safetensors'):
+                     *(f'timm_frozenmix/weights/convmixer_128_4_ks5_p2_{mode}.fashion_mnist.safetensors'
+                       for mode in ('full', 'chans', 'space'))):
         assert expected in names, expected

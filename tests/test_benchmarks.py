@@ -24,6 +24,11 @@ def test_growth_slope_reads_time_against_work():
     assert 'work^1.00' in line and 'work^0.50' in line
 
 
+def test_main_job_line_gives_each_part_its_share():
+    line = run_all.main_job_line({'data': 1.0, 'forward': 6.0, 'backward': 3.0, 'optimizer': 0.0})
+    assert 'data 1 ms (10%), forward 6 ms (60%), backward 3 ms (30%), optimizer 0 ms (0%)' in line
+
+
 @pytest.mark.slow
 def test_growth_sweep_measures_both_families_and_plots(tmp_path, capsys):
     growth.main(['--batches', '2', '--sizes', '8', '16', '--steps', '1', '--output', str(tmp_path)])

@@ -76,22 +76,33 @@ def test_model_card_parses_with_metadata_and_robust_model_index(trained, exporte
         assert section in card.text, section
 
 
-def test_card_of_shipped_weights_reads_several_robust_runs_and_says_where_it_trained(trained, tmp_path, capsys):
-    """A whole-split FGSM run and a PGD run on a subset: both in the table; the largest gives the test accuracy."""
-    subset = RobustConfig(checkpoint=[str(trained[0])], workers=0, num_samples=16, attacks=['pgd'], pgd_steps=2,
-                          eps=[('0.1', 0.1)], output=str(tmp_path / 'subset'))
-    write_results(evaluate(subset), tmp_path / 'subset')
-    hub_main(['--checkpoint', str(trained[0]), '--output', str(tmp_path / 'export'), '--repo-id', 'me/tagged',
-              '--robust-json', str(trained[1]), str(tmp_path / 'subset' / 'robust.json'),
+def test_card_reads_several_robust_runs_and_says_where_it_trained(tmp_path):
+    """Epoch chosen on held-out training images; FGSM on the whole test split and PGD on 16 of its images: the
+    card reports validation and test accuracy apart, both attacks with their image counts, and the provenance."""
+    train_main(['--output', str(tmp_path), '--experiment', 'run', '--model', ARCH, '--model-kwargs', 'dim=16',
+                'depth=1', '--train-split', 'train[:1024]', '--val-split', 'train[5900:]', '-j', '0', '--epochs', '1',
+                '--log-interval', '1000'])
+    checkpoint = tmp_path / 'run' / 'model_best.pth.tar'
+    for name, kwargs in (('whole', dict(attacks=['fgsm'])), ('subset', dict(attacks=['pgd'], num_samples=16))):
+        config = RobustConfig(checkpoint=[str(checkpoint)], workers=0, pgd_steps=2, eps=[('0.1', 0.1)], **kwargs)
+        write_results(evaluate(config), tmp_path / name)
+    hub_main(['--checkpoint', str(checkpoint), '--output', str(tmp_path / 'export'), '--repo-id', 'me/tagged',
+              '--robust-json', str(tmp_path / 'whole' / 'robust.json'), str(tmp_path / 'subset' / 'robust.json'),
               '--pretrained-name', f'{ARCH}.my_tag', '--train-time-s', '600', '--machine', '2 CPU cores'])
     card = ModelCard.load(tmp_path / 'export' / 'README.md')
-    whole = next(iter(json.loads(trained[1].read_text())['models'].values()))
+    whole = next(iter(json.loads((tmp_path / 'whole' / 'robust.json').read_text())['models'].values()))
     results = {(r.dataset_split, r.metric_name): r for r in card.data.eval_results}
+    best = load_checkpoint(checkpoint)['best_metric']
+    assert results['train[5900:]', 'top-1 accuracy'].metric_value == round(best, 2)
+    assert results['test', 'top-1 accuracy'].metric_value == round(whole['clean_accuracy'], 2)
+    assert results['test', 'top-1 accuracy'].metric_args['num_samples'] == whole['num_samples'] == 1000
     assert results['test', 'top-1 accuracy under PGD-2, eps 0.1'].metric_args['num_samples'] == 16
-    assert results['test', 'top-1 accuracy under FGSM, eps 0.1'].metric_args['num_samples'] == whole['num_samples']
-    assert 'Training took 10 minutes on 2 CPU cores.' in card.text
+    assert results['test', 'top-1 accuracy under FGSM, eps 0.1'].metric_args['num_samples'] == 1000
+    assert 'Training took 10.0 minutes on 2 CPU cores.' in card.text
     assert f'timm.create_model("{ARCH}.my_tag", pretrained=True)' in card.text
-    assert '| PGD-2 | 0.1 | 16 of test |' in card.text
+    assert '| PGD-2 | 0.1 | 16 of test |' in card.text and '| FGSM | 0.1 | 1,000 of test |' in card.text
+    assert f'on 1,000 images of the test split, read once with the chosen epoch: **{whole["clean_accuracy"]:.2f}%**' \
+        in card.text
 
 
 def _hf_cache(cache: Path, repo_id: str, folder: Path) -> None:
@@ -106,7 +117,7 @@ def _hf_cache(cache: Path, repo_id: str, folder: Path) -> None:
 LOAD_ALL_WAYS = '''
 import sys, timm, torch, timm_frozenmix
 x, expected = torch.load(sys.argv[1])
-for name in ("hf-hub:" + sys.argv[3], "local-dir:" + sys.argv[4]):
+for name in ("hf-hub:" + sys.argv[2], "local-dir:" + sys.argv[3]):
     model = timm.create_model(name, pretrained=True).eval()
     with torch.no_grad():
         assert torch.equal(model(x), expected), name
@@ -127,7 +138,7 @@ def test_offline_loading_by_hub_reference_and_local_dir(trained, exported, tmp_p
     _hf_cache(tmp_path / 'cache', REPO_ID, exported)
     env = {**__import__('os').environ, 'HF_HUB_OFFLINE': '1', 'HF_HUB_CACHE': str(tmp_path / 'cache')}
     result = subprocess.run(
-        [sys.executable, '-c', LOAD_ALL_WAYS, str(tmp_path / 'expected.pt'), ARCH, REPO_ID, str(exported)],
+        [sys.executable, '-c', LOAD_ALL_WAYS, str(tmp_path / 'expected.pt'), REPO_ID, str(exported)],
         env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count('loaded') == 2

@@ -7,6 +7,7 @@ import torch
 import timm_frozenmix  # noqa: F401  registers the models
 from timm_frozenmix import SeparableConv2d, parameter_roles, smooth_filters
 from timm_frozenmix.errors import UsageError
+from timm_frozenmix.pretrained import WEIGHTS_DIR
 
 MODES = ('full', 'chans', 'space')
 CONVMIXERS = ('convmixer_512_7', 'convmixer_1536_20', 'convmixer_768_32', 'convmixer_1024_20_ks9_p14',
@@ -71,8 +72,8 @@ def test_list_pretrained_names_only_weights_that_exist():
     assert sorted(ours) == sorted(timms + shipped)
     for name in timms:
         assert timm.get_pretrained_cfg(name.split('.')[0]).hf_hub_id.startswith('timm/')
-    for name in shipped:
-        assert Path(timm.get_pretrained_cfg(name).file).is_file()
+    for name in shipped:  # inside the installed package, not in a cache or download folder
+        assert Path(timm.get_pretrained_cfg(name).file).parent == WEIGHTS_DIR
     for name in ('convmixer_512_7_chans', 'sep_resnet20_cifar_space'):
         cfg = timm.create_model(name).pretrained_cfg
         assert cfg['paper_ids'] == 'arxiv:2503.16760' and cfg['license']

@@ -119,7 +119,8 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
     """The model card: Hub metadata (with a model-index of clean and robust accuracy) and the body sections.
 
     robust: eval_robust.py results (robust.json) that each hold an entry for this checkpoint, e.g. FGSM and PGD on
-    the whole test set and AutoAttack on a subset; the clean accuracy of the largest is the card's test accuracy.
+    the whole test set and AutoAttack on a subset. When they were measured on another split than the one that chose
+    the epoch, the clean accuracy of the one with the most images is reported as that split's accuracy.
     provenance: optional 'pretrained_name' (the timm name the weights ship under), 'train_time_s' and
     'machine' (what the training ran on), shown in the card.
     """
@@ -147,11 +148,13 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
                           metric_value=round(value, 2), **kwargs)
 
     clean = checkpoint.get('best_metric')
-    eval_results = [result(val_split, 'top-1 accuracy', clean)]
-    test = max(measured, key=lambda m: m[1]['num_samples'], default=None)
-    if test is not None and test[0]['split'] != val_split:
-        eval_results.append(result(test[0]['split'], 'top-1 accuracy', test[1]['clean_accuracy'],
-                                   metric_config='clean', metric_args={'num_samples': test[1]['num_samples']}))
+    eval_results = [result(val_split, 'top-1 accuracy', clean, metric_config='clean')]
+    largest = max(measured, key=lambda m: m[1]['num_samples'], default=None)
+    if largest is not None and largest[0]['split'] == val_split:
+        largest = None  # the split that chose the epoch already has its accuracy
+    if largest is not None:
+        eval_results.append(result(largest[0]['split'], 'top-1 accuracy', largest[1]['clean_accuracy'],
+                                   metric_config='clean', metric_args={'num_samples': largest[1]['num_samples']}))
     for results, entry in measured:
         for attack, values in entry['accuracy'].items():
             for label, value in zip(results['eps_labels'], values):
@@ -184,12 +187,12 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
         train_command=loaded.command or 'not recorded (trained by timm-frozenmix 0.1.0; see the settings below)',
         hyperparameters=hyperparameters, clean_accuracy=clean,
         clean_source=f'the {val_split} split of {dataset_title}, best epoch {checkpoint.get("best_epoch")}',
-        test_accuracy=test[1]['clean_accuracy'] if test and test[0]['split'] != val_split else None,
-        test_source=f'{test[1]["num_samples"]:,} images of the {test[0]["split"]} split' if test else None,
+        test_accuracy=largest[1]['clean_accuracy'] if largest else None,
+        test_source=f'{largest[1]["num_samples"]:,} images of the {largest[0]["split"]} split' if largest else None,
         robust_table=_robust_table(measured) if measured else None,
         torchattacks_version=measured[0][0].get('torchattacks') if measured else None,
         pretrained_name=provenance.get('pretrained_name'),
-        train_minutes=provenance['train_time_s'] / 60 if provenance.get('train_time_s') else None,
+        train_minutes=provenance['train_time_s'] / 60 if provenance.get('train_time_s') is not None else None,
         machine=provenance.get('machine'))
 
 

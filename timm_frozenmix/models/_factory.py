@@ -1,6 +1,7 @@
 """ Model construction shared by the registry modules: pretrained configs, and pretrained=True that never lies
 
-Only weights that exist get a pretrained tag (timm's own for the fully learned ConvMixers), so
+Only weights that exist get a pretrained tag (timm's own for the fully learned ConvMixers, and the Fashion-MNIST
+ConvMixers shipped in the package), so
 `timm.list_pretrained()` tells the truth. timm only warns when `pretrained=True` finds no weights and then
 returns a random model; here that is an error that says where weights can come from.
 """

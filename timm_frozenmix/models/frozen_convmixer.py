@@ -85,7 +85,7 @@ def _fashion_mnist_cfgs() -> dict:
 
 
 default_cfgs = generate_default_cfgs({
-    # timm's own ImageNet weights for the fully learned ConvMixers; no other name has weights anywhere yet
+    # timm's own ImageNet weights for the fully learned ConvMixers
     **{f'{name}_full.in1k': _cfg(hf_hub_id=f'timm/{name}.in1k') for name in _TIMM_SIZES},
     **{f'{name}_{mode}': _cfg() for name in _TIMM_SIZES for mode in _MODES[1:]},
     **{f'convmixer_512_7_{mode}': _cfg() for mode in _MODES},
