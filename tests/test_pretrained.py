@@ -12,7 +12,9 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 import timm_frozenmix  # noqa: F401  registers the models
+from timm_frozenmix.cli.train import main as train_main
 from timm_frozenmix.data import DEBIAN_FASHION_MNIST, FASHION_MNIST, FASHION_MNIST_FILES, create_dataset
+from timm_frozenmix.hub import export
 from timm_frozenmix.pretrained import ARCHITECTURE, MODES, TAG, weights_path
 from timm_frozenmix.separable import SeparableConv2d
 from timm_frozenmix.training import TrainConfig, setup
@@ -137,12 +139,20 @@ def test_a_run_cut_before_its_first_epoch_restarts_in_its_folder_and_keeps_its_t
     assert len(times) == 1 and times[0]['epochs'] == [0, 0] and times[0]['seconds'] >= 0
 
 
-def test_train_py_keep_function_starts_from_what_the_shipped_model_computes(tmp_path):
-    """`--pretrained --separate --keep-function`: the stem becomes separable, the function stays (Eq. 3)."""
-    run = setup(TrainConfig(model=f'{ARCHITECTURE}_full', pretrained=True, separate=True, keep_function=True,
-                            learn='channels', epochs=1, workers=0, output=str(tmp_path)))
-    reference = timm.create_model(f'{ARCHITECTURE}_full.{TAG}', pretrained=True).eval()
-    assert isinstance(run.model.stem[0], SeparableConv2d)
+def test_train_py_keep_function_starts_from_what_the_pretrained_model_computes(tmp_path):
+    """`--pretrained --separate --keep-function` on an exported dense ResNet (`local-dir:`): its 3x3 convs become
+    separable, channels-only, and the function stays (Eq. 3 read the other way)."""
+    dense = ['--model-kwargs', 'separable=False', 'width=1', 'layers=[1,1,1]']
+    train_main(['--output', str(tmp_path), '--experiment', 'dense', '--model', 'sep_resnet20_cifar_full', *dense,
+                '--train-split', 'train[:256]', '-j', '0', '--epochs', '1', '--log-interval', '1000'])
+    export(tmp_path / 'dense' / 'model_best.pth.tar', tmp_path / 'export', 'me/dense')
+    name = f'local-dir:{tmp_path / "export"}'
+    run = setup(TrainConfig(model=name, pretrained=True, separate=True, keep_function=True, learn='channels',
+                            epochs=1, workers=0, output=str(tmp_path / 'runs')))
+    reference = timm.create_model(name, pretrained=True).eval()
+    separable = [m for m in run.model.modules() if isinstance(m, SeparableConv2d)]
+    # the two 3x3 convs of each of the 3 blocks; the stem sees one input channel, so it mixes space only already
+    assert len(separable) == 3 * 2 and not any(m.depthwise.weight.requires_grad for m in separable)
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
         expected, got = reference(x), run.model.eval()(x)
