@@ -9,9 +9,10 @@ import pytest
 import timm
 import torch
 from huggingface_hub import ModelCard
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import timm_frozenmix  # noqa: F401  registers the models
+from timm_frozenmix.cli.eval_robust import main as eval_robust_main
 from timm_frozenmix.cli.train import main as train_main
 from timm_frozenmix.data import DEBIAN_FASHION_MNIST, FASHION_MNIST, FASHION_MNIST_FILES, create_dataset
 from timm_frozenmix.hub import export
@@ -35,7 +36,7 @@ def test_timm_lists_the_shipped_tags():
 
 LOAD_OFFLINE = '''
 import sys, timm, torch, timm_frozenmix
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from timm_frozenmix.pretrained import weights_path
 for name, mode in zip(sys.argv[1::2], sys.argv[2::2]):
     model = timm.create_model(name, pretrained=True)
@@ -137,6 +138,36 @@ def test_a_run_cut_before_its_first_epoch_restarts_in_its_folder_and_keeps_its_t
     assert '--resume' not in commands[0]
     times = json.loads((tmp_path / 'chans' / recipe.TIMES).read_text())
     assert len(times) == 1 and times[0]['epochs'] == [0, 0] and times[0]['seconds'] >= 0
+
+
+@pytest.mark.parametrize('change, expected', [(0.0, True), (1e-4, False)])
+def test_verify_says_whether_a_retrained_model_equals_the_shipped_file_bit_for_bit(tmp_path, monkeypatch, change,
+                                                                                   expected):
+    recipe = recipe_script()
+    shipped = load_file(weights_path('chans'))
+
+    def retrain(argv):  # stands in for train.py: writes where the command says, one tensor moved by `change`
+        folder = Path(argv[argv.index('--output') + 1]) / 'chans'
+        folder.mkdir(parents=True)
+        rebuilt = dict(shipped, **{'head.bias': shipped['head.bias'] + change})
+        save_file(rebuilt, folder / 'model.safetensors')
+    monkeypatch.setattr(recipe, 'run_command', retrain)
+    assert recipe.verify('chans') is expected
+
+
+def test_eval_robust_evaluates_a_shipped_tag_by_name(tmp_path, capsys):
+    """`eval_robust.py --model NAME.fashion_mnist --pretrained`: its clean accuracy is the model's own."""
+    name = f'{ARCHITECTURE}_chans.{TAG}'
+    eval_robust_main(['--model', name, '--pretrained', '--attacks', 'fgsm', '--eps', '0', '-j', '0',
+                      '--output', str(tmp_path)])
+    entry = json.loads((tmp_path / 'robust.json').read_text())['models'][name]
+    test = create_dataset('fashion-mnist-sample', split='test')
+    model = timm.create_model(name, pretrained=True).eval()
+    x = (torch.tensor(test.images).float().div(255).unsqueeze(1) - model.pretrained_cfg['mean'][0]) \
+        / model.pretrained_cfg['std'][0]
+    with torch.no_grad():
+        top1 = 100 * (model(x).argmax(1) == torch.tensor(test.labels).long()).float().mean().item()
+    assert entry['num_samples'] == 1000 and entry['clean_accuracy'] == pytest.approx(top1, abs=1e-3)  # one image is 0.1
 
 
 def test_train_py_keep_function_starts_from_what_the_pretrained_model_computes(tmp_path):
