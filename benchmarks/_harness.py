@@ -1,7 +1,10 @@
 """ Peak memory and ratio tables of ours against a baseline, measured the same way in one run
 
 Step times come from `timm_frozenmix.timing` (interleaved, median). Peak memory is measured with each model
-alone in a fresh process (its peak resident memory above what it held before the first step).
+alone in a fresh process (its peak resident memory above what it held before the first step). That process
+runs with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_), so every freed tensor leaves the
+resident set at once: by default glibc raises the threshold as large blocks are freed and keeps later ones
+in its heap, and the high-water mark then depends on the order of allocations, not only on what is alive.
 Ratios, not absolute times, are what carry across machines.
 """
 import json
@@ -18,6 +21,7 @@ from timm_frozenmix.reporting import markdown_table
 from timm_frozenmix.timing import make_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MMAP_THRESHOLD = 64 * 1024  # bytes; glibc's default starts at 128 KiB and grows up to 32 MiB
 HEADER = ['comparison', 'ours', 'baseline', 'time ratio', 'peak memory ratio', 'target']
 
 
@@ -48,7 +52,7 @@ def peak_memory(module: str, case: str, train: bool, **kwargs) -> float:
     code = (f'import json, sys; from {module} import build; from benchmarks._harness import peak_memory_here; '
             f'print(peak_memory_here(*build({case!r}, **json.loads(sys.argv[1])), train={train}))')
     out = subprocess.run([sys.executable, '-c', code, json.dumps(kwargs)], capture_output=True, text=True,
-                         check=False, cwd=REPO)
+                         check=False, cwd=REPO, env={**os.environ, 'MALLOC_MMAP_THRESHOLD_': str(MMAP_THRESHOLD)})
     if out.returncode != 0:
         raise RuntimeError(f'{module} {case} failed:\n{out.stderr[-2000:]}')
     return float(out.stdout.strip().splitlines()[-1])

@@ -51,7 +51,8 @@ def readme_block(results: dict) -> str:
     """README's performance table, growth plot, growth line and main-job split, from docs/benchmarks.json."""
     return '\n'.join([
         f'Measured by `python -m benchmarks.run_all` on {results["machine"]}. Step times are medians of interleaved '
-        f'steps after warm-up; peak memory is the resident high-water mark of each model alone in a fresh process.',
+        f'steps after warm-up; peak memory is the resident high-water mark of each model alone in a fresh process, '
+        f'with glibc returning every freed tensor to the system at once (MALLOC_MMAP_THRESHOLD_=65536).',
         '', markdown_table(HEADER, results['rows']), '',
         f'![step time and peak memory against work](docs/{GROWTH_PLOT.name})', '',
         growth_line(results['growth']['rows']), '', main_job_line(results['main_job_ms'])])

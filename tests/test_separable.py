@@ -4,7 +4,7 @@ import torch.nn as nn
 from timm.layers import create_conv2d
 
 from timm_frozenmix import SeparableConv2d
-from timm_frozenmix.separable import clear_execution_choices
+from timm_frozenmix.separable import EXECUTIONS, clear_execution_choices
 
 CONVS = {
     'int_padding': lambda: nn.Conv2d(6, 10, 3, padding=1),
@@ -42,25 +42,45 @@ def test_fuse_computes_the_same_function(name, fused):
 
 
 @pytest.mark.parametrize('learn', ['full', 'channels', 'spatial'])
-@pytest.mark.parametrize('name', ['int_padding', 'grouped', 'reflect', 'timm_same_dynamic', 'same_even'])
-def test_fused_and_unfused_agree_in_forward_and_gradients(learn, name):
+@pytest.mark.parametrize('name', ['int_padding', 'tuple_padding_stride', 'dilated', 'grouped', 'reflect',
+                                  'timm_same_dynamic', 'same_even'])
+def test_every_execution_agrees_in_forward_and_gradients(learn, name):
     sep = SeparableConv2d.from_conv(CONVS[name](), depth_multiplier=9, learn=learn)
     x = torch.randn(2, 6, 13, 13, requires_grad=True)
-    results = []
-    for fused in (True, False):
-        sep.fused = fused
+    results = {}
+    for execution in EXECUTIONS if sep.groups == 1 else ('fused', 'unfused'):
         sep.zero_grad(set_to_none=True)
         x.grad = None
-        out = sep(x)
+        out = sep._execute(execution, x)
         (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
         grads = {n: p.grad.clone() for n, p in sep.named_parameters() if p.requires_grad}
-        results.append((out.detach(), x.grad.clone(), grads))
-    (out_f, gx_f, g_f), (out_u, gx_u, g_u) = results
-    torch.testing.assert_close(out_f, out_u, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(gx_f, gx_u, atol=1e-5, rtol=1e-4)
-    assert g_f.keys() == g_u.keys() and g_f
-    for key in g_f:
-        torch.testing.assert_close(g_f[key], g_u[key], atol=1e-4, rtol=1e-4)
+        assert all(sep.get_parameter(n).grad.stride() == sep.get_parameter(n).stride() for n in grads)
+        results[execution] = (out.detach(), x.grad.clone(), grads)
+    out_f, gx_f, g_f = results.pop('fused')
+    assert g_f
+    for out, gx, g in results.values():
+        torch.testing.assert_close(out, out_f, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(gx, gx_f, atol=1e-5, rtol=1e-4)
+        assert g.keys() == g_f.keys()
+        for key in g_f:
+            torch.testing.assert_close(g[key], g_f[key], atol=1e-4, rtol=1e-4)
+
+
+def test_im2col_supports_double_backward():
+    sep = SeparableConv2d.from_conv(nn.Conv2d(3, 4, 3, padding=1), depth_multiplier=2, learn='full').double()
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    inputs = (x, sep.depthwise.weight, sep.pointwise.weight, sep.pointwise.bias)
+    assert torch.autograd.gradgradcheck(lambda x, *_: sep._execute('im2col', x), inputs)
+
+
+def test_pointwise_weight_is_stored_out_fastest_and_saves_contiguous():
+    sep = SeparableConv2d.from_conv(nn.Conv2d(6, 10, 3, padding=1))
+    weight = sep.pointwise.weight
+    assert weight.shape == (10, 54, 1, 1) and weight.stride()[:2] == (1, 10)
+    reloaded = SeparableConv2d.from_conv(nn.Conv2d(6, 10, 3, padding=1))
+    reloaded.load_state_dict(sep.state_dict())
+    assert reloaded.pointwise.weight.stride() == weight.stride()
+    torch.testing.assert_close(reloaded.pointwise.weight, weight, rtol=0, atol=0)
 
 
 def test_cost_model_fuses_wide_multipliers_on_large_feature_maps_only():
@@ -72,69 +92,82 @@ def test_cost_model_fuses_wide_multipliers_on_large_feature_maps_only():
 
 
 class RecordedTimings:
-    """Stands in for SeparableConv2d._seconds: fixed seconds per execution, and a count of the timings."""
+    """Stands in for SeparableConv2d._seconds: fixed seconds per execution, and a record of the timings."""
 
-    def __init__(self, monkeypatch, fused: float, unfused: float):
-        self.seconds, self.calls = {True: fused, False: unfused}, []
+    def __init__(self, monkeypatch, **seconds):
+        self.seconds, self.calls = seconds, []
         monkeypatch.setattr(SeparableConv2d, '_seconds', self.time)
         clear_execution_choices()
 
-    def time(self, fused, x, grads):
-        self.calls.append((fused, tuple(x.shape), grads))
-        return self.seconds[fused]
+    def time(self, execution, x, grads):
+        self.calls.append((execution, tuple(x.shape), grads))
+        return self.seconds[execution]
 
 
 def count_paths(monkeypatch, layer):
     """Which execution each forward of `layer` takes."""
     taken = []
-    monkeypatch.setattr(layer, '_dense_conv', lambda x, w: taken.append('fused') or SeparableConv2d._dense_conv(
-        layer, x, w))
+    monkeypatch.setattr(layer, '_execute', lambda execution, x: taken.append(execution) or SeparableConv2d._execute(
+        layer, execution, x))
     return taken
 
 
-@pytest.mark.parametrize('fused_seconds,expected', [(1.0, 'fused'), (3.0, 'unfused')])
-def test_the_faster_execution_is_timed_once_per_shape_and_cached(monkeypatch, fused_seconds, expected):
-    timings = RecordedTimings(monkeypatch, fused=fused_seconds, unfused=2.0)
+@pytest.mark.parametrize('winner', EXECUTIONS)
+def test_the_fastest_execution_is_timed_once_per_shape_and_cached(monkeypatch, winner):
+    timings = RecordedTimings(monkeypatch, **{e: 1.0 if e == winner else 2.0 for e in EXECUTIONS})
     layer = SeparableConv2d(8, 8, 3, padding=1)
     taken = count_paths(monkeypatch, layer)
-    x = torch.randn(2, 8, 6, 6)
+    x = torch.randn(2, 8, 2, 2)  # a tiny feature map: all three are worth timing
     for _ in range(3):
         layer(x).sum().backward()
-    assert timings.calls == [(True, (2, 8, 6, 6), True), (False, (2, 8, 6, 6), True)]  # once, then cached
-    assert taken == (['fused'] * 3 if expected == 'fused' else [])
-    layer(torch.randn(1, 8, 6, 6))  # another input shape is timed anew
-    assert len(timings.calls) == 4
+    assert timings.calls == [(e, (2, 8, 2, 2), True) for e in EXECUTIONS]  # once, then cached
+    assert taken == [winner] * 3
+    layer(torch.randn(1, 8, 2, 2))  # another input shape is timed anew
+    assert len(timings.calls) == 6
     with torch.no_grad():  # so is inference, which has no backward to time
         layer(x)
-    assert timings.calls[-1] == (False, (2, 8, 6, 6), False)
+    assert timings.calls[-1] == ('im2col', (2, 8, 2, 2), False)
+
+
+def test_executions_whose_extra_tensor_dwarfs_the_weight_are_not_timed(monkeypatch):
+    timings = RecordedTimings(monkeypatch, fused=2.0, unfused=1.0, im2col=1.0)
+    layer = SeparableConv2d(8, 8, 3, padding=1)
+    large = torch.randn(4, 8, 16, 16)  # the 9x wider activation and the unfolded input are 32 composed weights
+    assert layer.candidate_executions(large) == ('fused',)
+    taken = count_paths(monkeypatch, layer)
+    layer(large)
+    assert taken == ['fused'] and timings.calls == []  # a single candidate needs no timing
+    grouped = SeparableConv2d(8, 8, 3, padding=1, groups=2)
+    assert grouped.candidate_executions(torch.randn(1, 8, 2, 2)) == ('fused', 'unfused')  # im2col: one group only
+    assert layer.candidate_executions(torch.randn(1, 8, 2, 2), autocast=True) == ('fused', 'unfused')
 
 
 def test_timing_off_and_forced_executions_use_no_timing(monkeypatch):
-    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0)
+    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0, im2col=2.0)
     monkeypatch.setenv('TIMM_FROZENMIX_AUTOTUNE', '0')
     wide, tiny = SeparableConv2d(64, 64, 3, padding=1), torch.randn(2, 64, 2, 2)
     taken = count_paths(monkeypatch, wide)
     wide(tiny)
-    assert taken == [] and not wide.prefers_fused(tiny)  # the cost model decides
+    assert taken == ['unfused'] and not wide.prefers_fused(tiny)  # the cost model decides
     monkeypatch.delenv('TIMM_FROZENMIX_AUTOTUNE')
     wide.fused = True
     wide(tiny)
-    assert taken == ['fused'] and timings.calls == []
+    assert taken == ['unfused', 'fused'] and timings.calls == []
 
 
 def test_every_rank_decides_on_the_timings_of_all_ranks(monkeypatch):
-    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0)  # this rank alone would fuse
+    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0, im2col=3.0)  # this rank alone would fuse
     reduced = []
 
-    def all_reduce(tensor):  # the other rank measured fused 5 s, unfused 1 s: together unfused wins
+    def all_reduce(tensor):  # the other rank measured fused 5 s, unfused 1 s, im2col 1 s: together unfused wins
         reduced.append(tensor.clone())
-        tensor += torch.tensor([5.0, 1.0])
+        tensor += torch.tensor([5.0, 1.0, 1.0])
     monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
     monkeypatch.setattr(torch.distributed, 'all_reduce', all_reduce)
     layer = SeparableConv2d(8, 8, 3, padding=1)
     taken = count_paths(monkeypatch, layer)
-    layer(torch.randn(2, 8, 6, 6))
-    assert [t.tolist() for t in reduced] == [[1.0, 2.0]] and taken == [] and len(timings.calls) == 2
+    layer(torch.randn(2, 8, 2, 2))
+    assert [t.tolist() for t in reduced] == [[1.0, 2.0, 3.0]] and taken == ['unfused'] and len(timings.calls) == 3
 
 
 def test_timing_both_executions_leaves_gradients_alone():
@@ -189,14 +222,14 @@ def test_frozen_depthwise_gets_no_weight_gradient():
 
 
 def test_memory_format_and_autocast_are_timed_apart_and_tracing_is_not_timed(monkeypatch):
-    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0)
+    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0, im2col=3.0)
     layer = SeparableConv2d(8, 8, 3, padding=1).eval()
-    x = torch.randn(2, 8, 6, 6)
+    x = torch.randn(2, 8, 2, 2)
     with torch.no_grad():
         layer(x)
         layer(x.contiguous(memory_format=torch.channels_last))
         with torch.autocast('cpu', dtype=torch.bfloat16):
             layer(x)
-    assert len(timings.calls) == 6  # three cases, two executions each
+    assert len(timings.calls) == 8  # three cases: three executions each, but autocast leaves im2col out
     torch.jit.trace(layer, torch.randn(1, 8, 5, 5), check_trace=False)
-    assert len(timings.calls) == 6  # a trace records the cost model's choice, never a timing run
+    assert len(timings.calls) == 8  # a trace records the cost model's choice, never a timing run

@@ -4,12 +4,16 @@ A k x k convolution factored into a depthwise (spatial mixing, `depth_multiplier
 and a pointwise 1x1 (channel mixing) convolution, as in "Rethinking the Role of Spatial Mixing"
 (https://arxiv.org/abs/2503.16760). Either factor can be frozen at its random init.
 
-The layer can run unfused (depthwise then pointwise, a `depth_multiplier`-times wider intermediate) or
-fused (one dense convolution whose weight is composed from the two factors on the fly). Both compute the
-same function. Which is faster depends on the device, the dtype and the shapes, so, like cudnn's benchmark
-mode, each layer times both on first use for each (device, dtype, input shape, layer shape) and caches the
-winner; `TIMM_FROZENMIX_AUTOTUNE=0` (or torch's deterministic mode) replaces the timing by a fixed cost model.
-`fuse()` gives the equivalent dense convolution.
+The layer has three executions that compute the same function:
+- 'unfused': depthwise then pointwise, through a `depth_multiplier`-times wider intermediate activation;
+- 'fused': one dense convolution whose weight is composed from the two factors on the fly;
+- 'im2col': the same composed weight, applied as one matrix product to the unfolded input patches (im2col),
+  in the layout the composition produces, so no weight-sized tensor is ever transposed. It pays off where
+  weights are large and feature maps small (the last stages of a ResNet); ungrouped convolutions only.
+Which is fastest depends on the device, the dtype and the shapes, so, like cudnn's benchmark mode, each layer
+times them on first use for each (device, dtype, input shape, layer shape) and caches the winner;
+`TIMM_FROZENMIX_AUTOTUNE=0` (or torch's deterministic mode) replaces the timing by a fixed cost model that
+picks fused or unfused. `fuse()` gives the equivalent dense convolution.
 """
 from typing import Dict, Final, List, Optional, Tuple, Union
 
@@ -27,12 +31,14 @@ from .filters import init_spatial_
 from .learn import is_learned, resolve_learn
 from .timing import StepTimer
 
-__all__ = ['SeparableConv2d', 'is_depthwise', 'autotune_enabled', 'clear_execution_choices']
+__all__ = ['SeparableConv2d', 'is_depthwise', 'autotune_enabled', 'clear_execution_choices', 'EXECUTIONS']
 
 COMPOSE_COST = 4  # cost of one weight-composition MAC relative to a conv MAC, measured on CPU
 AUTOTUNE_ENV = 'TIMM_FROZENMIX_AUTOTUNE'
 AUTOTUNE_REPEATS = 3  # timed runs of each execution after one warm-up run; the median counts
-_execution_choices: Dict[tuple, bool] = {}  # (device, dtype, shapes, layer, gradients) -> fused
+AUTOTUNE_MAX_EXTRA = 4  # executions whose extra tensor exceeds this many composed weights are not timed
+EXECUTIONS = ('fused', 'unfused', 'im2col')
+_execution_choices: Dict[tuple, str] = {}  # (device, dtype, shapes, layer, gradients) -> one of EXECUTIONS
 
 
 def autotune_enabled() -> bool:
@@ -43,6 +49,11 @@ def autotune_enabled() -> bool:
 def clear_execution_choices() -> None:
     """Forget every timed choice, so the next forward of each layer times both executions again."""
     _execution_choices.clear()
+
+
+def _out_fastest(weight: torch.Tensor) -> torch.Tensor:
+    """A copy of a (out, in, 1, 1) weight with the same values whose output channel varies fastest in memory."""
+    return weight.reshape(weight.shape[0], -1).t().contiguous().t().reshape(weight.shape)
 
 
 def is_depthwise(conv: nn.Conv2d) -> bool:
@@ -64,13 +75,84 @@ def _explicit_padding(conv: nn.Conv2d) -> List[int]:
     return [pw, pw, ph, ph]
 
 
+class _Im2colComposed(torch.autograd.Function):
+    """conv2d(x, W) with W[o, i] = sum_j P[o, i * d + j] D[i * d + j] (groups=1), as unfold + one matrix product.
+
+    The composition D_i^T P_i is a batched product over input channels whose natural result is W laid out
+    (in, kh, kw, out); a dense conv needs (out, in, kh, kw), and that transpose costs as much as the conv on
+    small feature maps. The unfolded input (N, in * kh * kw, L) multiplies W in its own layout instead, and the
+    backward computes the pointwise gradient in the (in * d, out) layout the pointwise weight is stored in.
+    The backward is made of differentiable ops, so double backward works. `x` comes padded as `padding` says.
+    """
+
+    @staticmethod
+    def forward(ctx, x, depthwise_weight, pointwise_weight, bias, kernel_size, dilation, padding, stride):
+        n, in_c, height, width = x.shape
+        out_c = pointwise_weight.shape[0]
+        kh, kw = kernel_size
+        d = depthwise_weight.shape[0] // in_c
+        w_t = _composed_columns(depthwise_weight, pointwise_weight, in_c)
+        cols = _unfold_columns(x, kernel_size, dilation, padding, stride)  # (in * k^2, N * L)
+        y = torch.mm(w_t.t(), cols) if bias is None else torch.addmm(bias[:, None], w_t.t(), cols)
+        out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        ctx.save_for_backward(x, depthwise_weight, pointwise_weight)  # W is recomputed: less memory, double backward
+        ctx.geometry = (kernel_size, dilation, padding, stride)
+        ctx.has_bias = bias is not None
+        return y.reshape(out_c, n, out_h, out_w).transpose(0, 1).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, depthwise_weight, pointwise_weight = ctx.saved_tensors
+        kernel_size, dilation, padding, stride = ctx.geometry
+        n, in_c = x.shape[:2]
+        out_c = pointwise_weight.shape[0]
+        k2 = kernel_size[0] * kernel_size[1]
+        d = depthwise_weight.shape[0] // in_c
+        grad_y = grad_out.transpose(0, 1).reshape(out_c, -1)  # (out, N * L)
+        grad_x = grad_dw = grad_pw = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            w_t = _composed_columns(depthwise_weight, pointwise_weight, in_c)
+            grad_cols = torch.mm(w_t, grad_y).reshape(in_c * k2, n, -1).transpose(0, 1)  # (N, in * k^2, L)
+            grad_x = F.fold(grad_cols, x.shape[-2:], kernel_size, dilation=dilation, padding=padding, stride=stride)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            cols = _unfold_columns(x, kernel_size, dilation, padding, stride)
+            grad_w_t = torch.mm(cols, grad_y.t()).reshape(in_c, k2, out_c)  # dL/dW as (in, k^2, out)
+            bank = depthwise_weight.reshape(in_c, d, k2)
+            if ctx.needs_input_grad[2]:  # (in, d, out): the out-fastest layout of the pointwise weight
+                grad_pw = torch.bmm(bank, grad_w_t).reshape(in_c * d, out_c).t().reshape(pointwise_weight.shape)
+            if ctx.needs_input_grad[1]:
+                p = pointwise_weight.reshape(out_c, in_c * d).t().reshape(in_c, d, out_c)
+                grad_dw = torch.bmm(p, grad_w_t.transpose(1, 2)).reshape(depthwise_weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = grad_out.sum((0, 2, 3))
+        return grad_x, grad_dw, grad_pw, grad_bias, None, None, None, None
+
+
+def _composed_columns(depthwise_weight: torch.Tensor, pointwise_weight: torch.Tensor, in_c: int) -> torch.Tensor:
+    """The composed dense weight as an (in * kh * kw, out) matrix: per input channel i, D_i^T P_i (eq. 3)."""
+    out_c, mid_c = pointwise_weight.shape[:2]
+    d, k2 = mid_c // in_c, depthwise_weight.shape[-2] * depthwise_weight.shape[-1]
+    bank_t = depthwise_weight.reshape(in_c, d, k2).transpose(1, 2)  # (in, k^2, d)
+    p = pointwise_weight.reshape(out_c, mid_c).t().reshape(in_c, d, out_c)  # a view when stored out-fastest
+    return torch.bmm(bank_t, p).reshape(in_c * k2, out_c)
+
+
+def _unfold_columns(x, kernel_size, dilation, padding, stride) -> torch.Tensor:
+    """The input's patches as one (in * kh * kw, N * L) matrix, L output pixels per image."""
+    cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)  # (N, in * k^2, L)
+    return cols.transpose(0, 1).reshape(cols.shape[1], -1)
+
+
 class SeparableConv2d(nn.Module):
     """ Depthwise (in -> in * d, k x k, groups=in, no bias) then pointwise (in * d -> out, 1x1).
 
     Keeps the stride, padding, dilation and padding mode of the conv it replaces on the depthwise part and
     the groups and bias on the pointwise part, so its output has the original conv's shape for any input.
-    `fused=None` picks the faster execution per input as timed on first use (`choose_execution`), or by the
-    cost model (`prefers_fused`) where timing is off, under TorchScript or torch.compile; True / False force it.
+    `fused=None` picks the fastest execution per input as timed on first use (`choose_execution`), or fused or
+    unfused by the cost model (`prefers_fused`) where timing is off, under TorchScript or torch.compile; True
+    forces the fused execution, False the unfused one. With groups=1 the pointwise weight is stored
+    output-channel-fastest (strides (1, out, out, out)); its shape, values and state_dict entry are nn.Conv2d's.
     """
     compose_cost: Final[int] = COMPOSE_COST  # a module constant TorchScript can read
 
@@ -113,6 +195,8 @@ class SeparableConv2d(nn.Module):
                 in_channels, mid_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                 groups=in_channels, bias=False, padding_mode=padding_mode, **dd)
         self.pointwise = nn.Conv2d(mid_channels, out_channels, 1, groups=groups, bias=bias, **dd)
+        if groups == 1:  # stored out-fastest, the layout the composition reads and its gradient comes in (im2col)
+            self.pointwise.weight = nn.Parameter(_out_fastest(self.pointwise.weight.detach()))
         dw = self.depthwise
         self.kernel_size: Tuple[int, int] = dw.kernel_size
         self.stride: Tuple[int, int] = dw.stride
@@ -175,15 +259,15 @@ class SeparableConv2d(nn.Module):
         return fused <= unfused
 
     @torch.jit.unused
-    def choose_execution(self, x: torch.Tensor) -> bool:
-        """Fused or not for this input: the faster of the two as timed on first use, cached for the same device,
-        dtype, autocast, memory format, input shape, layer shape and gradients; the cost model under torch.compile,
-        tracing, or with timing off.
+    def choose_execution(self, x: torch.Tensor) -> str:
+        """The execution for this input (one of EXECUTIONS): the fastest as timed on first use, cached for the same
+        device, dtype, autocast, memory format, input shape, layer shape and gradients; fused or unfused by the cost
+        model under torch.compile, tracing, or with timing off.
 
         In a distributed run every rank adds up all ranks' timings before deciding, so all take the same path.
         """
         if torch.compiler.is_compiling() or torch.jit.is_tracing() or not autotune_enabled():
-            return self.prefers_fused(x)
+            return 'fused' if self.prefers_fused(x) else 'unfused'
         grads = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         autocast = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
         key = (str(x.device), x.dtype, autocast, x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
@@ -192,22 +276,45 @@ class SeparableConv2d(nn.Module):
                grads and x.requires_grad, grads and self.depthwise.weight.requires_grad,
                grads and self.pointwise.weight.requires_grad)
         if key not in _execution_choices:
-            seconds = torch.tensor([self._seconds(True, x, grads), self._seconds(False, x, grads)])
-            if dist.is_available() and dist.is_initialized():
-                seconds = seconds.to(x.device)
-                dist.all_reduce(seconds)
-            _execution_choices[key] = bool(seconds[0] <= seconds[1])
+            candidates = self.candidate_executions(x, autocast is not None)
+            if len(candidates) == 1:
+                _execution_choices[key] = candidates[0]
+            else:
+                seconds = torch.tensor([self._seconds(execution, x, grads) for execution in candidates])
+                if dist.is_available() and dist.is_initialized():
+                    seconds = seconds.to(x.device)
+                    dist.all_reduce(seconds)
+                _execution_choices[key] = candidates[int(torch.argmin(seconds))]  # the first of equals
         return _execution_choices[key]
 
+    def candidate_executions(self, x: torch.Tensor, autocast: bool = False) -> Tuple[str, ...]:
+        """The executions worth timing on `x`: fused always; unfused and im2col only where their extra tensor (the
+        d-times-wider activation, the unfolded input) holds at most AUTOTUNE_MAX_EXTRA times the composed weight.
+
+        Fused pays per weight element, the other two per activation element, so where activations dwarf the
+        weight they lose anyway, and timing them would put that tensor on top of the forward's activations.
+        im2col needs one group, and one dtype for input and weights (autocast casts per op).
+        """
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        pixels = x.shape[0] * -(-x.shape[-2] // sh) * -(-x.shape[-1] // sw)  # output pixels, all images
+        budget = AUTOTUNE_MAX_EXTRA * self.out_channels * self.in_channels // self.groups * kh * kw
+        candidates = ['fused']
+        if pixels * self.in_channels * self.depth_multiplier <= budget:
+            candidates.append('unfused')
+        if self.groups == 1 and not autocast and pixels * self.in_channels * kh * kw <= budget:
+            candidates.append('im2col')
+        return tuple(candidates)
+
     @torch.jit.unused
-    def _seconds(self, fused: bool, x: torch.Tensor, grads: bool) -> float:
+    def _seconds(self, execution: str, x: torch.Tensor, grads: bool) -> float:
         """Median seconds of one execution on `x` (forward, and backward if training will need it)."""
         x = x.detach().requires_grad_(x.requires_grad)
         inputs = [p for p in self.parameters() if p.requires_grad] + ([x] if x.requires_grad else [])
 
         def run():
             with torch.set_grad_enabled(grads):
-                out = self._dense_conv(x, self.dense_weight()) if fused else self.pointwise(self.depthwise(x))
+                out = self._execute(execution, x)
                 if grads:
                     torch.autograd.grad(out, inputs, grad_outputs=torch.ones_like(out))
         timer = StepTimer(x.device)
@@ -219,6 +326,9 @@ class SeparableConv2d(nn.Module):
         g, d = self.groups, self.depth_multiplier
         out_c, in_c = self.out_channels, self.in_channels
         kh, kw = self.kernel_size
+        if g == 1:  # composed in the layout the out-fastest pointwise weight gives, then one transpose
+            w_t = _composed_columns(self.depthwise.weight, self.pointwise.weight, in_c)
+            return w_t.reshape(in_c, kh, kw, out_c).permute(3, 0, 1, 2).contiguous()
         p = self.pointwise.weight.reshape(g, out_c // g, in_c // g, d)
         w = self.depthwise.weight.reshape(g, in_c // g, d, kh, kw)
         return torch.einsum('gocd,gcdhw->gochw', p, w).reshape(out_c, in_c // g, kh, kw)
@@ -251,23 +361,39 @@ class SeparableConv2d(nn.Module):
         fit = self.dense_weight().to(torch.float64).reshape(dense.shape)
         return ((fit - dense).norm() / dense.norm().clamp_min(torch.finfo(torch.float64).tiny)).item()
 
-    def _dense_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` padded as the dense conv needs it before its own `conv_padding`."""
         if self.same_padding:  # timm's dynamic 'SAME' padding, from the input size
-            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
-        elif self.pad_first:
-            x = F.pad(x, self.explicit_padding, mode='constant' if self.padding_mode == 'zeros' else self.padding_mode)
-        return F.conv2d(x, weight, self.pointwise.bias, self.stride, self.conv_padding, self.dilation, self.groups)
+            return pad_same(x, self.kernel_size, self.stride, self.dilation)
+        if self.pad_first:
+            return F.pad(x, self.explicit_padding, mode='constant' if self.padding_mode == 'zeros' else self.padding_mode)
+        return x
+
+    def _dense_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self._padded(x), weight, self.pointwise.bias, self.stride, self.conv_padding, self.dilation,
+                        self.groups)
+
+    @torch.jit.unused
+    def _im2col(self, x: torch.Tensor) -> torch.Tensor:
+        return _Im2colComposed.apply(self._padded(x), self.depthwise.weight, self.pointwise.weight,
+                                     self.pointwise.bias, self.kernel_size, self.dilation, self.conv_padding,
+                                     self.stride)
+
+    def _execute(self, execution: str, x: torch.Tensor) -> torch.Tensor:
+        if execution == 'fused':
+            return self._dense_conv(x, self.dense_weight())
+        if execution == 'im2col':
+            return self._im2col(x)
+        return self.pointwise(self.depthwise(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
-            fused = self.fused
+            execution = 'fused' if self.fused else 'unfused'
         elif torch.jit.is_scripting():
-            fused = self.prefers_fused(x)
+            execution = 'fused' if self.prefers_fused(x) else 'unfused'
         else:
-            fused = self.choose_execution(x)
-        if fused:
-            return self._dense_conv(x, self.dense_weight())
-        return self.pointwise(self.depthwise(x))
+            execution = self.choose_execution(x)
+        return self._execute(execution, x)
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
