@@ -7,9 +7,9 @@ and a pointwise 1x1 (channel mixing) convolution, as in "Rethinking the Role of 
 The layer has three executions that compute the same function:
 - 'unfused': depthwise then pointwise, through a `depth_multiplier`-times wider intermediate activation;
 - 'fused': one dense convolution whose weight is composed from the two factors on the fly;
-- 'im2col': the same composed weight, applied as one matrix product to the unfolded input patches (im2col),
-  in the layout the composition produces, so no weight-sized tensor is ever transposed. It pays off where
-  weights are large and feature maps small (the last stages of a ResNet); ungrouped convolutions only.
+- 'im2col': depthwise then pointwise as two matrix products on the unfolded input patches, without conv
+  kernels or a composed weight. It pays off where weights are large and feature maps small (the last stages
+  of a ResNet); ungrouped convolutions only.
 Which is fastest depends on the device, the dtype and the shapes, so, like cudnn's benchmark mode, each layer
 times them on first use for each (device, dtype, input shape, layer shape) and caches the winner;
 `TIMM_FROZENMIX_AUTOTUNE=0` (or torch's deterministic mode) replaces the timing by a fixed cost model that
@@ -75,28 +75,29 @@ def _explicit_padding(conv: nn.Conv2d) -> List[int]:
     return [pw, pw, ph, ph]
 
 
-class _Im2colComposed(torch.autograd.Function):
-    """conv2d(x, W) with W[o, i] = sum_j P[o, i * d + j] D[i * d + j] (groups=1), as unfold + one matrix product.
+class _Im2col(torch.autograd.Function):
+    """Depthwise then pointwise (groups=1) as matrix products on the unfolded input (im2col), no conv kernels.
 
-    The composition D_i^T P_i is a batched product over input channels whose natural result is W laid out
-    (in, kh, kw, out); a dense conv needs (out, in, kh, kw), and that transpose costs as much as the conv on
-    small feature maps. The unfolded input (N, in * kh * kw, L) multiplies W in its own layout instead, and the
-    backward computes the pointwise gradient in the (in * d, out) layout the pointwise weight is stored in.
-    The backward is made of differentiable ops, so double backward works. `x` comes padded as `padding` says.
+    Per input channel i the depthwise bank D_i (d, kh * kw) multiplies that channel's patches (kh * kw, N * L),
+    giving the d-times-wider activation Z as an (in * d, N * L) matrix; the pointwise weight (out, in * d)
+    multiplies Z. Depthwise convolutions with a depth multiplier are slow kernels and composing the dense weight
+    costs a weight-sized transpose, so where feature maps are small (the last stages of a ResNet) this beats
+    both. Only `x` is saved: the patches and Z are recomputed in the backward, whose ops are all differentiable,
+    so double backward works. `x` comes padded as `padding` says.
     """
 
     @staticmethod
     def forward(ctx, x, depthwise_weight, pointwise_weight, bias, kernel_size, dilation, padding, stride):
         n, in_c, height, width = x.shape
-        out_c = pointwise_weight.shape[0]
+        out_c, mid_c = pointwise_weight.shape[:2]
         kh, kw = kernel_size
-        d = depthwise_weight.shape[0] // in_c
-        w_t = _composed_columns(depthwise_weight, pointwise_weight, in_c)
-        cols = _unfold_columns(x, kernel_size, dilation, padding, stride)  # (in * k^2, N * L)
-        y = torch.mm(w_t.t(), cols) if bias is None else torch.addmm(bias[:, None], w_t.t(), cols)
+        cols = _unfold_columns(x, kernel_size, dilation, padding, stride).reshape(in_c, kh * kw, -1)
+        z = torch.bmm(depthwise_weight.reshape(in_c, mid_c // in_c, kh * kw), cols).reshape(mid_c, -1)
+        weight = pointwise_weight.reshape(out_c, mid_c)
+        y = torch.mm(weight, z) if bias is None else torch.addmm(bias[:, None], weight, z)  # (out, N * L)
         out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
         out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-        ctx.save_for_backward(x, depthwise_weight, pointwise_weight)  # W is recomputed: less memory, double backward
+        ctx.save_for_backward(x, depthwise_weight, pointwise_weight)
         ctx.geometry = (kernel_size, dilation, padding, stride)
         ctx.has_bias = bias is not None
         return y.reshape(out_c, n, out_h, out_w).transpose(0, 1).contiguous()
@@ -106,36 +107,31 @@ class _Im2colComposed(torch.autograd.Function):
         x, depthwise_weight, pointwise_weight = ctx.saved_tensors
         kernel_size, dilation, padding, stride = ctx.geometry
         n, in_c = x.shape[:2]
-        out_c = pointwise_weight.shape[0]
+        out_c, mid_c = pointwise_weight.shape[:2]
         k2 = kernel_size[0] * kernel_size[1]
-        d = depthwise_weight.shape[0] // in_c
+        bank = depthwise_weight.reshape(in_c, mid_c // in_c, k2)
+        weight = pointwise_weight.reshape(out_c, mid_c)
         grad_y = grad_out.transpose(0, 1).reshape(out_c, -1)  # (out, N * L)
+        cols = _unfold_columns(x, kernel_size, dilation, padding, stride).reshape(in_c, k2, -1)
         grad_x = grad_dw = grad_pw = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            w_t = _composed_columns(depthwise_weight, pointwise_weight, in_c)
-            grad_cols = torch.mm(w_t, grad_y).reshape(in_c * k2, n, -1).transpose(0, 1)  # (N, in * k^2, L)
-            grad_x = F.fold(grad_cols, x.shape[-2:], kernel_size, dilation=dilation, padding=padding, stride=stride)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            cols = _unfold_columns(x, kernel_size, dilation, padding, stride)
-            grad_w_t = torch.mm(cols, grad_y.t()).reshape(in_c, k2, out_c)  # dL/dW as (in, k^2, out)
-            bank = depthwise_weight.reshape(in_c, d, k2)
-            if ctx.needs_input_grad[2]:  # (in, d, out): the out-fastest layout of the pointwise weight
-                grad_pw = torch.bmm(bank, grad_w_t).reshape(in_c * d, out_c).t().reshape(pointwise_weight.shape)
+        if ctx.needs_input_grad[2]:
+            z = torch.bmm(bank, cols).reshape(mid_c, -1)
+            if weight.stride(0) == 1:  # out-fastest: (in * d, out), transposed, is the weight's own layout
+                grad_pw = torch.mm(z, grad_y.t()).t().reshape(pointwise_weight.shape)
+            else:
+                grad_pw = torch.mm(grad_y, z.t()).reshape(pointwise_weight.shape)
+            del z
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            grad_z = torch.mm(weight.t(), grad_y).reshape(in_c, mid_c // in_c, -1)
             if ctx.needs_input_grad[1]:
-                p = pointwise_weight.reshape(out_c, in_c * d).t().reshape(in_c, d, out_c)
-                grad_dw = torch.bmm(p, grad_w_t.transpose(1, 2)).reshape(depthwise_weight.shape)
+                grad_dw = torch.bmm(grad_z, cols.transpose(1, 2)).reshape(depthwise_weight.shape)
+            if ctx.needs_input_grad[0]:
+                grad_cols = torch.bmm(bank.transpose(1, 2), grad_z).reshape(in_c * k2, n, -1).transpose(0, 1)
+                grad_x = F.fold(grad_cols, x.shape[-2:], kernel_size, dilation=dilation, padding=padding,
+                                stride=stride)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_bias = grad_out.sum((0, 2, 3))
         return grad_x, grad_dw, grad_pw, grad_bias, None, None, None, None
-
-
-def _composed_columns(depthwise_weight: torch.Tensor, pointwise_weight: torch.Tensor, in_c: int) -> torch.Tensor:
-    """The composed dense weight as an (in * kh * kw, out) matrix: per input channel i, D_i^T P_i (eq. 3)."""
-    out_c, mid_c = pointwise_weight.shape[:2]
-    d, k2 = mid_c // in_c, depthwise_weight.shape[-2] * depthwise_weight.shape[-1]
-    bank_t = depthwise_weight.reshape(in_c, d, k2).transpose(1, 2)  # (in, k^2, d)
-    p = pointwise_weight.reshape(out_c, mid_c).t().reshape(in_c, d, out_c)  # a view when stored out-fastest
-    return torch.bmm(bank_t, p).reshape(in_c * k2, out_c)
 
 
 def _unfold_columns(x, kernel_size, dilation, padding, stride) -> torch.Tensor:
@@ -326,9 +322,10 @@ class SeparableConv2d(nn.Module):
         g, d = self.groups, self.depth_multiplier
         out_c, in_c = self.out_channels, self.in_channels
         kh, kw = self.kernel_size
-        if g == 1:  # composed in the layout the out-fastest pointwise weight gives, then one transpose
-            w_t = _composed_columns(self.depthwise.weight, self.pointwise.weight, in_c)
-            return w_t.reshape(in_c, kh, kw, out_c).permute(3, 0, 1, 2).contiguous()
+        if g == 1:  # per input channel D_i^T P_i, (kh * kw, out), on the out-fastest P; then one transpose
+            bank_t = self.depthwise.weight.reshape(in_c, d, kh * kw).transpose(1, 2)
+            p = self.pointwise.weight.reshape(out_c, in_c * d).t().reshape(in_c, d, out_c)
+            return torch.bmm(bank_t, p).reshape(in_c, kh, kw, out_c).permute(3, 0, 1, 2).contiguous()
         p = self.pointwise.weight.reshape(g, out_c // g, in_c // g, d)
         w = self.depthwise.weight.reshape(g, in_c // g, d, kh, kw)
         return torch.einsum('gocd,gcdhw->gochw', p, w).reshape(out_c, in_c // g, kh, kw)
@@ -375,7 +372,7 @@ class SeparableConv2d(nn.Module):
 
     @torch.jit.unused
     def _im2col(self, x: torch.Tensor) -> torch.Tensor:
-        return _Im2colComposed.apply(self._padded(x), self.depthwise.weight, self.pointwise.weight,
+        return _Im2col.apply(self._padded(x), self.depthwise.weight, self.pointwise.weight,
                                      self.pointwise.bias, self.kernel_size, self.dilation, self.conv_padding,
                                      self.stride)
 
