@@ -9,7 +9,7 @@ import timm_frozenmix  # noqa: F401  (registers the models with timm)
 from timm_frozenmix.timing import time_interleaved
 from benchmarks._harness import machine, peak_memory, ratio_row, table
 
-BATCH, SIZE, STEPS, WARMUP = 32, 64, 11, 2
+BATCH, SIZE, STEPS, WARMUP = 32, 64, 21, 3
 
 
 def build(case: str):
@@ -22,7 +22,7 @@ def run() -> list:
     seconds = time_interleaved({c: build(c) for c in ('dense', 'ours')}, True, STEPS, WARMUP)
     mib = {c: peak_memory(__name__, c, True) for c in ('dense', 'ours')}
     return [ratio_row('sep_resnet18_chans vs resnetv2_18, train step', seconds['ours'], seconds['dense'],
-                      mib['ours'], mib['dense'], '<= 1.05x time')]
+                      mib['ours'], mib['dense'], '<= 1.05x time, <= 1.1x memory')]
 
 
 if __name__ == '__main__':

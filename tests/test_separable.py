@@ -66,6 +66,15 @@ def test_every_execution_agrees_in_forward_and_gradients(learn, name):
             torch.testing.assert_close(g[key], g_f[key], atol=1e-4, rtol=1e-4)
 
 
+def test_im2col_keeps_the_input_memory_format():
+    sep = SeparableConv2d.from_conv(nn.Conv2d(6, 10, 3, padding=1))
+    x = torch.randn(2, 6, 5, 5)
+    out = sep._execute('im2col', x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert sep._execute('im2col', x).is_contiguous()
+    torch.testing.assert_close(out, sep._execute('fused', x), atol=1e-5, rtol=1e-4)
+
+
 def test_im2col_supports_double_backward():
     sep = SeparableConv2d.from_conv(nn.Conv2d(3, 4, 3, padding=1), depth_multiplier=2, learn='full').double()
     x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)

@@ -18,7 +18,6 @@ picks fused or unfused. `fuse()` gives the equivalent dense convolution.
 from typing import Dict, Final, List, Optional, Tuple, Union
 
 import os
-import statistics
 
 import torch
 import torch.distributed as dist
@@ -35,7 +34,7 @@ __all__ = ['SeparableConv2d', 'is_depthwise', 'autotune_enabled', 'clear_executi
 
 COMPOSE_COST = 4  # cost of one weight-composition MAC relative to a conv MAC, measured on CPU
 AUTOTUNE_ENV = 'TIMM_FROZENMIX_AUTOTUNE'
-AUTOTUNE_REPEATS = 3  # timed runs of each execution after one warm-up run; the median counts
+AUTOTUNE_REPEATS = 5  # timed runs of each execution after one warm-up run; the fastest counts (noise only adds)
 AUTOTUNE_MAX_EXTRA = 4  # executions whose extra tensor exceeds this many composed weights are not timed
 EXECUTIONS = ('fused', 'unfused', 'im2col')
 _execution_choices: Dict[tuple, str] = {}  # (device, dtype, shapes, layer, gradients) -> one of EXECUTIONS
@@ -100,7 +99,9 @@ class _Im2col(torch.autograd.Function):
         ctx.save_for_backward(x, depthwise_weight, pointwise_weight)
         ctx.geometry = (kernel_size, dilation, padding, stride)
         ctx.has_bias = bias is not None
-        return y.reshape(out_c, n, out_h, out_w).transpose(0, 1).contiguous()
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return y.reshape(out_c, n, out_h, out_w).transpose(0, 1).contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # as the input
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -191,7 +192,7 @@ class SeparableConv2d(nn.Module):
                 in_channels, mid_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                 groups=in_channels, bias=False, padding_mode=padding_mode, **dd)
         self.pointwise = nn.Conv2d(mid_channels, out_channels, 1, groups=groups, bias=bias, **dd)
-        if groups == 1:  # stored out-fastest, the layout the composition reads and its gradient comes in (im2col)
+        if groups == 1:  # stored out-fastest: the composition (dense_weight) reads it without a transpose
             self.pointwise.weight = nn.Parameter(_out_fastest(self.pointwise.weight.detach()))
         dw = self.depthwise
         self.kernel_size: Tuple[int, int] = dw.kernel_size
@@ -304,7 +305,7 @@ class SeparableConv2d(nn.Module):
 
     @torch.jit.unused
     def _seconds(self, execution: str, x: torch.Tensor, grads: bool) -> float:
-        """Median seconds of one execution on `x` (forward, and backward if training will need it)."""
+        """Least seconds of one execution on `x` (forward, and backward if training will need it)."""
         x = x.detach().requires_grad_(x.requires_grad)
         inputs = [p for p in self.parameters() if p.requires_grad] + ([x] if x.requires_grad else [])
 
@@ -315,7 +316,7 @@ class SeparableConv2d(nn.Module):
                     torch.autograd.grad(out, inputs, grad_outputs=torch.ones_like(out))
         timer = StepTimer(x.device)
         run()
-        return statistics.median(timer(run) for _ in range(AUTOTUNE_REPEATS))
+        return min(timer(run) for _ in range(AUTOTUNE_REPEATS))
 
     def dense_weight(self) -> torch.Tensor:
         """W[o, i] = sum_j P[o, i * d + j] * D[i * d + j], the dense (out, in / groups, kh, kw) kernel."""
@@ -372,9 +373,8 @@ class SeparableConv2d(nn.Module):
 
     @torch.jit.unused
     def _im2col(self, x: torch.Tensor) -> torch.Tensor:
-        return _Im2col.apply(self._padded(x), self.depthwise.weight, self.pointwise.weight,
-                                     self.pointwise.bias, self.kernel_size, self.dilation, self.conv_padding,
-                                     self.stride)
+        return _Im2col.apply(self._padded(x), self.depthwise.weight, self.pointwise.weight, self.pointwise.bias,
+                             self.kernel_size, self.dilation, self.conv_padding, self.stride)
 
     def _execute(self, execution: str, x: torch.Tensor) -> torch.Tensor:
         if execution == 'fused':
