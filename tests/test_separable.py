@@ -1,9 +1,11 @@
 import pytest
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 from timm.layers import create_conv2d
 
 from timm_frozenmix import SeparableConv2d
+from timm_frozenmix.checkpoint import save_safetensors
 from timm_frozenmix.separable import EXECUTIONS, clear_execution_choices
 
 CONVS = {
@@ -82,12 +84,13 @@ def test_im2col_supports_double_backward():
     assert torch.autograd.gradgradcheck(lambda x, *_: sep._execute('im2col', x), inputs)
 
 
-def test_pointwise_weight_is_stored_out_fastest_and_saves_contiguous():
+def test_pointwise_weight_is_stored_out_fastest_and_round_trips_through_safetensors(tmp_path):
     sep = SeparableConv2d.from_conv(nn.Conv2d(6, 10, 3, padding=1))
     weight = sep.pointwise.weight
     assert weight.shape == (10, 54, 1, 1) and weight.stride()[:2] == (1, 10)
+    save_safetensors(sep.state_dict(), tmp_path / 'model.safetensors')
     reloaded = SeparableConv2d.from_conv(nn.Conv2d(6, 10, 3, padding=1))
-    reloaded.load_state_dict(sep.state_dict())
+    reloaded.load_state_dict(load_file(str(tmp_path / 'model.safetensors')))
     assert reloaded.pointwise.weight.stride() == weight.stride()
     torch.testing.assert_close(reloaded.pointwise.weight, weight, rtol=0, atol=0)
 
@@ -141,7 +144,7 @@ def test_the_fastest_execution_is_timed_once_per_shape_and_cached(monkeypatch, w
 def test_executions_whose_extra_tensor_dwarfs_the_weight_are_not_timed(monkeypatch):
     timings = RecordedTimings(monkeypatch, fused=2.0, unfused=1.0, im2col=1.0)
     layer = SeparableConv2d(8, 8, 3, padding=1)
-    large = torch.randn(4, 8, 16, 16)  # the 9x wider activation and the unfolded input are 32 composed weights
+    large = torch.randn(4, 8, 16, 16)  # the 9x wider activation and the unfolded input are 128 composed weights
     assert layer.candidate_executions(large) == ('fused',)
     taken = count_paths(monkeypatch, layer)
     layer(large)
