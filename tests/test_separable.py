@@ -127,7 +127,7 @@ def count_paths(monkeypatch, layer):
 @pytest.mark.parametrize('winner', EXECUTIONS)
 def test_the_fastest_execution_is_timed_once_per_shape_and_cached(monkeypatch, winner):
     timings = RecordedTimings(monkeypatch, **{e: 1.0 if e == winner else 2.0 for e in EXECUTIONS})
-    layer = SeparableConv2d(8, 8, 3, padding=1)
+    layer = SeparableConv2d(8, 8, 5, padding=2)  # d = 9 < 25: on any device all three are timed
     taken = count_paths(monkeypatch, layer)
     x = torch.randn(2, 8, 2, 2)  # a tiny feature map: all three are worth timing
     for _ in range(3):
@@ -149,9 +149,14 @@ def test_executions_whose_extra_tensor_dwarfs_the_weight_are_not_timed(monkeypat
     taken = count_paths(monkeypatch, layer)
     layer(large)
     assert taken == ['fused'] and timings.calls == []  # a single candidate needs no timing
+    tiny = torch.randn(1, 8, 2, 2)
+    assert layer.candidate_executions(tiny.to('meta')) == EXECUTIONS  # off the CPU, both are timed
+    narrow = SeparableConv2d(8, 8, 5, padding=2)  # d = 9 < 25: unfused's activation is the narrower one
+    assert narrow.candidate_executions(tiny) == EXECUTIONS
     grouped = SeparableConv2d(8, 8, 3, padding=1, groups=2)
     assert grouped.candidate_executions(torch.randn(1, 8, 2, 2)) == ('fused', 'unfused')  # im2col: one group only
-    assert layer.candidate_executions(torch.randn(1, 8, 2, 2), autocast=True) == ('fused', 'unfused')
+    assert layer.candidate_executions(tiny, autocast=True) == ('fused', 'unfused')
+    assert layer.candidate_executions(tiny) == ('fused', 'im2col')  # on the CPU im2col stands in for unfused
 
 
 def test_timing_off_and_forced_executions_use_no_timing(monkeypatch):
@@ -176,7 +181,7 @@ def test_every_rank_decides_on_the_timings_of_all_ranks(monkeypatch):
         tensor += torch.tensor([5.0, 1.0, 1.0])
     monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
     monkeypatch.setattr(torch.distributed, 'all_reduce', all_reduce)
-    layer = SeparableConv2d(8, 8, 3, padding=1)
+    layer = SeparableConv2d(8, 8, 5, padding=2)
     taken = count_paths(monkeypatch, layer)
     layer(torch.randn(2, 8, 2, 2))
     assert [t.tolist() for t in reduced] == [[1.0, 2.0, 3.0]] and taken == ['unfused'] and len(timings.calls) == 3
@@ -235,7 +240,7 @@ def test_frozen_depthwise_gets_no_weight_gradient():
 
 def test_memory_format_and_autocast_are_timed_apart_and_tracing_is_not_timed(monkeypatch):
     timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0, im2col=3.0)
-    layer = SeparableConv2d(8, 8, 3, padding=1).eval()
+    layer = SeparableConv2d(8, 8, 5, padding=2).eval()
     x = torch.randn(2, 8, 2, 2)
     with torch.no_grad():
         layer(x)

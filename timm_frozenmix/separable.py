@@ -290,16 +290,21 @@ class SeparableConv2d(nn.Module):
 
         Fused pays per weight element, the other two per activation element, so where activations dwarf the
         weight they lose anyway, and timing them would put that tensor on top of the forward's activations.
-        im2col needs one group, and one dtype for input and weights (autocast casts per op).
+        im2col needs one group, and one dtype for input and weights (autocast casts per op). On the CPU, where
+        im2col's unfolded input is no wider than the unfused activation (kh * kw <= d), unfused is not timed:
+        both compute the same depthwise output and pointwise product, PyTorch's CPU depthwise kernels with a
+        depth multiplier lost to im2col at every shape measured, and their trial leaves kernel caches behind.
         """
         kh, kw = self.kernel_size
         sh, sw = self.stride
         pixels = x.shape[0] * -(-x.shape[-2] // sh) * -(-x.shape[-1] // sw)  # output pixels, all images
         budget = AUTOTUNE_MAX_EXTRA * self.out_channels * self.in_channels // self.groups * kh * kw
         candidates = ['fused']
-        if pixels * self.in_channels * self.depth_multiplier <= budget:
+        im2col = self.groups == 1 and not autocast and pixels * self.in_channels * kh * kw <= budget
+        if pixels * self.in_channels * self.depth_multiplier <= budget and not (
+                im2col and x.device.type == 'cpu' and kh * kw <= self.depth_multiplier):
             candidates.append('unfused')
-        if self.groups == 1 and not autocast and pixels * self.in_channels * kh * kw <= budget:
+        if im2col:
             candidates.append('im2col')
         return tuple(candidates)
 
