@@ -36,7 +36,7 @@ def test_timm_lists_the_shipped_tags():
 
 LOAD_OFFLINE = '''
 import sys, timm, torch, timm_frozenmix
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from timm_frozenmix.pretrained import weights_path
 for name, mode in zip(sys.argv[1::2], sys.argv[2::2]):
     model = timm.create_model(name, pretrained=True)
