@@ -122,6 +122,14 @@ def test_separable_false_is_the_dense_resnet_of_the_same_layout():
         timm.create_model('sep_resnet20_cifar_chans', separable=False)
 
 
+@pytest.mark.parametrize('name', ['sep_resnet20_cifar_full', 'sep_resnet10_full'])
+@pytest.mark.parametrize('separable', [True, False])
+def test_first_conv_names_the_input_conv(name, separable):
+    model = timm.create_model(name, separable=separable)
+    first = model.get_submodule(model.pretrained_cfg['first_conv'])
+    assert isinstance(first, torch.nn.Conv2d) and first.in_channels == 3
+
+
 def test_model_kwargs_pass_through_create_model():
     model = timm.create_model(
         'sep_resnet20_cifar_chans', depth_multiplier=3, spatial_init='box', smooth_sigma=0.0,

@@ -98,6 +98,8 @@ class SeparableResNetV2(ResNetV2):
 
 def _create_sep_resnet(variant: str, pretrained: bool = False, **kwargs) -> SeparableResNetV2:
     out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs['layers']) + 1)))  # the stem and every stage
+    if not kwargs.get('separable', True):  # the dense stem conv has no depthwise part for the cfg to name
+        kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, first_conv='stem.conv')
     return build_model(
         SeparableResNetV2, variant, pretrained,
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
