@@ -1,5 +1,6 @@
 """The package's shape: layers whose imports point down, commands on top, and a wheel without the study."""
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -90,8 +91,10 @@ def test_no_library_function_takes_an_argparse_namespace():
 
 @pytest.mark.slow
 def test_the_wheel_ships_the_plugin_and_not_the_study(tmp_path):
+    source = tmp_path / 'source'  # setuptools builds in the source tree: a copy keeps the checkout clean
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns('.git', 'build', '*.egg-info', 'output'))
     result = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-w',
-                             str(tmp_path), str(REPO)], capture_output=True, text=True)
+                             str(tmp_path), str(source)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = tmp_path.glob('timm_frozenmix-*.whl')
     names = zipfile.ZipFile(wheel).namelist()
