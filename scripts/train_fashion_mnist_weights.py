@@ -52,8 +52,10 @@ ROBUST = {'whole': ['--attacks', 'fgsm,pgd', '--pgd-steps', '10'],  # all 10,000
 
 
 def command(mode: str, output: Path) -> list:
-    """The train.py command of one mode, writing into output/mode."""
-    return ['python', 'train.py', '--model', f'{ARCHITECTURE}_{mode}', *FLAGS, '--output', str(output),
+    """The train.py command of one mode, writing into output/mode. It runs in REPO, and a folder inside REPO is
+    named relative to it, so the command a model card quotes holds no path of the machine it was trained on."""
+    shown = output.relative_to(REPO) if output.is_relative_to(REPO) else output
+    return ['python', 'train.py', '--model', f'{ARCHITECTURE}_{mode}', *FLAGS, '--output', str(shown),
             '--experiment', mode]
 
 

@@ -122,6 +122,12 @@ def test_the_weights_recipe_trains_bit_for_bit_from_its_command(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_weights_command_names_the_default_output_relative_to_the_repo():
+    recipe = recipe_script()
+    argv = recipe.command('chans', recipe.OUTPUT)
+    assert argv[argv.index('--output') + 1] == str(Path('output', 'fashion_mnist_weights'))
+
+
 def test_a_run_cut_before_its_first_epoch_restarts_in_its_folder_and_keeps_its_time(tmp_path, monkeypatch):
     recipe = recipe_script()
     (tmp_path / 'chans').mkdir()
