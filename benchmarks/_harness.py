@@ -17,7 +17,7 @@ import sys
 import torch
 import torch.nn as nn
 
-from timm_frozenmix.reporting import markdown_table
+from timm_frozenmix.reporting import markdown_table, replace_between_markers
 from timm_frozenmix.timing import make_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +56,12 @@ def peak_memory(module: str, case: str, train: bool, **kwargs) -> float:
     if out.returncode != 0:
         raise RuntimeError(f'{module} {case} failed:\n{out.stderr[-2000:]}')
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def replace_block(path, start: str, end: str, block: str) -> None:
+    """A document's generated benchmark section replaced by `block`; RuntimeError when its markers are missing."""
+    if not replace_between_markers(path, start, end, block):
+        raise RuntimeError(f'{path} lacks the benchmark markers {start} ... {end}')
 
 
 def ratio_row(name: str, ours_s: float, base_s: float, ours_mib: float, base_mib: float, target: str) -> list:

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from benchmarks import convmixer, growth, inference, main_job, sep_resnet18, sep_resnet20
-from benchmarks._harness import HEADER, REPO, machine
+from benchmarks._harness import HEADER, REPO, machine, replace_block
 from timm_frozenmix.reporting import markdown_table, write_json, write_text
 from timm_frozenmix.training import TrainConfig
 
@@ -58,16 +58,6 @@ def readme_block(results: dict) -> str:
         growth_line(results['growth']['rows']), '', main_job_line(results['main_job_ms'])])
 
 
-def update_readme(results: dict, readme: Path = README) -> None:
-    """Replace README's block between the benchmark markers (RuntimeError when they are missing)."""
-    text = readme.read_text()
-    if START not in text or END not in text:
-        raise RuntimeError(f'{readme} lacks the benchmark markers {START} ... {END}')
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    write_text(readme, f'{head}{START}\n{readme_block(results)}\n{END}{tail}')
-
-
 def main() -> None:
     print(f'Median step time after warm-up and peak resident memory per model, each in a fresh process; {machine()}')
     rows = []
@@ -83,7 +73,7 @@ def main() -> None:
     write_text(TABLE, readme_block(results) + '\n\n' + growth.table(growth_rows) + '\n')
     print(growth.table(growth_rows))
     print(growth_line(growth_rows))
-    update_readme(results)
+    replace_block(README, START, END, readme_block(results))
     print(f'Written: {RESULTS}, {TABLE}, {GROWTH_PLOT} and README.md')
 
 

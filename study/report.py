@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from timm_frozenmix.errors import UsageError
 from timm_frozenmix.outputs import staging_folder
 from scipy.stats import t as student_t
-from timm_frozenmix.reporting import markdown_table, new_figure, save_figure
+from timm_frozenmix.reporting import markdown_table, new_figure, replace_between_markers, save_figure
 
 from .stats import FAILS, HOLDS, OPEN, PARTLY, Interval, combine, exceeds, paired, ratio, t_interval, within
 
@@ -299,13 +299,7 @@ SUMMARY_START, SUMMARY_END = '<!-- study summary -->', '<!-- end of study summar
 
 def update_readme(readme: Path, results: dict) -> bool:
     """Replace the summary between README's study markers by `readme_summary`; False if it has no markers."""
-    text = readme.read_text()
-    if SUMMARY_START not in text or SUMMARY_END not in text:
-        return False
-    head, rest = text.split(SUMMARY_START, 1)
-    tail = rest.split(SUMMARY_END, 1)[1]
-    readme.write_text(f'{head}{SUMMARY_START}\n{readme_summary(results)}\n{SUMMARY_END}{tail}')
-    return True
+    return replace_between_markers(readme, SUMMARY_START, SUMMARY_END, readme_summary(results))
 
 
 def _short(c: Comparison) -> str:

@@ -3,7 +3,10 @@ import json
 
 import pytest
 
-from benchmarks import growth, run_all
+import timm
+import torch
+
+from benchmarks import cuda, growth, run_all
 
 
 def test_readme_performance_block_is_the_benchmark_output():
@@ -40,3 +43,23 @@ def test_growth_sweep_measures_both_families_and_plots(tmp_path, capsys):
     assert all(v >= 0 for r in rows for v in r['peak_mib'].values())
     assert (tmp_path / 'growth.png').stat().st_size > 0
     assert 'time ratio' in capsys.readouterr().out
+
+
+def test_cuda_benchmark_compares_and_reports_the_picked_executions():
+    """The GPU table's logic, run on the CPU with tiny models: times, ratios, executions picked (memory is CUDA's)."""
+    tiny = cuda.Comparison('tiny', lambda: timm.create_model('sep_resnet20_cifar_chans', width=1, layers=(1, 1, 1)),
+                           lambda: timm.create_model('sep_resnet20_cifar_full', separable=False, layers=(1, 1, 1)),
+                           2, 8, torch.bfloat16)
+    (row,) = cuda.run(torch.device('cpu'), [tiny], steps=1, warmup=0)
+    assert row[:2] == ['tiny', '2, 8x8, AMP bfloat16'] and row[6] == '-'
+    assert float(row[4].rstrip('x')) > 0
+    assert all(float(ms) > 0 for ms in row[5].removesuffix(' ms').split(' / '))
+    picked = dict(part.split() for part in row[7].split(', '))
+    assert sum(int(count) for count in picked.values()) == 1 + 3 * 2  # the stem and two convs per block
+    assert set(picked) <= {'fused', 'unfused', 'im2col'}
+
+
+def test_cuda_benchmark_without_a_gpu_says_so_in_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(SystemExit, match='needs a CUDA device'):
+        cuda.main([])

@@ -6,6 +6,7 @@ import pytest
 
 from timm_frozenmix.errors import UsageError
 from timm_frozenmix.outputs import check_output_folder, replace_atomically, staging_folder
+from timm_frozenmix.reporting import replace_between_markers
 
 
 def test_check_output_folder_creates_nothing_and_refuses_files(tmp_path):
@@ -54,3 +55,12 @@ def test_staging_folder_is_fresh_and_removed(tmp_path):
         assert staging.parent == tmp_path / 'out' and not any(staging.iterdir())
         (staging / 'partial').write_text('x')
     assert list((tmp_path / 'out').iterdir()) == [] and (tmp_path / '.staging-x').is_dir()
+
+
+def test_replace_between_markers_rewrites_only_the_generated_section(tmp_path):
+    readme = tmp_path / 'README.md'
+    readme.write_text('intro\n<!-- a -->\nold table\n<!-- /a -->\noutro\n')
+    assert replace_between_markers(readme, '<!-- a -->', '<!-- /a -->', 'new table')
+    assert readme.read_text() == 'intro\n<!-- a -->\nnew table\n<!-- /a -->\noutro\n'
+    assert not replace_between_markers(readme, '<!-- b -->', '<!-- /b -->', 'other')
+    assert readme.read_text() == 'intro\n<!-- a -->\nnew table\n<!-- /a -->\noutro\n'

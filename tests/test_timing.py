@@ -4,7 +4,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn as nn
 
-from timm_frozenmix.timing import StepTimer, time_interleaved
+from timm_frozenmix.timing import StepTimer, make_step, time_interleaved
 
 
 class FakeEvent:
@@ -40,3 +40,13 @@ def test_time_interleaved_builds_targets_on_the_inputs_device():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 10))
     seconds = time_interleaved({'tiny': (model, torch.rand(2, 1, 2, 2))}, train=True, steps=3, warmup=1)
     assert seconds['tiny'] > 0
+
+
+def test_make_step_runs_the_forward_under_autocast_as_train_py_amp_does():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 10))
+    dtypes = []
+    model[1].register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    make_step(model, torch.rand(2, 1, 2, 2), train=True, autocast=torch.bfloat16)()
+    make_step(model, torch.rand(2, 1, 2, 2), train=False)()
+    assert dtypes == [torch.bfloat16, torch.float32]
+    assert model[1].weight.grad.dtype == torch.float32  # the parameters stay float32, as in AMP

@@ -40,6 +40,17 @@ def write_json(path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2) + '\n')
 
 
+def replace_between_markers(path, start: str, end: str, block: str) -> bool:
+    """Put `block` between the lines `start` and `end` of the text file `path` (a README's generated section),
+    keeping the rest; False, with nothing written, when the file lacks either marker."""
+    text = Path(path).read_text()
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    write_text(path, f'{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}')
+    return True
+
+
 def write_text(path, text: str) -> Path:
     path = Path(path)
     replace_atomically(path, lambda tmp: tmp.write_text(text))

@@ -9,7 +9,8 @@ work. `StepTimer` synchronizes before it starts and times with CUDA events, so a
 """
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from functools import partial
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -46,16 +47,20 @@ class StepTimer:
         return start.elapsed_time(end) / 1000  # milliseconds
 
 
-def make_step(model: nn.Module, x: torch.Tensor, train: bool) -> Callable[[], None]:
-    """One SGD training step (frozen parameters excluded, as timm's optimizer factory does), or one inference.
+def make_step(model: nn.Module, x: torch.Tensor, train: bool,
+              autocast: Optional[torch.dtype] = None) -> Callable[[], None]:
+    """One SGD training step (frozen parameters excluded, as timm's optimizer factory does), or one inference;
+    with `autocast` (torch.bfloat16 or torch.float16) the forward and loss run under torch.autocast, as
+    train.py's --amp runs them (no loss scaling: it does not change the work of a step).
 
     The model and `x` must be on one device; the targets are made there.
     """
+    amp = partial(torch.autocast, x.device.type, dtype=autocast, enabled=autocast is not None)
     if not train:
         model.eval()
 
         def infer():
-            with torch.inference_mode():
+            with torch.inference_mode(), amp():
                 model(x)
         return infer
     model.train()
@@ -64,23 +69,26 @@ def make_step(model: nn.Module, x: torch.Tensor, train: bool) -> Callable[[], No
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), target).backward()
+        with amp():
+            loss = nn.functional.cross_entropy(model(x), target)
+        loss.backward()
         optimizer.step()
     return train_step
 
 
 def time_interleaved(cases: Dict[str, Tuple[nn.Module, torch.Tensor]], train: bool, steps: int,
-                     warmup: int) -> Dict[str, float]:
+                     warmup: int, autocast: Optional[torch.dtype] = None) -> Dict[str, float]:
     """Median seconds per step of each case (model and input on the device to time), taking turns step by step."""
-    return {name: statistics.median(t) for name, t in time_interleaved_samples(cases, train, steps, warmup).items()}
+    samples = time_interleaved_samples(cases, train, steps, warmup, autocast)
+    return {name: statistics.median(t) for name, t in samples.items()}
 
 
 def time_interleaved_samples(cases: Dict[str, Tuple[nn.Module, torch.Tensor]], train: bool, steps: int,
-                             warmup: int) -> Dict[str, List[float]]:
+                             warmup: int, autocast: Optional[torch.dtype] = None) -> Dict[str, List[float]]:
     """Seconds of every step after warm-up of each case, taking turns: the i-th entries of two cases are one round,
     so per-round ratios pair the cases under the same machine state. Each round starts with the next case, so
     no case always runs first (or right after the same neighbour)."""
-    step_fns = {name: make_step(model, x, train) for name, (model, x) in cases.items()}
+    step_fns = {name: make_step(model, x, train, autocast) for name, (model, x) in cases.items()}
     timers = {name: StepTimer(x.device) for name, (_, x) in cases.items()}
     times = {name: [] for name in cases}
     names = list(step_fns)
