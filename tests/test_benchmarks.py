@@ -18,6 +18,14 @@ def test_readme_performance_block_is_the_benchmark_output():
     assert run_all.TABLE.read_text().startswith(run_all.readme_block(results))
 
 
+def test_readme_gpu_block_is_the_cuda_benchmark_output():
+    results = json.loads(cuda.RESULTS.read_text())
+    block = run_all.README.read_text().split(cuda.START, 1)[1].split(cuda.END, 1)[0]
+    assert block.strip() == cuda.readme_block(results).strip()
+    assert cuda.TABLE.read_text().strip() == cuda.readme_block(results).strip()
+    assert len(results['rows']) == len(cuda.COMPARISONS) and 'NVIDIA' in results['machine']
+
+
 def test_growth_slope_reads_time_against_work():
     rows = [dict(family=family, work=work, seconds=dict(ours=2e-6 * work, baseline=1e-3 * work ** 0.5))
             for family in growth.FAMILIES for work in (256, 1024, 4096)]
