@@ -84,6 +84,17 @@ def test_im2col_supports_double_backward():
     assert torch.autograd.gradgradcheck(lambda x, *_: sep._execute('im2col', x), inputs)
 
 
+def test_every_execution_runs_on_the_meta_device():
+    """Shape-only runs (FLOP counters, memory planners) time and run the layer without data."""
+    sep = SeparableConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1), learn='full').to('meta')
+    x = torch.empty(2, 8, 2, 2, device='meta', requires_grad=True)
+    for execution in EXECUTIONS:
+        out = sep._execute(execution, x)
+        out.sum().backward()
+        assert out.shape == (2, 8, 2, 2) and x.grad.shape == x.shape
+    assert sep(x).device.type == 'meta'
+
+
 def test_pointwise_weight_is_stored_out_fastest_and_round_trips_through_safetensors(tmp_path):
     sep = SeparableConv2d.from_conv(nn.Conv2d(6, 10, 3, padding=1))
     weight = sep.pointwise.weight

@@ -50,6 +50,13 @@ def clear_execution_choices() -> None:
     _execution_choices.clear()
 
 
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast computes convs in on this device type; None where it is off or has no autocast (meta)."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
 def _out_fastest(weight: torch.Tensor) -> torch.Tensor:
     """A copy of a (out, in, 1, 1) weight with the same values whose output channel varies fastest in memory."""
     return weight.reshape(weight.shape[0], -1).t().contiguous().t().reshape(weight.shape)
@@ -266,7 +273,7 @@ class SeparableConv2d(nn.Module):
         if torch.compiler.is_compiling() or torch.jit.is_tracing() or not autotune_enabled():
             return 'fused' if self.prefers_fused(x) else 'unfused'
         grads = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        autocast = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
+        autocast = _autocast_dtype(x.device.type)
         key = (str(x.device), x.dtype, autocast, x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
                self.in_channels, self.out_channels, self.kernel_size,
                self.stride, self.dilation, self.groups, self.depth_multiplier, self.same_padding, self.pad_first,
