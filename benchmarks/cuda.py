@@ -55,7 +55,7 @@ class Comparison:
     batch: int
     size: int
     autocast: Optional[torch.dtype]  # None: float32
-    compile: bool = False  # torch.compile on both (inductor; the cost model picks our layers' executions)
+    compile: Optional[str] = None  # a torch.compile mode for both (inductor; the cost model picks our executions)
 
 
 def _model(name: str, **kwargs) -> Callable[[], nn.Module]:
@@ -76,9 +76,9 @@ COMPARISONS = (
                _model('convmixer_768_32'), 64, 224, BF16),
     Comparison('convmixer_768_32_chans vs its floor (timm convmixer_768_32, stem and depthwise frozen)',
                _model('convmixer_768_32_chans'), convmixer_floor, 64, 224, BF16),
-    Comparison('sep_resnet20_cifar_chans vs dense ResNet-20, torch.compile on both',
-               _model('sep_resnet20_cifar_chans'), _model('sep_resnet20_cifar_full', separable=False), 128, 32, BF16,
-               compile=True),
+    *(Comparison(f'sep_resnet20_cifar_chans vs dense ResNet-20, torch.compile on both, mode {mode}',
+                 _model('sep_resnet20_cifar_chans'), _model('sep_resnet20_cifar_full', separable=False), 128, 32,
+                 BF16, compile=mode) for mode in ('default', 'reduce-overhead')),
 )
 
 
@@ -143,7 +143,7 @@ def measure(comparison: Comparison, device: torch.device, steps: int = STEPS, wa
             picked_executions(models['ours'], make_step(models['ours'], x, True, comparison.autocast)).items())
     ) or 'no separable layer'
     if comparison.compile:
-        models = {case: torch.compile(model) for case, model in models.items()}
+        models = {case: torch.compile(model, mode=comparison.compile) for case, model in models.items()}
     mib, host = {}, {}
     for case, model in models.items():
         mib[case] = peak_mib(model, x, comparison.autocast)

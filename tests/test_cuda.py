@@ -3,7 +3,9 @@ with AMP and under torchrun (NCCL), and the shipped weights compute there what t
 
 Skipped where torch sees no GPU; `python -m pytest tests/test_cuda.py` runs them on one.
 """
+import csv
 import json
+import math
 import subprocess
 import sys
 import time
@@ -107,6 +109,15 @@ def test_train_py_trains_with_amp_and_channels_last_on_cuda(tmp_path):
     checkpoint = torch.load(tmp_path / 'amp' / 'last.pth.tar', map_location='cpu', weights_only=False)
     assert all(torch.isfinite(v).all() for v in checkpoint['state_dict'].values() if v.is_floating_point())
     assert (tmp_path / 'amp' / 'model.safetensors').is_file()
+
+
+@pytest.mark.parametrize('mode', ['default', 'reduce-overhead'])
+def test_train_py_trains_compiled_on_cuda(tmp_path, mode):
+    train_main(['--output', str(tmp_path), '--experiment', mode, *TINY, '--amp', '--amp-dtype', 'bfloat16',
+                '--channels-last', '--torchcompile', '--torchcompile-mode', mode])
+    with open(tmp_path / mode / 'summary.csv') as f:
+        (row,) = list(csv.DictReader(f))
+    assert math.isfinite(float(row['train_loss'])) and math.isfinite(float(row['eval_loss']))
 
 
 def test_torchrun_trains_on_cuda_with_nccl(tmp_path):

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from timm_frozenmix.checkpoint import load_checkpoint, save_atomic
 from timm_frozenmix.cli.train import main, parse_config
-from timm_frozenmix.training import FGSMClassificationTask, setup
+from timm_frozenmix.training import FGSMClassificationTask, setup, train as train_run
 
 
 def parse_args(argv):
@@ -198,6 +198,17 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert len(summary_rows(tmp_path / 'train' / 'ddp')) == 2
 
 
+def test_torchcompile_compiles_the_training_forward_and_keeps_checkpoints_plain(tmp_path):
+    """--torchcompile as timm's train.py takes it (here dynamo's `eager` backend, which needs no compiler)."""
+    config = parse_args(['--output', str(tmp_path), '--experiment', 'compiled', *TINY, '--torchcompile', 'eager'])
+    run = setup(config)
+    assert run.task.trainable_module is not run.net and run.task.trainable_module._orig_mod is run.net
+    train_run(run)
+    assert not any('_orig_mod' in key for key in load_file(tmp_path / 'compiled' / 'model.safetensors'))
+    assert len(summary_rows(tmp_path / 'compiled')) == 1
+    assert parse_args(['--torchcompile']).torchcompile == 'inductor'
+
+
 def test_fgsm_examples_stay_in_the_eps_ball_and_in_pixel_range():
     seen = []
 
@@ -298,6 +309,8 @@ BAD_INPUTS = {
     'keep function of nothing': (['--keep-function', '--separate'], '--keep-function keeps what pretrained weights'),
     'keep function unseparated': (['--keep-function', '--pretrained'], 'keep_function applies to a separate'),
     'unknown split': (['--val-split', 'dev'], "unknown split 'dev'"),
+    'unknown compile backend': (['--torchcompile', 'turbo'], "--torchcompile 'turbo' is not a torch.compile backend"),
+    'compile mode alone': (['--torchcompile-mode', 'reduce-overhead'], '--torchcompile-mode needs --torchcompile'),
 }
 
 

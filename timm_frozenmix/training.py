@@ -148,6 +148,8 @@ class TrainConfig:
     device: str = field(default_factory=lambda: 'cuda' if torch.cuda.is_available() else 'cpu')
     amp: bool = False
     amp_dtype: Optional[str] = None
+    torchcompile: Optional[str] = None  # a torch.compile backend, e.g. 'inductor'
+    torchcompile_mode: Optional[str] = None  # torch.compile's mode, e.g. 'reduce-overhead' (CUDA graphs)
     dist_bn: str = 'reduce'
     workers: int = 2
     pin_mem: bool = False
@@ -210,6 +212,11 @@ def check_config(config: TrainConfig) -> None:
                                       f'choose {" or ".join(metrics)}'),
         (config.experiment in ('', Path(config.experiment).name) and config.experiment not in ('.', '..'),
          f'--experiment {config.experiment!r} must be a plain folder name (--output sets where it goes)'),
+        (config.torchcompile is None or config.torchcompile in torch.compiler.list_backends(exclude_tags=()),
+         f'--torchcompile {config.torchcompile!r} is not a torch.compile backend: choose one of '
+         f'{", ".join(torch.compiler.list_backends())}'),
+        (config.torchcompile_mode is None or config.torchcompile is not None,
+         '--torchcompile-mode needs --torchcompile'),
         (not (config.task == 'unshuffle' and config.adv_train != 'none'),
          '--adv-train applies to classification, not to --task unshuffle'),
         (not (config.task == 'unshuffle' and (config.mixup > 0 or config.cutmix > 0)),
@@ -385,16 +392,19 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
         if config.model_ema else None
     progress = restore(resume, config, model, optimizer, scaler, ema) if resume is not None else {}
 
+    # the training forward is compiled; evaluation, EMA and checkpoints use the plain modules
+    trained = torch.compile(net, backend=config.torchcompile, mode=config.torchcompile_mode) \
+        if config.torchcompile else net
     mixup, permutation = None, None
     if config.task == 'unshuffle':
         permutation = PixelPermutation(*data_config['input_size'][1:], seed=config.perm_seed).to(device)
-        task = UnshuffleTask(net, permutation, device=device)
+        task = UnshuffleTask(trained, permutation, device=device)
     else:
         mixup = make_mixup(config, spec.num_classes)
         criterion_kwargs = dict(smoothing=config.smoothing, soft_targets=mixup is not None)
         task_cls = partial(FGSMClassificationTask, eps=config.adv_eps) if config.adv_train == 'fgsm' \
             else ClassificationTask
-        task = task_cls(net, criterion_kwargs=criterion_kwargs, device=device, verbose=False)
+        task = task_cls(trained, criterion_kwargs=criterion_kwargs, device=device, verbose=False)
     if dist['distributed']:
         task.prepare_distributed(device_ids=[device.index] if device.type == 'cuda' else None)
 

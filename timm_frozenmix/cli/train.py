@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--amp', action='store_true', help='mixed precision (bf16 on CPU)')
     group.add_argument('--amp-dtype', choices=('float16', 'bfloat16'),
                        help='default: float16 on CUDA, bfloat16 on CPU')
+    group.add_argument('--torchcompile', nargs='?', const='inductor', metavar='BACKEND',
+                       help='torch.compile the training forward (default backend when given: inductor)')
+    group.add_argument('--torchcompile-mode', choices=('default', 'reduce-overhead', 'max-autotune',
+                                                       'max-autotune-no-cudagraphs'),
+                       help="torch.compile's mode; reduce-overhead replays CUDA graphs")
     group.add_argument('--dist-bn', choices=('reduce', 'broadcast', ''))
     group.add_argument('-j', '--workers', type=int)
     group.add_argument('--pin-mem', action='store_true')
