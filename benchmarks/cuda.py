@@ -197,12 +197,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
     parser.add_argument('--device', default='cuda', help='a CUDA device (default: %(default)s)')
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type != 'cuda' or not torch.cuda.is_available():
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        device = None
+    if device is None or device.type != 'cuda' or not torch.cuda.is_available():
         sys.exit(f'benchmarks.cuda needs a CUDA device, and {args.device!r} is not one here (torch.cuda.is_available()'
                  f' is {torch.cuda.is_available()}); the CPU benchmarks are `python -m benchmarks.run_all`')
     print(f'Train step, ours vs baseline; {machine(device)}')
-    print('\n'.join(markdown_table(HEADER, []).splitlines()))
+    print(markdown_table(HEADER, []))
     results = dict(machine=machine(device), steps=STEPS, warmup=WARMUP, rows=run(device))
     write_json(RESULTS, results)
     write_text(TABLE, readme_block(results) + '\n')

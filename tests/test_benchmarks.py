@@ -69,5 +69,6 @@ def test_cuda_benchmark_compares_and_reports_the_picked_executions():
 
 def test_cuda_benchmark_without_a_gpu_says_so_in_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    with pytest.raises(SystemExit, match='needs a CUDA device'):
-        cuda.main([])
+    for argv in ([], ['--device', 'gpu7'], ['--device', 'cpu']):
+        with pytest.raises(SystemExit, match='needs a CUDA device'):
+            cuda.main(argv)
