@@ -1,5 +1,6 @@
 """The CUDA paths, on a CUDA device: executions agree there, layers time them with CUDA events, train.py trains
-with AMP and under torchrun (NCCL), and the shipped weights compute there what they compute on the CPU.
+with AMP, compiled (with and without CUDA graphs) and under torchrun (NCCL), the attacks run there, and the
+shipped weights compute there what they compute on the CPU.
 
 Skipped where torch sees no GPU; `python -m pytest tests/test_cuda.py` runs them on one.
 """
