@@ -3,7 +3,7 @@
     python -m benchmarks.cuda      # needs a CUDA device; writes docs/benchmarks_cuda.{json,md} and README's GPU block
 
 Each comparison times its two models side by side (interleaved steps, median; `StepTimer` uses CUDA events
-after a synchronize) with cudnn's benchmark mode on, as train.py runs. Host time is how long Python takes to
+after a synchronize) with cudnn's benchmark mode on. Host time is how long Python takes to
 queue one step without waiting for the GPU: where it is close to the step time, the step is bound by the
 host (kernel launches and Python), not by the GPU. Peak memory is each model's own: the most CUDA memory
 allocated during a few steps after a warm-up step (the first step's algorithm searches, cudnn's and ours,

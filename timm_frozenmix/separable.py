@@ -270,8 +270,9 @@ class SeparableConv2d(nn.Module):
 
         In a distributed run every rank adds up all ranks' timings before deciding, so all take the same path.
         """
-        if torch.compiler.is_compiling() or torch.jit.is_tracing() or not autotune_enabled():
-            return 'fused' if self.prefers_fused(x) else 'unfused'
+        if (torch.compiler.is_compiling() or torch.jit.is_tracing() or not autotune_enabled()
+                or x.device.type == 'meta'):
+            return 'fused' if self.prefers_fused(x) else 'unfused'  # meta tensors have no time to measure
         grads = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         autocast = _autocast_dtype(x.device.type)
         key = (str(x.device), x.dtype, autocast, x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
