@@ -201,7 +201,8 @@ def main(argv=None) -> None:
         device = torch.device(args.device)
     except RuntimeError:
         device = None
-    if device is None or device.type != 'cuda' or not torch.cuda.is_available():
+    if device is None or device.type != 'cuda' or not torch.cuda.is_available() or (
+            device.index is not None and device.index >= torch.cuda.device_count()):
         sys.exit(f'benchmarks.cuda needs a CUDA device, and {args.device!r} is not one here (torch.cuda.is_available()'
                  f' is {torch.cuda.is_available()}); the CPU benchmarks are `python -m benchmarks.run_all`')
     print(f'Train step, ours vs baseline; {machine(device)}')

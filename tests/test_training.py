@@ -309,7 +309,7 @@ BAD_INPUTS = {
     'keep function of nothing': (['--keep-function', '--separate'], '--keep-function keeps what pretrained weights'),
     'keep function unseparated': (['--keep-function', '--pretrained'], 'keep_function applies to a separate'),
     'unknown split': (['--val-split', 'dev'], "unknown split 'dev'"),
-    'unknown compile backend': (['--torchcompile', 'turbo'], "--torchcompile 'turbo' is not a torch.compile backend"),
+    'unknown compile backend': (['--torchcompile', 'turbo'], "--torchcompile 'turbo': choose one of inductor"),
     'compile mode alone': (['--torchcompile-mode', 'reduce-overhead'], '--torchcompile-mode needs --torchcompile'),
 }
 

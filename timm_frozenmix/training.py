@@ -52,6 +52,11 @@ _logger = logging.getLogger('train')
 LAST, BEST, WEIGHTS = 'last.pth.tar', 'model_best.pth.tar', 'model.safetensors'
 
 
+# torch.compile backends that ship with torch (eager and aot_eager trace without compiling), and its modes
+COMPILE_BACKENDS = ('inductor', 'cudagraphs', 'aot_eager', 'eager')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run, named as timm's train.py flags are (`--lr` is `lr`).
@@ -212,9 +217,10 @@ def check_config(config: TrainConfig) -> None:
                                       f'choose {" or ".join(metrics)}'),
         (config.experiment in ('', Path(config.experiment).name) and config.experiment not in ('.', '..'),
          f'--experiment {config.experiment!r} must be a plain folder name (--output sets where it goes)'),
-        (config.torchcompile is None or config.torchcompile in torch.compiler.list_backends(exclude_tags=()),
-         f'--torchcompile {config.torchcompile!r} is not a torch.compile backend: choose one of '
-         f'{", ".join(torch.compiler.list_backends())}'),
+        (config.torchcompile in (None, *COMPILE_BACKENDS),
+         f'--torchcompile {config.torchcompile!r}: choose one of {", ".join(COMPILE_BACKENDS)}'),
+        (config.torchcompile_mode in (None, *COMPILE_MODES),
+         f'--torchcompile-mode {config.torchcompile_mode!r}: choose one of {", ".join(COMPILE_MODES)}'),
         (config.torchcompile_mode is None or config.torchcompile is not None,
          '--torchcompile-mode needs --torchcompile'),
         (not (config.task == 'unshuffle' and config.adv_train != 'none'),

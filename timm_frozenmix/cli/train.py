@@ -17,7 +17,7 @@ from ..errors import UsageError, exit_on_usage_error
 from ..filters import SPATIAL_INITS
 from ..hub import check_can_push, export, push
 from ..learn import LEARN_ALIASES, LEARN_MODES
-from ..training import BEST, TrainConfig, setup, train
+from ..training import BEST, COMPILE_MODES, TrainConfig, setup, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='default: float16 on CUDA, bfloat16 on CPU')
     group.add_argument('--torchcompile', nargs='?', const='inductor', metavar='BACKEND',
                        help='torch.compile the training forward (default backend when given: inductor)')
-    group.add_argument('--torchcompile-mode', choices=('default', 'reduce-overhead', 'max-autotune',
-                                                       'max-autotune-no-cudagraphs'),
+    group.add_argument('--torchcompile-mode', choices=COMPILE_MODES,
                        help="torch.compile's mode; reduce-overhead replays CUDA graphs")
     group.add_argument('--dist-bn', choices=('reduce', 'broadcast', ''))
     group.add_argument('-j', '--workers', type=int)
