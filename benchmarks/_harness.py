@@ -1,6 +1,6 @@
 """ Peak memory and ratio tables of ours against a baseline, measured the same way in one run
 
-Step times come from `timm_frozenmix.timing` (interleaved, median). Peak memory is measured with each model
+Step times come from `timm_frozenmix.layers.timing` (interleaved, median). Peak memory is measured with each model
 alone in a fresh process (its peak resident memory above what it held before the first step). That process
 runs with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_), so every freed tensor leaves the
 resident set at once: by default glibc raises the threshold as large blocks are freed and keeps later ones
@@ -17,8 +17,8 @@ import sys
 import torch
 import torch.nn as nn
 
-from timm_frozenmix.reporting import markdown_table, replace_between_markers
-from timm_frozenmix.timing import make_step
+from timm_frozenmix.io.reporting import markdown_table, replace_between_markers
+from timm_frozenmix.evaluation.step_time import make_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MMAP_THRESHOLD = 64 * 1024  # bytes; glibc's default starts at 128 KiB and grows up to 32 MiB

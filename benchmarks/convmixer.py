@@ -14,7 +14,7 @@ import torch
 from timm.models.convmixer import ConvMixer
 
 import timm_frozenmix  # noqa: F401  (registers the models with timm)
-from timm_frozenmix.timing import time_interleaved
+from timm_frozenmix.evaluation.step_time import time_interleaved
 from benchmarks._harness import machine, peak_memory, ratio_row, table
 
 BATCH, SIZE, STEPS, WARMUP = 32, 32, 5, 1

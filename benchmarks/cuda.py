@@ -8,7 +8,7 @@ queue one step without waiting for the GPU: where it is close to the step time, 
 host (kernel launches and Python), not by the GPU. Peak memory is each model's own: the most CUDA memory
 allocated during a few steps after a warm-up step (the first step's algorithm searches, cudnn's and ours,
 depend on which model ran first), above what was allocated before them. Every SeparableConv2d times its
-executions on first use (`timm_frozenmix.separable`); the last column counts how many layers took each.
+executions on first use (`timm_frozenmix.layers.separable`); the last column counts how many layers took each.
 """
 import argparse
 import statistics
@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 
 import timm_frozenmix  # noqa: F401  (registers the models with timm)
-from timm_frozenmix.reporting import markdown_table, write_json, write_text
-from timm_frozenmix.separable import SeparableConv2d, clear_execution_choices
-from timm_frozenmix.timing import make_step, time_interleaved
+from timm_frozenmix.io.reporting import markdown_table, write_json, write_text
+from timm_frozenmix.layers.separable import SeparableConv2d
+from timm_frozenmix.evaluation.step_time import make_step, time_interleaved
 from benchmarks._harness import REPO, replace_block
 
 DOCS = Path(REPO) / 'docs'
@@ -114,12 +114,12 @@ def host_ms(model: nn.Module, x: torch.Tensor, autocast: Optional[torch.dtype]) 
 
 
 def picked_executions(model: nn.Module, step: Callable[[], None]) -> Counter:
-    """How many of `model`'s SeparableConv2d layers take each execution in one more `step` (timed before)."""
+    """How many of `model`'s SeparableConv2d layers take each execution in one more `step`."""
     picked = Counter()
 
     def record(layer, args):
         x = args[0]
-        picked[layer.choose_execution(x) if layer.fused is None else 'fused' if layer.fused else 'unfused'] += 1
+        picked[layer.execution_for(x)] += 1
     hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, SeparableConv2d)]
     try:
         step()
@@ -137,7 +137,6 @@ def measure(comparison: Comparison, device: torch.device, steps: int = STEPS, wa
     for case in ('baseline', 'ours'):
         torch.manual_seed(0)
         models[case] = getattr(comparison, case)().to(device, memory_format=torch.channels_last)
-    clear_execution_choices()
     picked = 'cost model (torch.compile)' if comparison.compile else ', '.join(
         f'{name} {count}' for name, count in sorted(
             picked_executions(models['ours'], make_step(models['ours'], x, True, comparison.autocast)).items())

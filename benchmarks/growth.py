@@ -18,8 +18,8 @@ import torch
 from timm.models.convmixer import ConvMixer
 
 import timm_frozenmix  # noqa: F401  (registers the models with timm)
-from timm_frozenmix.reporting import markdown_table, new_figure, save_figure, write_json
-from timm_frozenmix.timing import time_interleaved
+from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure, write_json
+from timm_frozenmix.evaluation.step_time import time_interleaved
 from benchmarks._harness import machine, peak_memory
 from benchmarks.sep_resnet20 import dense_resnet_cifar
 

@@ -6,7 +6,7 @@ import timm
 import torch
 from timm.utils import reparameterize_model
 
-from timm_frozenmix.timing import time_interleaved
+from timm_frozenmix.evaluation.step_time import time_interleaved
 from benchmarks._harness import machine, peak_memory, ratio_row, table
 from benchmarks.sep_resnet20 import BATCH, SIZE, dense_resnet_cifar
 

@@ -9,9 +9,9 @@ the optimizer step, timed with `StepTimer` on the run's device.
 import statistics
 import tempfile
 
-from timm_frozenmix.reporting import markdown_table
-from timm_frozenmix.timing import StepTimer
-from timm_frozenmix.training import TrainConfig, setup
+from timm_frozenmix.io.reporting import markdown_table
+from timm_frozenmix.layers.timing import StepTimer
+from timm_frozenmix.training.loop import TrainConfig, setup
 from benchmarks._harness import machine
 
 STEPS, WARMUP = 40, 5

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from timm_frozenmix import SeparableConv2d
-from timm_frozenmix.timing import time_interleaved
+from timm_frozenmix.evaluation.step_time import time_interleaved
 from benchmarks._harness import machine, peak_memory, ratio_row, table
 
 BATCH, SIZE, STEPS, WARMUP = 64, 32, 11, 2
@@ -35,7 +35,7 @@ def build(case: str, width: int = 1):
         model = timm.create_model('sep_resnet20_cifar_chans', num_classes=10, width=width)
         for m in model.modules():
             if isinstance(m, SeparableConv2d):
-                m.fused = {'ours': None, 'unfused': False}[case]
+                m.execution = {'ours': 'auto', 'unfused': 'unfused'}[case]
     return model, torch.randn(BATCH, 3, SIZE, SIZE)
 
 

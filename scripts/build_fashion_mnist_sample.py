@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from timm_frozenmix.data import FASHION_MNIST_FILES, SAMPLE_DIR, SAMPLE_PER_CLASS
-from timm_frozenmix.idx import read_idx, write_idx
+from timm_frozenmix.data.datasets import FASHION_MNIST_FILES, SAMPLE_DIR, SAMPLE_PER_CLASS
+from timm_frozenmix.data.idx import read_idx, write_idx
 
 
 def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:

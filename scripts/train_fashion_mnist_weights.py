@@ -29,8 +29,8 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from timm_frozenmix.hub import export  # noqa: E402
-from timm_frozenmix.pretrained import ARCHITECTURE, MODES, TAG, weights_path  # noqa: E402
+from timm_frozenmix.io.hub import export  # noqa: E402
+from timm_frozenmix.models.pretrained import ARCHITECTURE, MODES, TAG, weights_path  # noqa: E402
 
 DATA_DIR = '/usr/share/datasets/fashion-mnist'
 OUTPUT = REPO / 'output' / 'fashion_mnist_weights'
@@ -121,7 +121,7 @@ def machine() -> str:
 
 
 def ship(mode: str, output: Path = OUTPUT) -> Path:
-    """Exports the best checkpoint as `python -m timm_frozenmix.hub` does: weights into the package, card into CARDS."""
+    """Exports the best checkpoint as `python -m timm_frozenmix.cli.hub` does: weights into the package, card into CARDS."""
     check_trained([mode], output)
     run_dir, name = output / mode, f'{ARCHITECTURE}_{mode}.{TAG}'
     robust = [robust_json(mode, part, output) for part in ROBUST]

@@ -17,11 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 from timm.utils import setup_default_logging
 
-from timm_frozenmix import robust
-from timm_frozenmix.data import check_dataset
-from timm_frozenmix.errors import UsageError, exit_on_usage_error
-from timm_frozenmix.outputs import check_output_folder
-from timm_frozenmix.reporting import write_json
+from timm_frozenmix.evaluation import robust
+from timm_frozenmix.data.datasets import check_dataset
+from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
+from timm_frozenmix.io.outputs import check_output_folder
+from timm_frozenmix.io.reporting import write_json
 
 from .report import RESULTS, part_times, update_readme, write_report
 from .run import FULL, PARTS, QUICK, UNSHUFFLE_GRID, run_part

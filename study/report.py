@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from timm_frozenmix.errors import UsageError
-from timm_frozenmix.outputs import staging_folder
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.outputs import staging_folder
 from scipy.stats import t as student_t
-from timm_frozenmix.reporting import markdown_table, new_figure, replace_between_markers, save_figure
+from timm_frozenmix.io.reporting import markdown_table, new_figure, replace_between_markers, save_figure
 
 from .stats import FAILS, HOLDS, OPEN, PARTLY, Interval, combine, exceeds, paired, ratio, t_interval, within
 

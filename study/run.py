@@ -25,17 +25,18 @@ from typing import Callable, Dict, List, Optional, Tuple
 import timm
 import torch
 
-from timm_frozenmix import robust, training
-from timm_frozenmix.checkpoint import load_checkpoint
-from timm_frozenmix.data import FASHION_MNIST, SAMPLE, Normalized, create_dataset, create_eval_loader
-from timm_frozenmix.errors import UsageError
-from timm_frozenmix.filters import spectral_coverage, spectral_envelope
-from timm_frozenmix.loading import model_from_checkpoint
-from timm_frozenmix.reporting import write_json
-from timm_frozenmix.separable import SeparableConv2d
-from timm_frozenmix.spectral import FILTER_COUNTS, coverage_growth, spatial_banks
-from timm_frozenmix.timing import time_interleaved_samples
-from timm_frozenmix.unshuffle import PixelPermutation, psnr, save_unshuffle_grid
+from timm_frozenmix.evaluation import robust
+from timm_frozenmix.training import loop as training
+from timm_frozenmix.io.checkpoint import load_checkpoint
+from timm_frozenmix.data.datasets import FASHION_MNIST, SAMPLE, Normalized, create_dataset, create_eval_loader
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.layers.filters import spectral_coverage, spectral_envelope
+from timm_frozenmix.io.loading import model_from_checkpoint
+from timm_frozenmix.io.reporting import write_json
+from timm_frozenmix.layers.separable import SeparableConv2d
+from timm_frozenmix.evaluation.spectral import FILTER_COUNTS, coverage_growth, spatial_banks
+from timm_frozenmix.evaluation.step_time import time_interleaved_samples
+from timm_frozenmix.evaluation.unshuffle import PixelPermutation, psnr, save_unshuffle_grid
 
 _logger = logging.getLogger('study')
 
@@ -385,7 +386,7 @@ class Study:
                     if execution == 'naive':  # depthwise conv, then pointwise conv (SeparableConv2d unfused)
                         for module in model.modules():
                             if isinstance(module, SeparableConv2d):
-                                module.fused = False
+                                module.execution = 'unfused'
                     x = torch.rand(BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
                     key = f'{family}/{mode}/{execution}'
                     cases[key] = (model.to(memory_format=torch.channels_last), x)

@@ -5,8 +5,8 @@ import sys
 import torch
 
 from timm_frozenmix.cli.train import parse_config
-from timm_frozenmix.spec import build_model
-from timm_frozenmix.training import setup, train
+from timm_frozenmix.models.spec import build_model
+from timm_frozenmix.training.loop import setup, train
 
 out_dir, argv = sys.argv[1], sys.argv[2:]
 config, _, _ = parse_config(argv)

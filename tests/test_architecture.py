@@ -12,7 +12,8 @@ import timm_frozenmix
 
 PACKAGE_DIR = Path(timm_frozenmix.__file__).parent
 REPO = PACKAGE_DIR.parent
-LIBRARY_TOOLS = ('training', 'robust', 'spectral', 'hub')  # one layer: none of them builds on another
+# the layers, bottom first: a module imports only from its own layer or the layers below it
+LAYERS = ('core', 'layers', 'models', 'data', 'io', 'evaluation', 'training', 'cli')
 
 
 def module_name(path: Path) -> str:
@@ -24,15 +25,13 @@ def is_main_guard(node) -> bool:
     return isinstance(node, ast.If) and 'if __name__ ==' in ast.unparse(node)[:30]
 
 
-def package_imports(path: Path) -> set:
-    """Modules of the package that `path` imports, leaving out a `__main__` guard handing over to its command."""
-    name, tree = module_name(path), ast.parse(path.read_text())
+def package_imports(path: Path, name: str = '') -> set:
+    """Modules of the package that `path` (the module `name`, by default as its place says) imports."""
+    name, tree = name or module_name(path), ast.parse(path.read_text())
     package = name if path.name == '__init__.py' else name.rpartition('.')[0]
     found = set()
 
     def visit(node):
-        if is_main_guard(node):
-            return
         if isinstance(node, ast.ImportFrom):
             base = node.module or ''
             if node.level:
@@ -71,13 +70,44 @@ def test_the_import_graph_has_no_cycle():
         walk(module)
 
 
-def test_commands_sit_on_top_and_library_tools_do_not_build_on_each_other():
+def layer_of(module: str) -> int:
+    """The index in LAYERS of a package module's folder; the package __init__ sits on top (it re-exports)."""
+    parts = module.split('.')
+    if len(parts) == 1:
+        return len(LAYERS)
+    assert parts[1] in LAYERS, f'{module} lies outside the layer folders {LAYERS}'
+    return LAYERS.index(parts[1])
+
+
+def test_every_module_lives_in_a_layer_folder():
+    for module in GRAPH:
+        layer_of(module)
+
+
+def test_imports_point_down_the_layers():
+    """No module imports from a layer above its own, lazy (function-level) imports included."""
+    upward = [f'{module} -> {target}' for module, targets in GRAPH.items() for target in targets
+              if target != 'timm_frozenmix' and layer_of(target) > layer_of(module)]
+    assert not upward, 'imports that point up the layers:\n' + '\n'.join(upward)
+
+
+def test_nothing_outside_the_commands_imports_them_and_no_library_module_runs_one():
     for module, targets in GRAPH.items():
         if not module.startswith('timm_frozenmix.cli'):
             assert not any(t.startswith('timm_frozenmix.cli') for t in targets), f'{module} imports a command'
-    for tool in LIBRARY_TOOLS:
-        others = {f'timm_frozenmix.{t}' for t in LIBRARY_TOOLS} - {f'timm_frozenmix.{tool}'}
-        assert not GRAPH[f'timm_frozenmix.{tool}'] & others, tool
+    for path in PACKAGE_DIR.rglob('*.py'):
+        if 'cli' not in path.relative_to(PACKAGE_DIR).parts:
+            assert "__name__ == '__main__'" not in path.read_text(), f'{path} runs as a command outside cli/'
+
+
+def test_the_layer_test_sees_a_lazy_upward_import(tmp_path):
+    """A relative import inside a function of a bottom-layer module is read as the upward import it is."""
+    probe = tmp_path / 'errors.py'
+    probe.write_text((PACKAGE_DIR / 'core' / 'errors.py').read_text()
+                     + '\n\ndef late():\n    from ..training.loop import train\n')
+    targets = package_imports(probe, name='timm_frozenmix.core.errors')
+    assert 'timm_frozenmix.training.loop' in targets
+    assert layer_of('timm_frozenmix.training.loop') > layer_of('timm_frozenmix.core.errors')
 
 
 def test_no_library_function_takes_an_argparse_namespace():
@@ -99,8 +129,8 @@ def test_the_wheel_ships_the_plugin_and_not_the_study(tmp_path):
     (wheel,) = tmp_path.glob('timm_frozenmix-*.whl')
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith(('study/', 'benchmarks/', 'tests/'))]
-    for expected in ('timm_frozenmix/cli/train.py', 'timm_frozenmix/spec.py', 'timm_frozenmix/model_card_template.md',
-                     'timm_frozenmix/sample/train-images-idx3-ubyte.gz',
-                     *(f'timm_frozenmix/weights/convmixer_128_4_ks5_p2_{mode}.fashion_mnist.safetensors'
+    for expected in ('timm_frozenmix/cli/train.py', 'timm_frozenmix/models/spec.py',
+                     'timm_frozenmix/io/model_card_template.md', 'timm_frozenmix/data/sample/train-images-idx3-ubyte.gz',
+                     *(f'timm_frozenmix/models/weights/convmixer_128_4_ks5_p2_{mode}.fashion_mnist.safetensors'
                        for mode in ('full', 'chans', 'space'))):
         assert expected in names, expected

@@ -5,11 +5,11 @@ from pathlib import Path
 import timm
 import torch
 
-from timm_frozenmix import hub
-from timm_frozenmix.checkpoint import checkpoint_spec, load_checkpoint
+from timm_frozenmix.io import hub
+from timm_frozenmix.io.checkpoint import checkpoint_spec, load_checkpoint
 from timm_frozenmix.cli.eval_robust import main as eval_robust_main
-from timm_frozenmix.loading import load_model
-from timm_frozenmix.spec import ModelSpec
+from timm_frozenmix.io.loading import load_model
+from timm_frozenmix.models.spec import ModelSpec
 
 V010 = Path(__file__).resolve().parent / 'fixtures' / 'v0_1_0'
 EXPECTED = torch.load(V010 / 'expected_logits.pt', weights_only=True)

@@ -8,7 +8,8 @@ from timm.optim import create_optimizer_v2
 from timm.utils import reparameterize_model
 
 from timm_frozenmix import SeparableConv2d, freeze, parameter_roles, separate, summarize
-from timm_frozenmix.convert import learn_mode
+from timm_frozenmix.layers.executions import EXECUTIONS
+from timm_frozenmix.models.convert import learn_mode
 
 ZOO = {
     'timm/resnet50': lambda: timm.create_model('resnet50', num_classes=7),
@@ -198,8 +199,8 @@ def _trained_looking(model: nn.Module) -> nn.Module:
     (lambda: torchvision.models.resnet18(num_classes=10), 64, 49),
     (lambda: timm.create_model('sep_resnet20_cifar_full', separable=False, num_classes=10, width=2), 32, 9),
 ])
-@pytest.mark.parametrize('fused', [True, False])
-def test_keep_function_keeps_the_outputs(build, size, depth_multiplier, fused):
+@pytest.mark.parametrize('execution', EXECUTIONS)
+def test_keep_function_keeps_the_outputs(build, size, depth_multiplier, execution):
     torch.manual_seed(0)
     dense = _trained_looking(build())
     x = torch.randn(4, 3, size, size)
@@ -208,7 +209,7 @@ def test_keep_function_keeps_the_outputs(build, size, depth_multiplier, fused):
     model = separate(dense, depth_multiplier=depth_multiplier, learn='channels', keep_function=True).eval()
     for module in model.modules():
         if isinstance(module, SeparableConv2d):
-            module.fused = fused
+            module.execution = execution if module.groups == 1 or execution != 'im2col' else 'fused'
     with torch.no_grad():
         out = model(x)
     assert ((out - expected).norm() / expected.norm()).item() < 1e-4
@@ -236,7 +237,7 @@ def test_keep_function_warns_about_least_squares_layers():
 def test_ill_conditioned_random_banks_are_redrawn_before_the_solve():
     """The tail of random 9x9 banks (condition numbers above 10,000) would amplify float32 rounding: such banks
     are redrawn from the same init, and the factorization is then exact to float32 precision."""
-    from timm_frozenmix.filters import MAX_CONDITION, condition_random_banks_
+    from timm_frozenmix.layers.filters import MAX_CONDITION, condition_random_banks_
     torch.manual_seed(0)
     conv = nn.Conv2d(32, 32, 3, padding=1, bias=False)
     sep = SeparableConv2d.from_conv(conv, learn='channels')
@@ -268,7 +269,7 @@ def test_keep_function_refuses_what_it_could_not_keep(model, kwargs, match):
 
 
 def test_factorize_without_a_dense_bias_zeroes_the_pointwise_bias():
-    from timm_frozenmix.filters import condition_random_banks_
+    from timm_frozenmix.layers.filters import condition_random_banks_
     conv = nn.Conv2d(4, 8, 3, padding=1, bias=False)
     sep = SeparableConv2d(4, 8, 3, padding=1, bias=True)
     condition_random_banks_(sep.depthwise)

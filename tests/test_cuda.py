@@ -21,10 +21,11 @@ import timm_frozenmix  # noqa: F401  registers the models
 from timm_frozenmix import SeparableConv2d
 from timm_frozenmix.cli.eval_robust import main as eval_robust_main
 from timm_frozenmix.cli.train import main as train_main
-from timm_frozenmix.data import create_dataset
-from timm_frozenmix.pretrained import ARCHITECTURE, TAG
-from timm_frozenmix.separable import AUTOTUNE_REPEATS, EXECUTIONS, clear_execution_choices
-from timm_frozenmix.timing import StepTimer
+from timm_frozenmix.data.datasets import create_dataset
+from timm_frozenmix.models.pretrained import ARCHITECTURE, TAG
+from timm_frozenmix.layers.executions import EXECUTIONS
+from timm_frozenmix.layers.tuning import TUNE_REPEATS, candidate_executions, tune_executions
+from timm_frozenmix.layers.timing import StepTimer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 REPO = Path(__file__).resolve().parents[1]
@@ -50,39 +51,37 @@ def test_every_execution_agrees_with_the_cpu_on_cuda(conv, channels_last):
     gpu = SeparableConv2d.from_conv(conv, depth_multiplier=9, learn='channels').cuda()
     gpu.load_state_dict(cpu.state_dict())
     x = torch.randn(4, 16, 12, 12)
-    expected = cpu._execute('fused', x)
+    expected = cpu.execute('fused', x)
     expected.sum().backward()
     for execution in EXECUTIONS if cpu.groups == 1 else ('fused', 'unfused'):
         gpu.zero_grad(set_to_none=True)
         xg = x.cuda()
-        out = gpu._execute(execution, xg.contiguous(memory_format=torch.channels_last) if channels_last else xg)
+        out = gpu.execute(execution, xg.contiguous(memory_format=torch.channels_last) if channels_last else xg)
         out.sum().backward()
         torch.testing.assert_close(out.cpu(), expected, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(gpu.pointwise.weight.grad.cpu(), cpu.pointwise.weight.grad, atol=1e-3, rtol=1e-4)
 
 
-def test_a_layer_times_every_candidate_with_cuda_events_and_keeps_the_fastest(monkeypatch):
-    layer = SeparableConv2d(64, 64, 3, padding=1).cuda()
+def test_tuning_times_every_candidate_with_cuda_events_and_fixes_the_fastest(monkeypatch):
+    model = nn.Sequential(SeparableConv2d(64, 64, 3, padding=1)).cuda()
     x = torch.randn(2, 64, 4, 4, device='cuda')  # a last-stage map: all three are worth timing off the CPU
-    assert layer.candidate_executions(x) == EXECUTIONS
+    assert candidate_executions(model[0], x) == EXECUTIONS
     timed = []
     real_call = StepTimer.__call__
     monkeypatch.setattr(StepTimer, '__call__', lambda timer, step: timed.append(timer.device.type) or real_call(
         timer, step))
-    clear_execution_choices()
-    out = layer(x)
-    assert timed and set(timed) == {'cuda'}
-    chosen = layer.choose_execution(x)
-    assert chosen in EXECUTIONS and len(timed) == len(EXECUTIONS) * AUTOTUNE_REPEATS  # once, then cached
-    torch.testing.assert_close(out, layer._execute('fused', x), atol=1e-4, rtol=1e-4)
+    chosen = tune_executions(model, x)
+    assert timed and set(timed) == {'cuda'} and len(timed) == len(EXECUTIONS) * TUNE_REPEATS
+    assert chosen == {'0': model[0].execution} and model[0].execution in EXECUTIONS
+    torch.testing.assert_close(model(x), model[0].execute('fused', x), atol=1e-4, rtol=1e-4)
 
 
 def test_under_autocast_the_executions_agree_at_bfloat16_precision():
     layer = SeparableConv2d.from_conv(nn.Conv2d(32, 32, 3, padding=1), learn='channels').cuda()
     x = torch.randn(8, 32, 16, 16, device='cuda')
     with torch.autocast('cuda', dtype=torch.bfloat16):
-        assert 'im2col' not in layer.candidate_executions(x, autocast=True)
-        fused, unfused, chosen = layer._execute('fused', x), layer._execute('unfused', x), layer(x)
+        assert 'im2col' not in candidate_executions(layer, x, autocast=True)
+        fused, unfused, chosen = layer.execute('fused', x), layer.execute('unfused', x), layer(x)
     assert fused.dtype == unfused.dtype == chosen.dtype == torch.bfloat16
     torch.testing.assert_close(unfused.float(), fused.float(), atol=0.05, rtol=0.02)
     torch.testing.assert_close(chosen.float(), fused.float(), atol=0.05, rtol=0.02)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from timm_frozenmix.data import (
+from timm_frozenmix.data.datasets import (
     DEBIAN_FASHION_MNIST, FASHION_MNIST_FILES, SAMPLE, SAMPLE_DIR, Normalized, create_dataset, dataset_info)
-from timm_frozenmix.errors import UsageError
-from timm_frozenmix.idx import read_idx, write_idx
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.data.idx import read_idx, write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 needs_debian_files = pytest.mark.skipif(
@@ -97,7 +97,7 @@ def test_unknown_dataset_and_missing_data_dir():
 
 def test_timm_datasets_pass_through_unchanged(monkeypatch):
     calls = []
-    monkeypatch.setattr('timm_frozenmix.data.timm_create_dataset', lambda name, **kw: calls.append((name, kw)))
+    monkeypatch.setattr('timm_frozenmix.data.datasets.timm_create_dataset', lambda name, **kw: calls.append((name, kw)))
     create_dataset('torch/cifar10', root='/data/cifar', split='train', download=True, is_training=True)
     assert calls == [('torch/cifar10', dict(root='/data/cifar', split='train', download=True, is_training=True))]
 

@@ -10,11 +10,11 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
-from timm_frozenmix import hub
+from timm_frozenmix.io import hub
 from timm_frozenmix.cli.hub import main as hub_main
-from timm_frozenmix.checkpoint import load_checkpoint
-from timm_frozenmix.loading import load_model
-from timm_frozenmix.robust import RobustConfig, evaluate, write_results
+from timm_frozenmix.io.checkpoint import load_checkpoint
+from timm_frozenmix.io.loading import load_model
+from timm_frozenmix.evaluation.robust import RobustConfig, evaluate, write_results
 from timm_frozenmix.cli.train import main as train_main
 
 ARCH = 'convmixer_128_4_ks5_p2_chans'

@@ -53,7 +53,7 @@ def test_every_console_script_loads():
 
 
 @pytest.mark.parametrize('command', [
-    ['train.py'], ['eval_robust.py'], ['-m', 'timm_frozenmix.spectral'], ['-m', 'timm_frozenmix.hub'],
+    ['train.py'], ['eval_robust.py'], ['-m', 'timm_frozenmix.cli.spectral'], ['-m', 'timm_frozenmix.cli.hub'],
     ['-m', 'timm_frozenmix.cli.launch'], ['-m', 'study']])
 def test_every_command_starts(command, tmp_path):
     argv = [str(REPO / command[0])] if command[0].endswith('.py') else command

@@ -4,9 +4,9 @@ import stat
 
 import pytest
 
-from timm_frozenmix.errors import UsageError
-from timm_frozenmix.outputs import check_output_folder, replace_atomically, staging_folder
-from timm_frozenmix.reporting import replace_between_markers
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.outputs import check_output_folder, replace_atomically, staging_folder
+from timm_frozenmix.io.reporting import replace_between_markers
 
 
 def test_check_output_folder_creates_nothing_and_refuses_files(tmp_path):

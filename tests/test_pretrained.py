@@ -14,11 +14,11 @@ from safetensors.torch import load_file, save_file
 import timm_frozenmix  # noqa: F401  registers the models
 from timm_frozenmix.cli.eval_robust import main as eval_robust_main
 from timm_frozenmix.cli.train import main as train_main
-from timm_frozenmix.data import DEBIAN_FASHION_MNIST, FASHION_MNIST, FASHION_MNIST_FILES, create_dataset
-from timm_frozenmix.hub import export
-from timm_frozenmix.pretrained import ARCHITECTURE, MODES, TAG, weights_path
-from timm_frozenmix.separable import SeparableConv2d
-from timm_frozenmix.training import TrainConfig, setup
+from timm_frozenmix.data.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST, FASHION_MNIST_FILES, create_dataset
+from timm_frozenmix.io.hub import export
+from timm_frozenmix.models.pretrained import ARCHITECTURE, MODES, TAG, weights_path
+from timm_frozenmix.layers.separable import SeparableConv2d
+from timm_frozenmix.training.loop import TrainConfig, setup
 
 REPO = Path(__file__).resolve().parents[1]
 TAGS = [f'{ARCHITECTURE}_{mode}.{TAG}' for mode in MODES]
@@ -37,7 +37,7 @@ def test_timm_lists_the_shipped_tags():
 LOAD_OFFLINE = '''
 import sys, timm, torch, timm_frozenmix
 from safetensors.torch import load_file
-from timm_frozenmix.pretrained import weights_path
+from timm_frozenmix.models.pretrained import weights_path
 for name, mode in zip(sys.argv[1::2], sys.argv[2::2]):
     model = timm.create_model(name, pretrained=True)
     shipped = load_file(weights_path(mode))

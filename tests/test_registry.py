@@ -6,8 +6,8 @@ import torch
 
 import timm_frozenmix  # noqa: F401  registers the models
 from timm_frozenmix import SeparableConv2d, parameter_roles, smooth_filters
-from timm_frozenmix.errors import UsageError
-from timm_frozenmix.pretrained import WEIGHTS_DIR
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.models.pretrained import WEIGHTS_DIR
 
 MODES = ('full', 'chans', 'space')
 CONVMIXERS = ('convmixer_512_7', 'convmixer_1536_20', 'convmixer_768_32', 'convmixer_1024_20_ks9_p14',

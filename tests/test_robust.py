@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from timm_frozenmix.data import ImageSubset, Normalized, create_dataset
-from timm_frozenmix.errors import UsageError
-from timm_frozenmix.loading import LoadedModel, load_model
+from timm_frozenmix.data.datasets import ImageSubset, Normalized, create_dataset
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.loading import LoadedModel, load_model
 from timm_frozenmix.cli.eval_robust import build_parser, main
-from timm_frozenmix.robust import (
+from timm_frozenmix.evaluation.robust import (
     RobustConfig, autoattack_components, evaluate, evaluate_model, import_torchattacks, make_attack, masking_warnings,
 )
 from timm_frozenmix.cli.train import main as train_main
@@ -265,7 +265,7 @@ def test_unreadable_images_are_left_out_and_counted(folder_checkpoint, tmp_path,
 
 def test_output_and_values_are_checked_before_any_model_is_loaded(checkpoints, tmp_path, capsys, monkeypatch):
     loads = []
-    monkeypatch.setattr('timm_frozenmix.robust.load_model', lambda *a, **k: loads.append(a))
+    monkeypatch.setattr('timm_frozenmix.evaluation.robust.load_model', lambda *a, **k: loads.append(a))
     (tmp_path / 'file').write_text('mine')
     for argv, match in ((['--output', str(tmp_path / 'file')], 'is a file'),
                         (['--num-samples', '0'], '--num-samples must be >= 1'),
@@ -279,7 +279,7 @@ def test_output_and_values_are_checked_before_any_model_is_loaded(checkpoints, t
 def test_a_genuine_failure_during_attacks_keeps_its_traceback(checkpoints, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError('simulated CUDA error')
-    monkeypatch.setattr('timm_frozenmix.robust.evaluate_model', broken)
+    monkeypatch.setattr('timm_frozenmix.evaluation.robust.evaluate_model', broken)
     with pytest.raises(RuntimeError, match='simulated CUDA error'):
         main(['-j', '0', '--checkpoint', str(checkpoints['chans']), '--output', str(tmp_path / 'out')])
     assert not (tmp_path / 'out').exists()

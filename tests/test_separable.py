@@ -5,8 +5,11 @@ from safetensors.torch import load_file
 from timm.layers import create_conv2d
 
 from timm_frozenmix import SeparableConv2d
-from timm_frozenmix.checkpoint import save_safetensors
-from timm_frozenmix.separable import EXECUTIONS, clear_execution_choices
+from timm_frozenmix.io.checkpoint import save_safetensors
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.layers import tuning
+from timm_frozenmix.layers.executions import EXECUTIONS
+from timm_frozenmix.layers.tuning import candidate_executions, tune_executions
 
 CONVS = {
     'int_padding': lambda: nn.Conv2d(6, 10, 3, padding=1),
@@ -33,10 +36,10 @@ def test_output_shape_matches_original_conv(name, size):
 
 
 @pytest.mark.parametrize('name', CONVS)
-@pytest.mark.parametrize('fused', [True, False])
-def test_fuse_computes_the_same_function(name, fused):
+@pytest.mark.parametrize('execution', EXECUTIONS)
+def test_fuse_computes_the_same_function(name, execution):
     sep = SeparableConv2d.from_conv(CONVS[name](), depth_multiplier=3)
-    sep.fused = fused
+    sep.execution = execution if sep.groups == 1 or execution != 'im2col' else 'unfused'
     dense = sep.fuse()
     assert isinstance(dense, nn.Conv2d)
     x = torch.randn(2, 6, 17, 19)
@@ -53,7 +56,7 @@ def test_every_execution_agrees_in_forward_and_gradients(learn, name):
     for execution in EXECUTIONS if sep.groups == 1 else ('fused', 'unfused'):
         sep.zero_grad(set_to_none=True)
         x.grad = None
-        out = sep._execute(execution, x)
+        out = sep.execute(execution, x)
         (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
         grads = {n: p.grad.clone() for n, p in sep.named_parameters() if p.requires_grad}
         assert all(sep.get_parameter(n).grad.stride() == sep.get_parameter(n).stride() for n in grads)
@@ -71,17 +74,17 @@ def test_every_execution_agrees_in_forward_and_gradients(learn, name):
 def test_im2col_keeps_the_input_memory_format():
     sep = SeparableConv2d.from_conv(nn.Conv2d(6, 10, 3, padding=1))
     x = torch.randn(2, 6, 5, 5)
-    out = sep._execute('im2col', x.contiguous(memory_format=torch.channels_last))
+    out = sep.execute('im2col', x.contiguous(memory_format=torch.channels_last))
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
-    assert sep._execute('im2col', x).is_contiguous()
-    torch.testing.assert_close(out, sep._execute('fused', x), atol=1e-5, rtol=1e-4)
+    assert sep.execute('im2col', x).is_contiguous()
+    torch.testing.assert_close(out, sep.execute('fused', x), atol=1e-5, rtol=1e-4)
 
 
 def test_im2col_supports_double_backward():
     sep = SeparableConv2d.from_conv(nn.Conv2d(3, 4, 3, padding=1), depth_multiplier=2, learn='full').double()
     x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
     inputs = (x, sep.depthwise.weight, sep.pointwise.weight, sep.pointwise.bias)
-    assert torch.autograd.gradgradcheck(lambda x, *_: sep._execute('im2col', x), inputs)
+    assert torch.autograd.gradgradcheck(lambda x, *_: sep.execute('im2col', x), inputs)
 
 
 def test_every_execution_runs_on_the_meta_device():
@@ -89,7 +92,7 @@ def test_every_execution_runs_on_the_meta_device():
     sep = SeparableConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1), learn='full').to('meta')
     x = torch.empty(2, 8, 2, 2, device='meta', requires_grad=True)
     for execution in EXECUTIONS:
-        out = sep._execute(execution, x)
+        out = sep.execute(execution, x)
         out.sum().backward()
         assert out.shape == (2, 8, 2, 2) and x.grad.shape == x.shape
     assert sep(x).device.type == 'meta'
@@ -109,100 +112,122 @@ def test_pointwise_weight_is_stored_out_fastest_and_round_trips_through_safetens
 def test_cost_model_fuses_wide_multipliers_on_large_feature_maps_only():
     wide = SeparableConv2d(64, 64, 3, padding=1, depth_multiplier=9)
     narrow = SeparableConv2d(64, 64, 3, padding=1, depth_multiplier=1)
-    feature_map, tiny = torch.empty(32, 64, 32, 32), torch.empty(2, 64, 2, 2)
-    assert wide.prefers_fused(feature_map) and not narrow.prefers_fused(feature_map)
-    assert not wide.prefers_fused(tiny)  # composing the weight would cost more than the 9x wider activation
+    feature_map, small = torch.empty(32, 64, 32, 32), torch.empty(1, 64, 3, 3)
+    assert wide.auto_execution(feature_map) == 'fused' and narrow.auto_execution(feature_map) == 'unfused'
+    assert wide.auto_execution(small) == 'unfused'  # composing the weight would cost more than the wider activation
 
 
-class RecordedTimings:
-    """Stands in for SeparableConv2d._seconds: fixed seconds per execution, and a record of the timings."""
-
-    def __init__(self, monkeypatch, **seconds):
-        self.seconds, self.calls = seconds, []
-        monkeypatch.setattr(SeparableConv2d, '_seconds', self.time)
-        clear_execution_choices()
-
-    def time(self, execution, x, grads):
-        self.calls.append((execution, tuple(x.shape), grads))
-        return self.seconds[execution]
+def test_cost_model_takes_im2col_on_tiny_cpu_maps_of_one_group_only():
+    layer = SeparableConv2d(64, 64, 3, padding=1)
+    tiny = torch.empty(32, 64, 2, 2)
+    assert layer.auto_execution(tiny) == 'im2col'
+    assert layer.auto_execution(tiny.to('meta')) != 'im2col'  # measured on the CPU only
+    assert layer.auto_execution(tiny, im2col_allowed=False) != 'im2col'
+    assert SeparableConv2d(64, 64, 3, padding=1, groups=2).auto_execution(tiny) != 'im2col'
+    assert layer.auto_execution(torch.empty(32, 64, 4, 4)) == 'fused'
+    assert layer.auto_execution(torch.empty(512, 64, 2, 2)) != 'im2col'  # its unfolded input would dwarf the weight
 
 
 def count_paths(monkeypatch, layer):
     """Which execution each forward of `layer` takes."""
     taken = []
-    monkeypatch.setattr(layer, '_execute', lambda execution, x: taken.append(execution) or SeparableConv2d._execute(
+    monkeypatch.setattr(layer, 'execute', lambda execution, x: taken.append(execution) or SeparableConv2d.execute(
         layer, execution, x))
     return taken
 
 
-@pytest.mark.parametrize('winner', EXECUTIONS)
-def test_the_fastest_execution_is_timed_once_per_shape_and_cached(monkeypatch, winner):
-    timings = RecordedTimings(monkeypatch, **{e: 1.0 if e == winner else 2.0 for e in EXECUTIONS})
-    layer = SeparableConv2d(8, 8, 5, padding=2)  # d = 9 < 25: on any device all three are timed
+def test_auto_never_times_and_is_the_same_for_the_same_shape(monkeypatch):
+    monkeypatch.setattr(tuning, 'execution_seconds', lambda *a: pytest.fail('auto must not time anything'))
+    layer = SeparableConv2d(64, 64, 3, padding=1)
     taken = count_paths(monkeypatch, layer)
-    x = torch.randn(2, 8, 2, 2)  # a tiny feature map: all three are worth timing
-    for _ in range(3):
-        layer(x).sum().backward()
-    assert timings.calls == [(e, (2, 8, 2, 2), True) for e in EXECUTIONS]  # once, then cached
-    assert taken == [winner] * 3
-    layer(torch.randn(1, 8, 2, 2))  # another input shape is timed anew
-    assert len(timings.calls) == 6
-    with torch.no_grad():  # so is inference, which has no backward to time
-        layer(x)
-    assert timings.calls[-1] == ('im2col', (2, 8, 2, 2), False)
+    for batch in (32, 32, 3, 32):
+        layer(torch.randn(batch, 64, 2, 2)).sum().backward()
+    assert taken == ['im2col', 'im2col', 'im2col', 'im2col'] and layer.execution == 'auto'
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        layer(torch.randn(32, 64, 2, 2))
+    assert taken[-1] != 'im2col'  # im2col needs one dtype for input and weights
+    traced = torch.jit.trace(layer, torch.randn(1, 64, 8, 8), check_trace=False)
+    assert traced(torch.randn(1, 64, 8, 8)).shape == (1, 64, 8, 8)
 
 
-def test_executions_whose_extra_tensor_dwarfs_the_weight_are_not_timed(monkeypatch):
-    timings = RecordedTimings(monkeypatch, fused=2.0, unfused=1.0, im2col=1.0)
+@pytest.mark.parametrize('execution', EXECUTIONS)
+def test_a_forced_execution_is_taken_at_every_shape(monkeypatch, execution):
+    layer = SeparableConv2d(8, 8, 3, padding=1, execution=execution)
+    taken = count_paths(monkeypatch, layer)
+    layer(torch.randn(2, 8, 2, 2))
+    layer(torch.randn(4, 8, 32, 32))
+    assert taken == [execution, execution]
+
+
+def test_bad_execution_settings_are_refused_in_one_line():
+    with pytest.raises(UsageError, match="execution 'fastest': choose one of auto, fused, unfused, im2col"):
+        SeparableConv2d(8, 8, 3, execution='fastest')
+    with pytest.raises(UsageError, match='needs groups=1'):
+        SeparableConv2d(8, 8, 3, groups=2, execution='im2col')
+    with torch.autocast('cpu', dtype=torch.bfloat16), pytest.raises(UsageError, match='autocast'):
+        SeparableConv2d(8, 8, 3, execution='im2col')(torch.randn(1, 8, 4, 4))
+
+
+class RecordedTimings:
+    """Stands in for tuning.execution_seconds: fixed seconds per execution, and a record of the timings."""
+
+    def __init__(self, monkeypatch, **seconds):
+        self.seconds, self.calls = seconds, []
+        monkeypatch.setattr(tuning, 'execution_seconds', self.time)
+
+    def time(self, layer, execution, x, train):
+        self.calls.append((execution, tuple(x.shape), train))
+        return self.seconds[execution]
+
+
+@pytest.mark.parametrize('winner', EXECUTIONS)
+def test_tuning_times_each_layer_once_and_fixes_the_fastest(monkeypatch, winner):
+    timings = RecordedTimings(monkeypatch, **{e: 1.0 if e == winner else 2.0 for e in EXECUTIONS})
+    model = nn.Sequential(SeparableConv2d(8, 8, 5, padding=2), nn.BatchNorm2d(8), SeparableConv2d(8, 8, 5, padding=2))
+    model.train()
+    chosen = tune_executions(model, torch.randn(2, 8, 2, 2))  # d = 9 < 25, a tiny map: all three are timed
+    assert chosen == {'0': winner, '2': winner} and model[0].execution == winner and model[2].execution == winner
+    assert timings.calls == [(e, (2, 8, 2, 2), True) for e in EXECUTIONS] * 2
+    assert model.training and model[1].num_batches_tracked == 0  # the probing forward ran in eval mode
+    taken = count_paths(monkeypatch, model[0])
+    model(torch.randn(3, 8, 9, 9))  # another shape: the fixed choice, no new timing
+    assert taken == [winner] and len(timings.calls) == 6
+
+
+def test_executions_whose_extra_tensor_dwarfs_the_weight_are_not_timed():
     layer = SeparableConv2d(8, 8, 3, padding=1)
     large = torch.randn(4, 8, 16, 16)  # the 9x wider activation and the unfolded input are 128 composed weights
-    assert layer.candidate_executions(large) == ('fused',)
-    taken = count_paths(monkeypatch, layer)
-    layer(large)
-    assert taken == ['fused'] and timings.calls == []  # a single candidate needs no timing
+    assert candidate_executions(layer, large) == ('fused',)
     tiny = torch.randn(1, 8, 2, 2)
-    assert layer.candidate_executions(tiny.to('meta')) == EXECUTIONS  # off the CPU, both are timed
+    assert candidate_executions(layer, tiny.to('meta')) == EXECUTIONS  # off the CPU, all three are timed
     narrow = SeparableConv2d(8, 8, 5, padding=2)  # d = 9 < 25: unfused's activation is the narrower one
-    assert narrow.candidate_executions(tiny) == EXECUTIONS
+    assert candidate_executions(narrow, tiny) == EXECUTIONS
     grouped = SeparableConv2d(8, 8, 3, padding=1, groups=2)
-    assert grouped.candidate_executions(torch.randn(1, 8, 2, 2)) == ('fused', 'unfused')  # im2col: one group only
-    assert layer.candidate_executions(tiny, autocast=True) == ('fused', 'unfused')
-    assert layer.candidate_executions(tiny) == ('fused', 'im2col')  # on the CPU im2col stands in for unfused
+    assert candidate_executions(grouped, torch.randn(1, 8, 2, 2)) == ('fused', 'unfused')  # im2col: one group
+    assert candidate_executions(layer, tiny, autocast=True) == ('fused', 'unfused')
+    assert candidate_executions(layer, tiny) == ('fused', 'im2col')  # on the CPU im2col stands in for unfused
 
 
-def test_timing_off_and_forced_executions_use_no_timing(monkeypatch):
-    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0, im2col=2.0)
-    monkeypatch.setenv('TIMM_FROZENMIX_AUTOTUNE', '0')
-    wide, tiny = SeparableConv2d(64, 64, 3, padding=1), torch.randn(2, 64, 2, 2)
-    taken = count_paths(monkeypatch, wide)
-    wide(tiny)
-    assert taken == ['unfused'] and not wide.prefers_fused(tiny)  # the cost model decides
-    monkeypatch.delenv('TIMM_FROZENMIX_AUTOTUNE')
-    wide.fused = True
-    wide(tiny)
-    assert taken == ['unfused', 'fused'] and timings.calls == []
-
-
-def test_every_rank_decides_on_the_timings_of_all_ranks(monkeypatch):
-    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0, im2col=3.0)  # this rank alone would fuse
+def test_every_rank_fixes_the_choice_on_the_timings_of_all_ranks(monkeypatch):
+    RecordedTimings(monkeypatch, fused=1.0, unfused=2.0, im2col=3.0)  # this rank alone would fuse
     reduced = []
 
     def all_reduce(tensor):  # the other rank measured fused 5 s, unfused 1 s, im2col 1 s: together unfused wins
         reduced.append(tensor.clone())
-        tensor += torch.tensor([5.0, 1.0, 1.0])
+        tensor += torch.tensor([[5.0, 1.0, 1.0]], dtype=tensor.dtype)
     monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'get_backend', lambda: 'gloo')
     monkeypatch.setattr(torch.distributed, 'all_reduce', all_reduce)
     layer = SeparableConv2d(8, 8, 5, padding=2)
-    taken = count_paths(monkeypatch, layer)
-    layer(torch.randn(2, 8, 2, 2))
-    assert [t.tolist() for t in reduced] == [[1.0, 2.0, 3.0]] and taken == ['unfused'] and len(timings.calls) == 3
+    assert tune_executions(layer, torch.randn(2, 8, 2, 2)) == {'': 'unfused'}
+    assert [t.tolist() for t in reduced] == [[[1.0, 2.0, 3.0]]]
 
 
-def test_timing_both_executions_leaves_gradients_alone():
-    clear_execution_choices()
+def test_real_tuning_leaves_gradients_alone_and_picks_a_candidate():
     layer = SeparableConv2d(8, 8, 3, padding=1)
     x = torch.randn(2, 8, 6, 6)
-    layer(x)  # the first forward times both executions, with their backward
+    (chosen,) = tune_executions(layer, x).values()
+    assert chosen in candidate_executions(layer, x)
     assert all(p.grad is None for p in layer.parameters())
 
 
@@ -244,20 +269,6 @@ def test_bad_depth_multiplier():
 
 def test_frozen_depthwise_gets_no_weight_gradient():
     sep = SeparableConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1), learn='channels')
-    sep.fused = False
+    sep.execution = 'unfused'
     sep(torch.randn(2, 8, 6, 6)).sum().backward()
     assert sep.depthwise.weight.grad is None and sep.pointwise.weight.grad is not None
-
-
-def test_memory_format_and_autocast_are_timed_apart_and_tracing_is_not_timed(monkeypatch):
-    timings = RecordedTimings(monkeypatch, fused=1.0, unfused=2.0, im2col=3.0)
-    layer = SeparableConv2d(8, 8, 5, padding=2).eval()
-    x = torch.randn(2, 8, 2, 2)
-    with torch.no_grad():
-        layer(x)
-        layer(x.contiguous(memory_format=torch.channels_last))
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            layer(x)
-    assert len(timings.calls) == 8  # three cases: three executions each, but autocast leaves im2col out
-    torch.jit.trace(layer, torch.randn(1, 8, 5, 5), check_trace=False)
-    assert len(timings.calls) == 8  # a trace records the cost model's choice, never a timing run

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from timm_frozenmix.errors import UsageError
-from timm_frozenmix.spec import ModelSpec, build_model
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.models.spec import ModelSpec, build_model
 
 
 def test_learn_is_parsed_once_into_the_canonical_vocabulary():

@@ -4,7 +4,8 @@ from contextlib import nullcontext
 import torch
 import torch.nn as nn
 
-from timm_frozenmix.timing import StepTimer, make_step, time_interleaved
+from timm_frozenmix.evaluation.step_time import make_step, time_interleaved
+from timm_frozenmix.layers.timing import StepTimer
 
 
 class FakeEvent:

@@ -12,9 +12,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from timm_frozenmix.checkpoint import load_checkpoint, save_atomic
+from timm_frozenmix.io.checkpoint import load_checkpoint, save_atomic
 from timm_frozenmix.cli.train import main, parse_config
-from timm_frozenmix.training import FGSMClassificationTask, setup, train as train_run
+from timm_frozenmix.training.loop import FGSMClassificationTask, setup, train as train_run
 
 
 def parse_args(argv):
@@ -85,7 +85,7 @@ def test_frozen_weights_do_not_move_during_training(tmp_path):
     frozen = {n: p.detach().clone() for n, p in run.model.named_parameters() if not p.requires_grad}
     trainable = {n: p.detach().clone() for n, p in run.model.named_parameters() if p.requires_grad}
     assert frozen and 'stem.0.weight' in frozen  # the Chans ConvMixer freezes its stem
-    from timm_frozenmix.training import train as train_run
+    from timm_frozenmix.training.loop import train as train_run
     train_run(run)
     params = dict(run.model.named_parameters())
     assert all(torch.equal(params[n], v) for n, v in frozen.items())
@@ -349,7 +349,7 @@ def test_an_output_that_cannot_be_a_folder_is_refused_first(tmp_path, capsys):
 def test_a_genuine_failure_keeps_its_traceback(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError('simulated torch failure while setting up')
-    monkeypatch.setattr('timm_frozenmix.training.summarize', broken)
+    monkeypatch.setattr('timm_frozenmix.training.loop.summarize', broken)
     with pytest.raises(RuntimeError, match='simulated torch failure'):
         main(['--output', str(tmp_path), *TINY])
 
@@ -384,8 +384,8 @@ def test_command_line_exit_code(tmp_path):
 
 
 def test_a_config_from_python_is_checked_like_the_flags(tmp_path):
-    from timm_frozenmix.errors import UsageError
-    from timm_frozenmix.training import TrainConfig
+    from timm_frozenmix.core.errors import UsageError
+    from timm_frozenmix.training.loop import TrainConfig
     with pytest.raises(UsageError, match="--adv-train 'FGSM': choose none or fgsm"):
         setup(TrainConfig(adv_train='FGSM', output=str(tmp_path / 'out')))
     assert not (tmp_path / 'out').exists()

@@ -3,7 +3,8 @@ import timm
 import torch
 
 import timm_frozenmix  # noqa: F401
-from timm_frozenmix.unshuffle import PixelPermutation, UnshuffleNet, UnshuffleTask, psnr
+from timm_frozenmix.evaluation.unshuffle import PixelPermutation, UnshuffleTask, psnr
+from timm_frozenmix.models.unshuffle_net import UnshuffleNet
 
 
 def test_permutation_is_fixed_by_seed_and_invertible():

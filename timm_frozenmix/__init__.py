@@ -2,10 +2,11 @@
 
 Importing this package registers its models with timm (`timm.list_models('*_chans')`).
 """
-from .convert import format_summary, freeze, init_depthwise_, parameter_roles, separate, summarize
-from .filters import SPATIAL_INITS, init_spatial_, smooth_filters, spectral_coverage, spectral_envelope
-from .learn import LEARN_MODES, resolve_learn
-from .models import FrozenMixConvMixer, SeparableResNetV2
-from .separable import SeparableConv2d
+from timm_frozenmix.models.convert import format_summary, freeze, init_depthwise_, parameter_roles, separate, summarize
+from timm_frozenmix.layers.filters import SPATIAL_INITS, init_spatial_, smooth_filters, spectral_coverage, spectral_envelope
+from timm_frozenmix.core.learn import LEARN_MODES, resolve_learn
+from timm_frozenmix.models import FrozenMixConvMixer, SeparableResNetV2
+from timm_frozenmix.layers.separable import SeparableConv2d
+from timm_frozenmix.layers.tuning import tune_executions
 
 __version__ = '0.1.0'

@@ -1,7 +1,7 @@
 """ The commands: each parses its flags into a config, calls the library, and prints
 
-train.py (`train`), eval_robust.py (`eval_robust`), `python -m timm_frozenmix.spectral` (`spectral`),
-`python -m timm_frozenmix.hub` (`hub`) and `python -m timm_frozenmix.cli.launch` (`launch`). Nothing below imports
+train.py (`train`), eval_robust.py (`eval_robust`), `python -m timm_frozenmix.cli.spectral` (`spectral`),
+`python -m timm_frozenmix.cli.hub` (`hub`) and `python -m timm_frozenmix.cli.launch` (`launch`). Nothing below imports
 from here.
 """
 import argparse

@@ -12,9 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Tuple
 
-from . import parse_fraction
-from ..errors import exit_on_usage_error
-from ..robust import ATTACKS, PLOT, RESULTS, TABLE, RobustConfig, evaluate, format_table, write_results
+from timm_frozenmix.cli import parse_fraction
+from timm_frozenmix.core.errors import exit_on_usage_error
+from timm_frozenmix.evaluation.robust import ATTACKS, PLOT, RESULTS, TABLE, RobustConfig, evaluate, format_table, write_results
 
 
 def parse_eps_list(text: str) -> List[Tuple[str, float]]:

@@ -1,17 +1,17 @@
-""" python -m timm_frozenmix.hub: export a train.py checkpoint as a Hub model folder and push it
+""" python -m timm_frozenmix.cli.hub: export a train.py checkpoint as a Hub model folder and push it
 
-    python -m timm_frozenmix.hub --checkpoint output/train/RUN/model_best.pth.tar --output hub/my-model \
+    python -m timm_frozenmix.cli.hub --checkpoint output/train/RUN/model_best.pth.tar --output hub/my-model \
         --robust-json output/robust/robust.json --push-to-hub my-user/my-model
 """
 import argparse
 
-from ..errors import exit_on_usage_error
-from ..hub import check_can_push, export, push
+from timm_frozenmix.core.errors import exit_on_usage_error
+from timm_frozenmix.io.hub import check_can_push, export, push
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='python -m timm_frozenmix.hub', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog='python -m timm_frozenmix.cli.hub', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='Export a train.py checkpoint as a Hub model folder (weights, config, model card) and push it.')
     parser.add_argument('--checkpoint', required=True, help='train.py checkpoint (model_best.pth.tar)')
     parser.add_argument('--output', required=True, help='export folder (created; replaced if it holds an export)')

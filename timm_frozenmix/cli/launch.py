@@ -13,7 +13,7 @@ from pathlib import Path
 
 import timm_frozenmix  # noqa: F401  registers the models with timm
 
-from ..errors import UsageError, exit_on_usage_error
+from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
 
 USAGE = 'usage: python -m timm_frozenmix.cli.launch SCRIPT.py [ARGS ...]  (e.g. timm\'s validate.py)'
 

@@ -1,8 +1,8 @@
-""" python -m timm_frozenmix.spectral: spectral envelopes and coverage of spatial filter banks (paper Sec. 3.1)
+""" python -m timm_frozenmix.cli.spectral: spectral envelopes and coverage of spatial filter banks (paper Sec. 3.1)
 
-    python -m timm_frozenmix.spectral --checkpoint output/train/<run>/model_best.pth.tar
-    python -m timm_frozenmix.spectral --model convmixer_512_7_chans     # the frozen filters, as created
-    python -m timm_frozenmix.spectral --compare                         # random / same / box / identity / smoothed
+    python -m timm_frozenmix.cli.spectral --checkpoint output/train/<run>/model_best.pth.tar
+    python -m timm_frozenmix.cli.spectral --model convmixer_512_7_chans     # the frozen filters, as created
+    python -m timm_frozenmix.cli.spectral --compare                         # random / same / box / identity / smoothed
 
 Writes spectral.json and PNG figures (envelope per spatial layer; reference banks and coverage against the
 number of random filters) and prints each layer's coverage.
@@ -13,19 +13,19 @@ from pathlib import Path
 import timm
 import torch
 
-from ..checkpoint import load_checkpoint
-from ..errors import UsageError, exit_on_usage_error
-from ..loading import model_from_checkpoint
-from ..outputs import check_output_folder
-from ..reporting import write_json
-from ..spectral import (
+from timm_frozenmix.io.checkpoint import load_checkpoint
+from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
+from timm_frozenmix.io.loading import model_from_checkpoint
+from timm_frozenmix.io.outputs import check_output_folder
+from timm_frozenmix.io.reporting import write_json
+from timm_frozenmix.evaluation.spectral import (
     COMPARE_PLOT, LAYERS_PLOT, REFERENCE_BANKS, RESULTS, analyse_model, compare_banks, plot_comparison, plot_envelopes,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='python -m timm_frozenmix.spectral', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog='python -m timm_frozenmix.cli.spectral', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='Spectral envelope and coverage of spatial filter banks (Sec. 3.1 of the paper).')
     parser.add_argument('--checkpoint', default=None, help='a train.py checkpoint to analyse')
     parser.add_argument('--model', default=None, help='a model name (random init unless --pretrained)')

@@ -12,12 +12,12 @@ from dataclasses import asdict
 import torch
 from timm.utils import ParseKwargs, setup_default_logging
 
-from . import command_line, parse_fraction
-from ..errors import UsageError, exit_on_usage_error
-from ..filters import SPATIAL_INITS
-from ..hub import check_can_push, export, push
-from ..learn import LEARN_ALIASES, LEARN_MODES
-from ..training import BEST, COMPILE_MODES, TrainConfig, setup, train
+from timm_frozenmix.cli import command_line, parse_fraction
+from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
+from timm_frozenmix.layers.filters import SPATIAL_INITS
+from timm_frozenmix.io.hub import check_can_push, export, push
+from timm_frozenmix.core.learn import LEARN_ALIASES, LEARN_MODES
+from timm_frozenmix.training.loop import BEST, COMPILE_MODES, TrainConfig, setup, train
 
 
 def build_parser() -> argparse.ArgumentParser:

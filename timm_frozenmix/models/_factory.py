@@ -7,7 +7,7 @@ returns a random model; here that is an error that says where weights can come f
 """
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
-from ..errors import UsageError
+from timm_frozenmix.core.errors import UsageError
 
 PAPER_ID = 'arxiv:2503.16760'
 
@@ -24,5 +24,5 @@ def build_model(model_cls, variant: str, pretrained: bool, **kwargs):
             raise UsageError(
                 f'no pretrained weights exist for {variant!r}: timm.list_pretrained() lists the ones that do; load an '
                 f'export with timm.create_model("hf-hub:user/repo") or "local-dir:folder", or train your own with '
-                f'`python train.py --model {variant}` and export it with `python -m timm_frozenmix.hub`')
+                f'`python train.py --model {variant}` and export it with `python -m timm_frozenmix.cli.hub`')
     return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)

@@ -13,10 +13,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import register_model, generate_default_cfgs
 from timm.models.convmixer import ConvMixer
 
-from ..convert import freeze, init_depthwise_
-from ..data import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from ..pretrained import ARCHITECTURE, TAG, weights_path
-from ._factory import PAPER_ID, build_model
+from timm_frozenmix.models.convert import freeze, init_depthwise_
+from timm_frozenmix.core.constants import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from timm_frozenmix.models.pretrained import ARCHITECTURE, TAG, weights_path
+from timm_frozenmix.models._factory import PAPER_ID, build_model
 
 __all__ = ['FrozenMixConvMixer']
 

@@ -22,13 +22,13 @@ from timm.layers.padding import get_padding_value
 from timm.models import register_model, generate_default_cfgs
 from timm.models.resnetv2 import ResNetV2
 
-from ..convert import freeze
-from ..data import CIFAR_MEAN, CIFAR_STD
-from ..errors import UsageError
-from ..filters import check_spatial_options, init_spatial_
-from ..learn import resolve_learn
-from ..separable import SeparableConv2d
-from ._factory import PAPER_ID, build_model
+from timm_frozenmix.models.convert import freeze
+from timm_frozenmix.core.constants import CIFAR_MEAN, CIFAR_STD
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.layers.filters import check_spatial_options, init_spatial_
+from timm_frozenmix.core.learn import resolve_learn
+from timm_frozenmix.layers.separable import SeparableConv2d
+from timm_frozenmix.models._factory import PAPER_ID, build_model
 
 __all__ = ['SeparableResNetV2', 'create_separable_conv2d']
 

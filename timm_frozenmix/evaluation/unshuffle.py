@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 from timm.task import TrainingTask
 
-from .errors import UsageError
-from .reporting import new_figure, save_figure
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.reporting import new_figure, save_figure
 
-__all__ = ['PixelPermutation', 'UnshuffleNet', 'UnshuffleTask', 'psnr', 'save_unshuffle_grid']
+__all__ = ['PixelPermutation', 'UnshuffleTask', 'psnr', 'save_unshuffle_grid']
 
 
 class PixelPermutation(nn.Module):
@@ -36,25 +36,6 @@ class PixelPermutation(nn.Module):
         out = torch.empty_like(x.flatten(2))
         out[:, :, self.index] = x.flatten(2)
         return out.reshape(x.shape)
-
-
-class UnshuffleNet(nn.Module):
-    """A patch-size-1 backbone's feature map projected back to `out_chans` image channels by a 1x1 conv."""
-
-    def __init__(self, backbone: nn.Module, out_chans: int):
-        super().__init__()
-        stem = getattr(backbone, 'stem', None)
-        patch = getattr(stem[0], 'stride', None) if isinstance(stem, nn.Sequential) else None
-        if patch != (1, 1):
-            raise UsageError(
-                f'pixel un-shuffling needs a patch-size-1 ConvMixer, e.g. convmixer_128_8_p1_chans '
-                f'(got {type(backbone).__name__} with patch stride {patch})')
-        backbone.reset_classifier(0, '')
-        self.backbone = backbone
-        self.proj = nn.Conv2d(backbone.num_features, out_chans, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.backbone.forward_features(x))
 
 
 class UnshuffleTask(TrainingTask):

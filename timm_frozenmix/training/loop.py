@@ -34,16 +34,17 @@ from timm.utils import (
 )
 from timm.utils.distributed import init_distributed_device_so
 
-from .checkpoint import check_architecture, checkpoint_spec, load_checkpoint, save_atomic, save_safetensors
-from .convert import format_summary, summarize
-from .data import (
+from timm_frozenmix.io.checkpoint import check_architecture, checkpoint_spec, load_checkpoint, save_atomic, save_safetensors
+from timm_frozenmix.models.convert import format_summary, summarize
+from timm_frozenmix.data.datasets import (
     SAMPLE, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info, is_known_dataset,
 )
-from .devices import check_device
-from .errors import UsageError
-from .outputs import check_output_folder
-from .spec import ModelSpec, build_model
-from .unshuffle import PixelPermutation, UnshuffleNet, UnshuffleTask, psnr, save_unshuffle_grid
+from timm_frozenmix.core.devices import check_device
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.outputs import check_output_folder
+from timm_frozenmix.models.spec import ModelSpec, build_model
+from timm_frozenmix.models.unshuffle_net import UnshuffleNet
+from timm_frozenmix.evaluation.unshuffle import PixelPermutation, UnshuffleTask, psnr, save_unshuffle_grid
 
 __all__ = ['TrainConfig', 'TrainingRun', 'setup', 'train', 'LAST', 'BEST', 'WEIGHTS']
 

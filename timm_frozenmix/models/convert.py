@@ -16,10 +16,10 @@ import torch.nn as nn
 from timm.layers import Conv2dSame
 from timm.models.convmixer import ConvMixer
 
-from .errors import UsageError
-from .filters import check_spatial_options, condition_random_banks_, init_spatial_, smooth_filters
-from .learn import ROLES, is_learned, resolve_learn
-from .separable import SeparableConv2d, is_depthwise
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.layers.filters import check_spatial_options, condition_random_banks_, init_spatial_, smooth_filters
+from timm_frozenmix.core.learn import ROLES, is_learned, resolve_learn
+from timm_frozenmix.layers.separable import SeparableConv2d, is_depthwise
 
 _logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UsageError
+from timm_frozenmix.core.errors import UsageError
 
 __all__ = ['check_output_folder', 'replace_atomically', 'staging_folder']
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from timm_frozenmix.core.errors import UsageError
 
 __all__ = ['read_idx', 'write_idx']
 

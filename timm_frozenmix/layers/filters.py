@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import UsageError
+from timm_frozenmix.core.errors import UsageError
 
 __all__ = [
     'SPATIAL_INITS', 'MAX_CONDITION', 'check_spatial_options', 'condition_random_banks_', 'init_spatial_',

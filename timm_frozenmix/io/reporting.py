@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence, Tuple
 import numpy as np
 from matplotlib.figure import Figure
 
-from .outputs import replace_atomically
+from timm_frozenmix.io.outputs import replace_atomically
 
 __all__ = ['markdown_table', 'new_figure', 'save_figure', 'write_json', 'write_text']
 

@@ -20,8 +20,9 @@ import torch.nn as nn
 from PIL import Image
 from timm.data import create_dataset as timm_create_dataset, create_loader
 
-from .errors import UsageError
-from .idx import read_idx
+from timm_frozenmix.core.constants import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.data.idx import read_idx
 
 __all__ = [
     'SAMPLE', 'FASHION_MNIST', 'DEBIAN_FASHION_MNIST', 'DatasetInfo', 'IdxImageDataset', 'Normalized', 'ImageSubset',
@@ -40,8 +41,6 @@ FASHION_MNIST_FILES = {
 FASHION_MNIST_CLASSES = (
     'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
 
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 _TRAIN_SPLITS = ('train', 'training')
 _EVAL_SPLITS = ('test', 'val', 'valid', 'validation', 'eval', 'evaluation')

@@ -11,9 +11,9 @@ from typing import Any, Dict, Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import UsageError
-from .outputs import replace_atomically
-from .spec import ModelSpec
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.outputs import replace_atomically
+from timm_frozenmix.models.spec import ModelSpec
 
 __all__ = ['save_atomic', 'save_safetensors', 'load_checkpoint', 'checkpoint_spec', 'check_architecture']
 

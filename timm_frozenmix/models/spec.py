@@ -10,11 +10,11 @@ from typing import Any, Dict, Optional
 import timm
 import torch.nn as nn
 
-from .convert import freeze, init_depthwise_, separate
-from .errors import UsageError
-from .filters import check_spatial_options
-from .learn import resolve_learn
-from .unshuffle import UnshuffleNet
+from timm_frozenmix.models.convert import freeze, init_depthwise_, separate
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.layers.filters import check_spatial_options
+from timm_frozenmix.core.learn import resolve_learn
+from timm_frozenmix.models.unshuffle_net import UnshuffleNet
 
 __all__ = ['ModelSpec', 'TASKS', 'build_model']
 

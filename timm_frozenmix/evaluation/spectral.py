@@ -1,6 +1,6 @@
 """ Spectral envelopes of spatial filter banks (paper Sec. 3.1), per layer of a model and for reference banks
 
-The library behind `python -m timm_frozenmix.spectral`: `analyse_model` gives each spatial layer's coverage and
+The library behind `python -m timm_frozenmix.cli.spectral`: `analyse_model` gives each spatial layer's coverage and
 envelope, `compare_banks` the reference banks and the coverage-growth curve, and the plot functions draw them.
 See `filters.spectral_envelope` for the scale.
 """
@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .convert import conv_roles
-from .errors import UsageError
-from .filters import init_spatial_, spectral_coverage, spectral_envelope
-from .reporting import new_figure, save_figure
+from timm_frozenmix.models.convert import conv_roles
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.layers.filters import init_spatial_, spectral_coverage, spectral_envelope
+from timm_frozenmix.io.reporting import new_figure, save_figure
 
 RESULTS, LAYERS_PLOT, COMPARE_PLOT = 'spectral.json', 'spectral_layers.png', 'spectral_compare.png'
 REFERENCE_BANKS = ('random', 'same', 'box', 'identity')
@@ -113,7 +113,3 @@ def plot_comparison(panels: list, curves: dict, kernel: int, path: Path, columns
         ax.grid(alpha=0.3)
     return plot_envelopes(panels, path, columns, extra=plot_curves)
 
-
-if __name__ == '__main__':  # `python -m timm_frozenmix.spectral` runs the command
-    from .cli.spectral import main
-    main()

@@ -12,9 +12,9 @@ import timm
 import torch.nn as nn
 from timm.data import resolve_data_config
 
-from .checkpoint import check_architecture, checkpoint_spec, load_checkpoint
-from .errors import UsageError
-from .spec import ModelSpec, build_model
+from timm_frozenmix.io.checkpoint import check_architecture, checkpoint_spec, load_checkpoint
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.models.spec import ModelSpec, build_model
 
 __all__ = ['LoadedModel', 'load_model', 'model_from_checkpoint']
 

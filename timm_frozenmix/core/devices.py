@@ -1,7 +1,7 @@
 """ Where computation runs: a --device value checked before any work """
 import torch
 
-from .errors import UsageError
+from timm_frozenmix.core.errors import UsageError
 
 __all__ = ['check_device']
 

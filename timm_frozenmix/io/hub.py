@@ -1,6 +1,6 @@
 """ Checkpoints as Hugging Face Hub models: export, model card, push
 
-    python -m timm_frozenmix.hub --checkpoint output/train/<run>/model_best.pth.tar --output hub/my-model \
+    python -m timm_frozenmix.cli.hub --checkpoint output/train/<run>/model_best.pth.tar --output hub/my-model \
         --robust-json output/robust/robust.json --push-to-hub my-user/my-model
 
 An export folder holds `model.safetensors`, `config.json` in timm's format (architecture, model_args that
@@ -19,12 +19,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import huggingface_hub
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from .checkpoint import checkpoint_spec, load_checkpoint, save_safetensors
-from .convert import learn_mode, summarize
-from .data import FASHION_MNIST, FASHION_MNIST_CLASSES, SAMPLE
-from .errors import UsageError
-from .loading import load_model
-from .outputs import check_output_folder, staging_folder
+from timm_frozenmix.io.checkpoint import checkpoint_spec, load_checkpoint, save_safetensors
+from timm_frozenmix.models.convert import learn_mode, summarize
+from timm_frozenmix.data.datasets import FASHION_MNIST, FASHION_MNIST_CLASSES, SAMPLE
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.loading import load_model
+from timm_frozenmix.io.outputs import check_output_folder, staging_folder
 
 __all__ = ['export', 'push', 'render_model_card', 'check_can_push']
 
@@ -269,7 +269,3 @@ def push(folder, repo_id: str, private: bool = False) -> str:
     api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message='Upload model from timm-frozenmix')
     return str(url)
 
-
-if __name__ == '__main__':  # `python -m timm_frozenmix.hub` runs the command
-    from .cli.hub import main
-    main()

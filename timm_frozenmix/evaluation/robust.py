@@ -23,15 +23,15 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .convert import learn_mode
-from .data import (
+from timm_frozenmix.models.convert import learn_mode
+from timm_frozenmix.data.datasets import (
     SAMPLE, ImageSubset, Normalized, check_dataset, create_dataset, create_eval_loader, dataset_info, drop_unreadable,
 )
-from .devices import check_device
-from .errors import UsageError
-from .loading import LoadedModel, load_model
-from .outputs import check_output_folder
-from .reporting import markdown_table, new_figure, save_figure, write_json, write_text
+from timm_frozenmix.core.devices import check_device
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.loading import LoadedModel, load_model
+from timm_frozenmix.io.outputs import check_output_folder
+from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure, write_json, write_text
 
 _logger = logging.getLogger(__name__)
 

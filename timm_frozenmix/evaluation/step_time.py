@@ -3,48 +3,17 @@
 Steps are interleaved: every round runs one step of each model in turn, so drifts of the machine (clock,
 other load) hit all of them alike; the median over rounds after warm-up is reported. Ratios between the
 models, not absolute times, are what carry across machines.
-
-On a GPU, work is queued asynchronously: a host clock read right after a step measures the launch, not the
-work. `StepTimer` synchronizes before it starts and times with CUDA events, so a step is over when it is timed.
 """
 import statistics
-import time
 from functools import partial
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ['StepTimer', 'make_step', 'time_interleaved', 'time_interleaved_samples']
+from timm_frozenmix.layers.timing import StepTimer
 
-
-class StepTimer:
-    """Seconds one call of a function takes on `device`: CUDA events between synchronizes on CUDA, a clock after
-    a synchronize on other accelerators (mps, xpu, ...), the clock alone on the CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = torch.device(device)
-
-    def __call__(self, step: Callable[[], None]) -> float:
-        if self.device.type == 'cuda':
-            return self._cuda(step)
-        backend = getattr(torch, self.device.type, None) if self.device.type != 'cpu' else None
-        synchronize = getattr(backend, 'synchronize', None) or (lambda: None)
-        synchronize()
-        start = time.perf_counter()
-        step()
-        synchronize()
-        return time.perf_counter() - start
-
-    def _cuda(self, step: Callable[[], None]) -> float:
-        torch.cuda.synchronize(self.device)  # earlier work must not be billed to this step
-        with torch.cuda.device(self.device):  # events record on this device's current stream
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-        torch.cuda.synchronize(self.device)
-        return start.elapsed_time(end) / 1000  # milliseconds
+__all__ = ['make_step', 'time_interleaved', 'time_interleaved_samples']
 
 
 def make_step(model: nn.Module, x: torch.Tensor, train: bool,

@@ -3,7 +3,7 @@
 `full` learns both, `channels` (the paper's "Chans") freezes spatial mixing, `spatial` ("Space") freezes
 channel mixing. Parameters of any other role (norms, head) are always learned.
 """
-from .errors import UsageError
+from timm_frozenmix.core.errors import UsageError
 
 __all__ = ['LEARN_MODES', 'LEARN_ALIASES', 'ROLES', 'resolve_learn', 'is_learned']
 
