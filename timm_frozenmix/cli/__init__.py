@@ -4,20 +4,10 @@ train.py (`train`), eval_robust.py (`eval_robust`), `python -m timm_frozenmix.cl
 `python -m timm_frozenmix.cli.hub` (`hub`) and `python -m timm_frozenmix.cli.launch` (`launch`). Nothing below imports
 from here.
 """
-import argparse
 import shlex
 import sys
-from fractions import Fraction
 
-__all__ = ['command_line', 'parse_fraction']
-
-
-def parse_fraction(text: str) -> float:
-    """'8/255' or '0.03' as a float (argparse type)."""
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f'{text!r} is not a number or fraction such as 8/255') from None
+__all__ = ['command_line']
 
 
 def command_line(program: str, argv=None) -> str:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Tuple
 
-from timm_frozenmix.cli import parse_fraction
+from timm_frozenmix.core.parsing import parse_fraction
 from timm_frozenmix.core.errors import exit_on_usage_error
 from timm_frozenmix.evaluation.robust import ATTACKS, PLOT, RESULTS, TABLE, RobustConfig, evaluate, format_table, write_results
 

@@ -12,7 +12,8 @@ from dataclasses import asdict
 import torch
 from timm.utils import ParseKwargs, setup_default_logging
 
-from timm_frozenmix.cli import command_line, parse_fraction
+from timm_frozenmix.cli import command_line
+from timm_frozenmix.core.parsing import parse_fraction
 from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
 from timm_frozenmix.layers.filters import SPATIAL_INITS
 from timm_frozenmix.io.hub import check_can_push, export, push
