@@ -70,7 +70,7 @@ def ratio_row(name: str, ours_s: float, base_s: float, ours_mib: float, base_mib
 
 
 def machine() -> str:
-    """The machine the numbers come from, as README names it."""
+    """The machine the numbers come from, as docs/performance.md names it."""
     return (f'a {os.cpu_count()}-core {platform.machine()} CPU ({torch.get_num_threads()} threads), '
             f'torch {torch.__version__}')
 

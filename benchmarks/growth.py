@@ -7,7 +7,7 @@ is `convmixer_128_8_p1_chans` against timm's ConvMixer of the same size.
 
     python -m benchmarks.growth            # prints the table, writes output/benchmarks/growth.json and growth.png
 
-`python -m benchmarks.run_all` runs it too, for README's plot.
+`python -m benchmarks.run_all` runs it too, for the plot in docs/performance.md.
 """
 import argparse
 import warnings

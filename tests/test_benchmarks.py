@@ -1,4 +1,4 @@
-""" The benchmarks behind README's performance section: the growth sweep runs, and README shows their output """
+""" The benchmarks behind docs/performance.md: the growth sweep runs, and the page shows their output """
 import json
 
 import pytest
@@ -9,20 +9,20 @@ import torch
 from benchmarks import cuda, growth, run_all
 
 
-def test_readme_performance_block_is_the_benchmark_output():
+def test_performance_page_cpu_block_is_the_benchmark_output():
     results = json.loads(run_all.RESULTS.read_text())
-    readme = run_all.README.read_text()
-    block = readme.split(run_all.START, 1)[1].split(run_all.END, 1)[0]
-    assert block.strip() == run_all.readme_block(results).strip()
+    page = run_all.PAGE.read_text()
+    block = page.split(run_all.START, 1)[1].split(run_all.END, 1)[0]
+    assert block.strip() == run_all.page_block(results).strip()
     assert run_all.GROWTH_PLOT.is_file() and 'core' in results['machine']
-    assert run_all.TABLE.read_text().startswith(run_all.readme_block(results))
+    assert run_all.TABLE.read_text().startswith(run_all.page_block(results))
 
 
-def test_readme_gpu_block_is_the_cuda_benchmark_output():
+def test_performance_page_gpu_block_is_the_cuda_benchmark_output():
     results = json.loads(cuda.RESULTS.read_text())
-    block = run_all.README.read_text().split(cuda.START, 1)[1].split(cuda.END, 1)[0]
-    assert block.strip() == cuda.readme_block(results).strip()
-    assert cuda.TABLE.read_text().strip() == cuda.readme_block(results).strip()
+    block = cuda.PAGE.read_text().split(cuda.START, 1)[1].split(cuda.END, 1)[0]
+    assert block.strip() == cuda.page_block(results).strip()
+    assert cuda.TABLE.read_text().strip() == cuda.page_block(results).strip()
     assert len(results['rows']) == len(cuda.COMPARISONS) and 'NVIDIA' in results['machine']
 
 

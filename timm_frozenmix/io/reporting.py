@@ -41,8 +41,8 @@ def write_json(path, data: Any) -> Path:
 
 
 def replace_between_markers(path, start: str, end: str, block: str) -> bool:
-    """Put `block` between the lines `start` and `end` of the text file `path` (a README's generated section),
-    keeping the rest; False, with nothing written, when the file lacks either marker."""
+    """Put `block` between the lines `start` and `end` of the text file `path` (a generated section of README or
+    of a page under docs/), keeping the rest; False, with nothing written, when the file lacks either marker."""
     text = Path(path).read_text()
     if start not in text or end not in text:
         return False
