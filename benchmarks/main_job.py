@@ -11,7 +11,8 @@ import tempfile
 
 from timm_frozenmix.io.reporting import markdown_table
 from timm_frozenmix.layers.timing import StepTimer
-from timm_frozenmix.training.loop import TrainConfig, setup
+from timm_frozenmix.training.config import TrainConfig
+from timm_frozenmix.training.loop import setup
 from benchmarks._harness import machine
 
 STEPS, WARMUP = 40, 5
@@ -23,13 +24,13 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as folder:
         run = setup(TrainConfig(output=folder, experiment='profile'))
         timer, batches = StepTimer(run.device), iter(run.loader_train)
-        run.task.train()
+        run.step.train()
         times = {part: [] for part in PARTS}
         for step in range(WARMUP + STEPS):
             batch, loss = {}, {}
             seconds = dict(
                 data=timer(lambda: batch.update(zip(('x', 'y'), next(batches)))),
-                forward=timer(lambda: loss.update(run.task(batch['x'], batch['y']))),
+                forward=timer(lambda: loss.update(run.step(batch['x'], batch['y']))),
                 backward=timer(lambda: (run.optimizer.zero_grad(set_to_none=True), loss['loss'].backward())),
                 optimizer=timer(run.optimizer.step))
             if step >= WARMUP:

@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmarks import convmixer, growth, inference, main_job, sep_resnet18, sep_resnet20
 from benchmarks._harness import HEADER, REPO, machine, replace_block
 from timm_frozenmix.io.reporting import markdown_table, write_json, write_text
-from timm_frozenmix.training.loop import TrainConfig
+from timm_frozenmix.training.config import TrainConfig
 
 DOCS = Path(REPO) / 'docs'
 RESULTS, TABLE, GROWTH_PLOT = DOCS / 'benchmarks.json', DOCS / 'benchmarks.md', DOCS / 'benchmarks_growth.png'

@@ -6,7 +6,7 @@ import timm
 import torch
 
 from timm_frozenmix.io import hub
-from timm_frozenmix.io.checkpoint import checkpoint_spec, load_checkpoint
+from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.cli.eval_robust import main as eval_robust_main
 from timm_frozenmix.io.loading import load_model
 from timm_frozenmix.models.spec import ModelSpec
@@ -16,7 +16,7 @@ EXPECTED = torch.load(V010 / 'expected_logits.pt', weights_only=True)
 
 
 def test_a_v010_checkpoint_gives_its_spec_and_the_same_logits():
-    spec = checkpoint_spec(load_checkpoint(V010 / 'model_best.pth.tar'), 'v0.1.0')
+    spec = Checkpoint.load(V010 / 'model_best.pth.tar').spec
     assert spec == ModelSpec('convmixer_128_4_ks5_p2_chans', {'dim': 8, 'depth': 1}, in_chans=1, num_classes=10,
                              smooth_sigma=0.5)
     loaded = load_model(checkpoint_path=str(V010 / 'model_best.pth.tar'))

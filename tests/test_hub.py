@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from timm_frozenmix.io import hub
 from timm_frozenmix.cli.hub import main as hub_main
-from timm_frozenmix.io.checkpoint import load_checkpoint
+from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.io.loading import load_model
 from timm_frozenmix.evaluation.robust import RobustConfig, evaluate, write_results
 from timm_frozenmix.cli.train import main as train_main
@@ -42,11 +42,11 @@ def exported(trained, tmp_path_factory):
 
 
 def test_export_holds_safetensors_weights_config_and_card(trained, exported):
-    checkpoint = load_checkpoint(trained[0])
+    checkpoint = Checkpoint.load(trained[0])
     assert sorted(p.name for p in exported.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     weights = load_file(exported / 'model.safetensors')
-    assert weights.keys() == checkpoint['state_dict'].keys()
-    assert all(torch.equal(weights[k], v) for k, v in checkpoint['state_dict'].items())
+    assert weights.keys() == checkpoint.state_dict.keys()
+    assert all(torch.equal(weights[k], v) for k, v in checkpoint.state_dict.items())
     config = json.loads((exported / 'config.json').read_text())
     assert config['architecture'] == ARCH and config['num_classes'] == 10 and config['num_features'] == 128
     assert config['model_args'] == {'in_chans': 1, 'smooth_sigma': 0.5}
@@ -67,7 +67,7 @@ def test_model_card_parses_with_metadata_and_robust_model_index(trained, exporte
     assert {'image-classification', 'timm', 'learn-channels'} <= set(data.tags)
     assert data.datasets == ['zalando-datasets/fashion_mnist']
     results = {r.metric_name: r.metric_value for r in data.eval_results}
-    assert results['top-1 accuracy'] == round(load_checkpoint(trained[0])['best_metric'], 2)
+    assert results['top-1 accuracy'] == round(Checkpoint.load(trained[0]).best_metric, 2)
     assert results['top-1 accuracy under FGSM, eps 0.1'] == round(entry['accuracy']['FGSM'][1], 2)
     assert len(data.eval_results) == 3
     huggingface_hub.ModelCardData(**data.to_dict())  # the metadata round-trips through the Hub's own schema
@@ -92,7 +92,7 @@ def test_card_reads_several_robust_runs_and_says_where_it_trained(tmp_path):
     card = ModelCard.load(tmp_path / 'export' / 'README.md')
     whole = next(iter(json.loads((tmp_path / 'whole' / 'robust.json').read_text())['models'].values()))
     results = {(r.dataset_split, r.metric_name): r for r in card.data.eval_results}
-    best = load_checkpoint(checkpoint)['best_metric']
+    best = Checkpoint.load(checkpoint).best_metric
     assert results['train[5900:]', 'top-1 accuracy'].metric_value == round(best, 2)
     assert results['test', 'top-1 accuracy'].metric_value == round(whole['clean_accuracy'], 2)
     assert results['test', 'top-1 accuracy'].metric_args['num_samples'] == whole['num_samples'] == 1000
@@ -182,7 +182,7 @@ def test_train_push_to_hub_publishes_the_best_checkpoint(tmp_path, monkeypatch):
     config = json.loads((recorded.uploaded / 'config.json').read_text())
     assert config['model_args'] == {'dim': 16, 'depth': 1, 'in_chans': 1}
     weights = load_file(recorded.uploaded / 'model.safetensors')
-    best = load_checkpoint(tmp_path / 'run' / 'model_best.pth.tar')['state_dict']
+    best = Checkpoint.load(tmp_path / 'run' / 'model_best.pth.tar').state_dict
     assert all(torch.equal(weights[k], v) for k, v in best.items())
 
 

@@ -18,7 +18,8 @@ from timm_frozenmix.data.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST, FA
 from timm_frozenmix.io.hub import export
 from timm_frozenmix.models.pretrained import ARCHITECTURE, MODES, TAG, weights_path
 from timm_frozenmix.layers.separable import SeparableConv2d
-from timm_frozenmix.training.loop import TrainConfig, setup
+from timm_frozenmix.training.config import TrainConfig
+from timm_frozenmix.training.loop import setup
 
 REPO = Path(__file__).resolve().parents[1]
 TAGS = [f'{ARCHITECTURE}_{mode}.{TAG}' for mode in MODES]

@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -272,3 +276,13 @@ def test_frozen_depthwise_gets_no_weight_gradient():
     sep.execution = 'unfused'
     sep(torch.randn(2, 8, 6, 6)).sum().backward()
     assert sep.depthwise.weight.grad is None and sep.pointwise.weight.grad is not None
+
+
+@pytest.mark.slow
+def test_uneven_batches_and_rank_local_forwards_under_torchrun(tmp_path):
+    """No collective inside forward: uneven last batches and a rank-0-only forward neither hang nor abort."""
+    worker = Path(__file__).resolve().parent / 'ddp_layers_worker.py'
+    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                             str(worker), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob('*.done')) == ['rank0.done', 'rank1.done']

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix import SeparableConv2d
 from timm_frozenmix.models.spec import ModelSpec, build_model
 
 
@@ -42,3 +43,23 @@ def test_an_open_spec_is_filled_from_the_data():
     with pytest.raises(UsageError, match='with_data'):
         build_model(spec)
     assert spec.with_data(in_chans=1, num_classes=10).num_classes == 0  # an un-shuffling backbone has no classes
+
+
+def test_depth_multiplier_reaches_a_registered_separable_resnet():
+    model = build_model(ModelSpec('sep_resnet20_cifar_chans', {'width': 1}, in_chans=1, num_classes=10,
+                                  depth_multiplier=4))
+    layers = [m for m in model.modules() if isinstance(m, SeparableConv2d)]
+    assert layers and all(m.depth_multiplier == 4 for m in layers)
+
+
+def test_depth_multiplier_is_refused_where_no_layer_takes_it():
+    with pytest.raises(UsageError, match='has no separable convolutions that take --depth-multiplier'):
+        build_model(ModelSpec('convmixer_128_4_ks5_p2_chans', {'dim': 8, 'depth': 1}, in_chans=1, num_classes=10,
+                              depth_multiplier=4))
+
+
+def test_a_version_1_spec_drops_the_depth_multiplier_it_never_used():
+    spec = ModelSpec.from_dict({'version': 1, 'architecture': 'convmixer_128_4_ks5_p2_chans', 'depth_multiplier': 9,
+                                'in_chans': 1, 'num_classes': 10})
+    assert spec.depth_multiplier is None
+    build_model(spec)

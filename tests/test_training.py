@@ -12,9 +12,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from timm_frozenmix.io.checkpoint import load_checkpoint, save_atomic
+from timm_frozenmix.io.checkpoint import Checkpoint
+from timm_frozenmix.models.spec import ModelSpec
 from timm_frozenmix.cli.train import main, parse_config
-from timm_frozenmix.training.loop import FGSMClassificationTask, setup, train as train_run
+from timm_frozenmix.training.config import TrainConfig
+from timm_frozenmix.training.loop import setup, train as train_run
+from timm_frozenmix.training.tasks import FGSMClassificationTask
 
 
 def parse_args(argv):
@@ -59,19 +62,19 @@ def test_output_folder_layout(tmp_path):
         'args.yaml', 'summary.csv', 'last.pth.tar', 'model_best.pth.tar', 'model.safetensors'}
     assert yaml.safe_load((run_dir / 'args.yaml').read_text())['model'] == 'convmixer_128_4_ks5_p2_chans'
     assert [r['epoch'] for r in summary_rows(run_dir)] == ['0', '1']
-    best = load_checkpoint(run_dir / 'model_best.pth.tar')
+    best = Checkpoint.load(run_dir / 'model_best.pth.tar')
     weights = load_file(run_dir / 'model.safetensors')
-    assert weights.keys() == best['state_dict'].keys()
-    assert all(torch.equal(weights[k], best['state_dict'][k]) for k in weights)
-    assert best['spec']['architecture'] == 'convmixer_128_4_ks5_p2_chans'
-    assert best['state_dict']['stem.0.weight'].shape[1] == 1  # in_chans followed the grayscale dataset
+    assert weights.keys() == best.state_dict.keys()
+    assert all(torch.equal(weights[k], best.state_dict[k]) for k in weights)
+    assert best.spec.architecture == 'convmixer_128_4_ks5_p2_chans'
+    assert best.state_dict['stem.0.weight'].shape[1] == 1  # in_chans followed the grayscale dataset
 
 
 def test_any_timm_model_with_separate_flags(tmp_path):
     run_dir = train(tmp_path, '--model', 'resnet10t', '--model-kwargs', '--separate', '--learn', 'chans',
                     '--depth-multiplier', '4', '--spatial-init', 'same', '--smooth-sigma', '0.5',
                     '--img-size', '32')
-    state = load_checkpoint(run_dir / 'last.pth.tar')['state_dict']
+    state = Checkpoint.load(run_dir / 'last.pth.tar').state_dict
     assert state['conv1.0.weight'].shape == (24, 1, 3, 3)  # a conv on one grayscale channel is already depthwise
     assert state['conv1.3.depthwise.weight'].shape == (24 * 4, 1, 3, 3)  # depth multiplier 4
     assert state['conv1.3.pointwise.weight'].shape[1] == 24 * 4
@@ -99,9 +102,9 @@ def test_optimizer_schedule_warmup_smoothing_mixup_cutmix_clip(tmp_path):
                     '--cutmix', '1.0', '--clip-grad', '1.0')
     lrs = [float(r['lr']) for r in summary_rows(run_dir)]
     assert lrs == pytest.approx([0.001, 0.05, 0.025])
-    checkpoint = load_checkpoint(run_dir / 'last.pth.tar')
-    assert 'momentum_buffer' in next(iter(checkpoint['optimizer']['state'].values()))
-    assert checkpoint['training']['mixup'] == 0.2 and checkpoint['training']['clip_grad'] == 1.0
+    checkpoint = Checkpoint.load(run_dir / 'last.pth.tar')
+    assert 'momentum_buffer' in next(iter(checkpoint.optimizer['state'].values()))
+    assert checkpoint.settings['mixup'] == 0.2 and checkpoint.settings['clip_grad'] == 1.0
 
 
 def test_amp_bf16_and_channels_last_on_cpu(tmp_path):
@@ -117,24 +120,24 @@ def test_amp_bf16_and_channels_last_on_cpu(tmp_path):
 
 def test_ema_is_validated_and_exported(tmp_path):
     run_dir = train(tmp_path, '--model-ema', '--model-ema-decay', '0.9', '--epochs', '2')
-    best = load_checkpoint(run_dir / 'model_best.pth.tar')
-    ema, weights = best['state_dict_ema'], load_file(run_dir / 'model.safetensors')
-    assert any(not torch.equal(ema[k], best['state_dict'][k]) for k in ema)
+    best = Checkpoint.load(run_dir / 'model_best.pth.tar')
+    ema, weights = best.state_dict_ema, load_file(run_dir / 'model.safetensors')
+    assert any(not torch.equal(ema[k], best.state_dict[k]) for k in ema)
     assert all(torch.equal(weights[k], ema[k]) for k in ema)
 
 
 def test_resume_continues_at_the_right_epoch_with_state(tmp_path):
     run_dir = train(tmp_path, '--epochs', '2', '--model-ema')
-    last = load_checkpoint(run_dir / 'last.pth.tar')
+    last = Checkpoint.load(run_dir / 'last.pth.tar')
     args = parse_args([*TINY, '--epochs', '3', '--model-ema', '--resume', str(run_dir / 'last.pth.tar')])
     run = setup(args)
     assert run.start_epoch == 2 and run.output_dir == run_dir
     state = run.optimizer.state_dict()['state']
-    assert all(torch.equal(state[k]['exp_avg'], last['optimizer']['state'][k]['exp_avg']) for k in state)
-    assert all(torch.equal(v, last['state_dict_ema'][k]) for k, v in run.ema.module.model.state_dict().items())
+    assert all(torch.equal(state[k]['exp_avg'], last.optimizer['state'][k]['exp_avg']) for k in state)
+    assert all(torch.equal(v, last.state_dict_ema[k]) for k, v in run.ema.module.model.state_dict().items())
     main([*TINY, '--epochs', '3', '--model-ema', '--resume', str(run_dir / 'last.pth.tar')])
     assert [r['epoch'] for r in summary_rows(run_dir)] == ['0', '1', '2']
-    assert load_checkpoint(run_dir / 'last.pth.tar')['epoch'] == 2
+    assert Checkpoint.load(run_dir / 'last.pth.tar').epoch == 2
 
 
 @pytest.mark.slow
@@ -150,7 +153,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert proc.poll() is None, 'run ended before it could be killed'
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert load_checkpoint(last)['epoch'] == 0
+    assert Checkpoint.load(last).epoch == 0
     result = subprocess.run([sys.executable, str(REPO / 'train.py'), *TINY, '--epochs', '3',
                              '--model-kwargs', 'dim=64', 'depth=2', '--resume', str(last)],
                             capture_output=True, text=True)
@@ -161,7 +164,8 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
 
 def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / 'last.pth.tar'
-    save_atomic({'state_dict': {'w': torch.ones(2)}, 'epoch': 0}, path)
+    spec = ModelSpec('convmixer_128_4_ks5_p2_chans', in_chans=1, num_classes=10)
+    Checkpoint(spec, {'w': torch.ones(2)}, epoch=0).save(path)
 
     def dies_half_way(obj, f):
         Path(f).write_bytes(b'half a checkpo')
@@ -169,8 +173,8 @@ def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch)
 
     monkeypatch.setattr(torch, 'save', dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        save_atomic({'state_dict': {'w': torch.zeros(2)}, 'epoch': 1}, path)
-    assert load_checkpoint(path)['epoch'] == 0
+        Checkpoint(spec, {'w': torch.zeros(2)}, epoch=1).save(path)
+    assert Checkpoint.load(path).epoch == 0
     assert [p.name for p in tmp_path.iterdir()] == ['last.pth.tar']
 
 
@@ -202,7 +206,7 @@ def test_torchcompile_compiles_the_training_forward_and_keeps_checkpoints_plain(
     """--torchcompile as timm's train.py takes it (here dynamo's `eager` backend, which needs no compiler)."""
     config = parse_args(['--output', str(tmp_path), '--experiment', 'compiled', *TINY, '--torchcompile', 'eager'])
     run = setup(config)
-    assert run.task.trainable_module is not run.net and run.task.trainable_module._orig_mod is run.net
+    assert run.step.trainable_module is not run.net and run.step.trainable_module._orig_mod is run.net
     train_run(run)
     assert not any('_orig_mod' in key for key in load_file(tmp_path / 'compiled' / 'model.safetensors'))
     assert len(summary_rows(tmp_path / 'compiled')) == 1
@@ -235,8 +239,8 @@ def test_fgsm_examples_stay_in_the_eps_ball_and_in_pixel_range():
 
 def test_fgsm_training_runs(tmp_path):
     run_dir = train(tmp_path, '--adv-train', 'fgsm', '--adv-eps', '8/255')
-    checkpoint = load_checkpoint(run_dir / 'last.pth.tar')
-    assert checkpoint['training']['adv_train'] == 'fgsm' and checkpoint['training']['adv_eps'] == pytest.approx(8 / 255)
+    checkpoint = Checkpoint.load(run_dir / 'last.pth.tar')
+    assert checkpoint.settings['adv_train'] == 'fgsm' and checkpoint.settings['adv_eps'] == pytest.approx(8 / 255)
 
 
 @pytest.mark.parametrize('mode', ['full', 'chans', 'space'])
@@ -246,9 +250,9 @@ def test_unshuffle_task(tmp_path, mode):
     rows = summary_rows(run_dir)
     assert len(rows) == 2 and float(rows[1]['eval_psnr']) > float(rows[0]['eval_psnr']) > 0  # logged and learning
     assert (run_dir / 'unshuffle.png').stat().st_size > 1000
-    checkpoint = load_checkpoint(run_dir / 'last.pth.tar')
-    assert checkpoint['training']['perm_seed'] == 7 and checkpoint['spec']['task'] == 'unshuffle'
-    assert checkpoint['state_dict']['proj.weight'].shape == (1, 16, 1, 1)
+    checkpoint = Checkpoint.load(run_dir / 'last.pth.tar')
+    assert checkpoint.settings['perm_seed'] == 7 and checkpoint.spec.task == 'unshuffle'
+    assert checkpoint.state_dict['proj.weight'].shape == (1, 16, 1, 1)
 
 
 def make_folder_dataset(root, size=16, classes=3, per_class=6):
@@ -267,7 +271,7 @@ def test_imagenet_style_folder_passes_through_timm(tmp_path):
     make_folder_dataset(tmp_path / 'data')
     run_dir = train(tmp_path, '--dataset', 'folder', '--data-dir', str(tmp_path / 'data'), '-b', '8',
                     '--img-size', '16')
-    state = load_checkpoint(run_dir / 'last.pth.tar')['state_dict']
+    state = Checkpoint.load(run_dir / 'last.pth.tar').state_dict
     assert state['stem.0.weight'].shape[1] == 3 and state['head.weight'].shape[0] == 3
 
 
@@ -285,7 +289,7 @@ def test_torchvision_mnist_layout_passes_through_timm(tmp_path):
     run_dir = train(tmp_path, '--dataset', 'torch/mnist', '--data-dir', str(tmp_path / 'data'), '-b', '16')
     args = yaml.safe_load((run_dir / 'args.yaml').read_text())
     assert args['dataset'] == 'torch/mnist'
-    assert load_checkpoint(run_dir / 'last.pth.tar')['data_config']['mean'] == (0.1307,)
+    assert Checkpoint.load(run_dir / 'last.pth.tar').data_config['mean'] == (0.1307,)
 
 
 BAD_INPUTS = {
@@ -353,25 +357,49 @@ def test_a_genuine_failure_keeps_its_traceback(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match='simulated torch failure'):
         main(['--output', str(tmp_path), *TINY])
 
-@pytest.mark.parametrize('case', ['other architecture', 'corrupt', 'perm seed'])
-def test_bad_resume_fails_and_leaves_the_run_folder_alone(finished_run, tmp_path, capsys, case):
-    run_dir = finished_run / 'run'
+BAD_RESUMES = {
+    'other architecture': (['--model', 'convmixer_128_8_p1_chans'], "--model 'convmixer_128_8_p1_chans' differs"),
+    'perm seed': (['--perm-seed', '4'], '--perm-seed 4 differs from 3'),
+    'learning rate': (['--lr', '0.1'], '--lr 0.1 differs from 0.003'),
+    'spatial init': (['--spatial-init', 'box'], "--spatial-init 'box' differs from None"),
+    'model kwargs': (['--model-kwargs', 'dim=8', 'depth=2', 'kernel_size=3'], '--model-kwargs'),
+    'learn mode': (['--learn', 'full'], "--learn 'full' differs from None"),
+    'optimizer': (['--opt', 'sgd'], "--opt 'sgd' differs from 'adamw'"),
+    'corrupt': ([], 'corrupt or not a checkpoint'),
+}
+
+
+@pytest.mark.parametrize('case', BAD_RESUMES)
+def test_resume_refuses_what_it_cannot_honour_and_leaves_the_run_folder_alone(finished_run, tmp_path, capsys, case):
+    """Resuming continues the recorded run: a flag that changes what is learned is refused by name."""
     before = snapshot(finished_run)
-    resume = run_dir / 'last.pth.tar'
-    argv = ['--task', 'unshuffle', '--model', 'convmixer_128_4_p1_chans', '--model-kwargs', 'dim=8', 'depth=1',
-            'kernel_size=3', '--perm-seed', '3']
-    if case == 'other architecture':
-        argv[3], match = 'convmixer_128_8_p1_chans', "is for 'convmixer_128_4_p1_chans'"
-    elif case == 'perm seed':
-        argv[-1], match = '4', 'trained with --perm-seed 3, not 4'
-    else:
+    resume = finished_run / 'run' / 'last.pth.tar'
+    argv, match = BAD_RESUMES[case]
+    if case == 'corrupt':
         resume = tmp_path / 'broken.pth.tar'
         resume.write_bytes(b'\x80\x02garbage')
-        match = 'corrupt or not a checkpoint'
     with pytest.raises(SystemExit) as exc_info:
-        main([*TINY, *argv, '--resume', str(resume)])
+        main([*argv, '--resume', str(resume)])
     assert_one_line_error(capsys, exc_info, match)
     assert snapshot(finished_run) == before
+
+
+def test_a_library_resume_with_changed_settings_is_refused(finished_run):
+    from timm_frozenmix.core.errors import UsageError
+    config = Checkpoint.load(finished_run / 'run' / 'last.pth.tar').settings
+    changed = TrainConfig(**{**config, 'lr': 0.5, 'resume': str(finished_run / 'run' / 'last.pth.tar')})
+    with pytest.raises(UsageError, match='--lr 0.5 differs from 0.003'):
+        setup(changed)
+
+
+def test_resume_takes_the_recorded_settings_and_records_what_runs(tmp_path):
+    run_dir = train(tmp_path, '--lr', '0.01', '--spatial-init', 'box', '--smoothing', '0.2')
+    main(['--resume', str(run_dir / 'last.pth.tar'), '--epochs', '2', '-j', '0'])
+    last = Checkpoint.load(run_dir / 'last.pth.tar')
+    assert last.epoch == 1 and last.settings['epochs'] == 2
+    assert last.settings['lr'] == 0.01 and last.settings['spatial_init'] == 'box' and last.settings['smoothing'] == 0.2
+    assert last.spec.spatial_init == 'box' and last.spec.model_kwargs == {'dim': 16, 'depth': 1}
+    assert yaml.safe_load((run_dir / 'args.yaml').read_text())['epochs'] == 2
 
 
 def test_command_line_exit_code(tmp_path):
@@ -385,7 +413,26 @@ def test_command_line_exit_code(tmp_path):
 
 def test_a_config_from_python_is_checked_like_the_flags(tmp_path):
     from timm_frozenmix.core.errors import UsageError
-    from timm_frozenmix.training.loop import TrainConfig
     with pytest.raises(UsageError, match="--adv-train 'FGSM': choose none or fgsm"):
         setup(TrainConfig(adv_train='FGSM', output=str(tmp_path / 'out')))
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.slow
+def test_seeded_training_is_bit_reproducible(tmp_path):
+    """Executions are chosen by a fixed cost model, not by timing: the same seed trains the same weights."""
+    argv = ['--model', 'sep_resnet20_cifar_chans', '--model-kwargs', 'width=1', '-b', '4', '--epochs', '1',
+            '--seed', '1', '-j', '0', '--train-split', 'train[:96]', '--val-split', 'test[:32]', '--log-interval', '99']
+    for name in ('first', 'second'):
+        main(['--output', str(tmp_path), '--experiment', name, *argv])
+    assert (tmp_path / 'first' / 'model.safetensors').read_bytes() == \
+        (tmp_path / 'second' / 'model.safetensors').read_bytes()
+
+
+@pytest.mark.slow
+def test_tune_executions_fixes_each_layers_choice_at_setup(tmp_path):
+    config = parse_args(['--output', str(tmp_path), '--model', 'sep_resnet20_cifar_chans', '--model-kwargs',
+                         'width=1', '-b', '4', '-j', '0', '--tune-executions'])
+    run = setup(config)
+    from timm_frozenmix import SeparableConv2d
+    assert {m.execution for m in run.model.modules() if isinstance(m, SeparableConv2d)} <= {'fused', 'unfused', 'im2col'}

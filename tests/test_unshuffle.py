@@ -3,7 +3,8 @@ import timm
 import torch
 
 import timm_frozenmix  # noqa: F401
-from timm_frozenmix.evaluation.unshuffle import PixelPermutation, UnshuffleTask, psnr
+from timm_frozenmix.evaluation.unshuffle import PixelPermutation, psnr
+from timm_frozenmix.training.tasks import UnshuffleTask
 from timm_frozenmix.models.unshuffle_net import UnshuffleNet
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Tuple
 
-from timm_frozenmix.core.parsing import parse_fraction
+from timm_frozenmix.cli import fraction
 from timm_frozenmix.core.errors import exit_on_usage_error
 from timm_frozenmix.evaluation.robust import ATTACKS, PLOT, RESULTS, TABLE, RobustConfig, evaluate, format_table, write_results
 
@@ -22,7 +22,7 @@ def parse_eps_list(text: str) -> List[Tuple[str, float]]:
     eps = []
     for item in text.split(','):
         item = item.strip()
-        value = parse_fraction(item)
+        value = fraction(item)
         if not 0.0 <= value <= 1.0:
             raise argparse.ArgumentTypeError(f'eps {item} is outside [0, 1]: eps is in pixel units, e.g. 8/255')
         eps.append((item, value))
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='comma list of l-inf radii in pixel units; fractions such as 8/255 accepted '
                             '(default 0,1/255,2/255,4/255,8/255)')
     group.add_argument('--pgd-steps', type=int, help="PGD iterations (the paper's PGD-2 is 2)")
-    group.add_argument('--pgd-alpha', type=parse_fraction,
+    group.add_argument('--pgd-alpha', type=fraction,
                        help='PGD step size in pixel units (default 2.5 * eps / steps)')
     group.add_argument('--pgd-random-start', action=argparse.BooleanOptionalAction,
                        help='start PGD at a random point of the eps ball')

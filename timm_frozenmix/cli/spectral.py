@@ -13,7 +13,7 @@ from pathlib import Path
 import timm
 import torch
 
-from timm_frozenmix.io.checkpoint import load_checkpoint
+from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
 from timm_frozenmix.io.loading import model_from_checkpoint
 from timm_frozenmix.io.outputs import check_output_folder
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
         check_args(args)
         model = None
         if args.checkpoint:  # classifiers and un-shuffling models alike
-            model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
+            model = model_from_checkpoint(Checkpoint.load(args.checkpoint))
         elif args.model:
             torch.manual_seed(args.seed)
             model = timm.create_model(args.model, pretrained=args.pretrained)

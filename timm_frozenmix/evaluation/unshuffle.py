@@ -1,7 +1,8 @@
 """ Pixel un-shuffling: learn to undo one fixed random permutation of pixel positions
 
 The paper's Sec. 4.4: a patch-size-1 ConvMixer whose pooling and classifier are replaced by a 1x1 projection
-back to the image channels, trained with `mean ||x - F(sigma(x))||^2` and reported as test PSNR.
+back to the image channels, trained with `mean ||x - F(sigma(x))||^2` (training.tasks.Unshuffling) and reported
+as test PSNR.
 """
 
 from pathlib import Path
@@ -9,12 +10,11 @@ from typing import Dict
 
 import torch
 import torch.nn as nn
-from timm.task import TrainingTask
 
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.io.reporting import new_figure, save_figure
 
-__all__ = ['PixelPermutation', 'UnshuffleTask', 'psnr', 'save_unshuffle_grid']
+__all__ = ['PixelPermutation', 'psnr', 'save_unshuffle_grid']
 
 
 class PixelPermutation(nn.Module):
@@ -36,24 +36,6 @@ class PixelPermutation(nn.Module):
         out = torch.empty_like(x.flatten(2))
         out[:, :, self.index] = x.flatten(2)
         return out.reshape(x.shape)
-
-
-class UnshuffleTask(TrainingTask):
-    """Permute the pixels of [0, 1] images, reconstruct them, MSE against the originals."""
-
-    def __init__(self, model: nn.Module, permutation: PixelPermutation, **kwargs):
-        super().__init__(**kwargs)
-        self.trainable_module = model
-        self.permutation = permutation
-
-    def prepare_distributed(self, device_ids=None, **ddp_kwargs) -> 'UnshuffleTask':
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        self.trainable_module = DDP(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
-        return self
-
-    def forward(self, input: torch.Tensor, target=None):
-        output = self.trainable_module(self.permutation(input))
-        return {'loss': nn.functional.mse_loss(output.float(), input.float()), 'output': output}
 
 
 def psnr(reconstruction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:

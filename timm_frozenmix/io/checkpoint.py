@@ -1,10 +1,17 @@
-""" Checkpoints that are never half-written, never unpickle code, and say how their model is built
+""" The checkpoint format: one type, one writer, one reader, one format version
 
-Every file is written to a temporary name in the same folder and renamed into place, so a run killed at any
-moment leaves either the previous file or the new one. Pickled checkpoints are read with `weights_only=True`.
-A checkpoint holds its model's `ModelSpec` under 'spec'; those written by v0.1.0 replayed train.py's flags
-under 'args' instead, and `checkpoint_spec` reads both.
+A `Checkpoint` holds a model's weights, the `ModelSpec` that rebuilds it, the data config its inputs need, and,
+for train.py's files, the training state (epoch, optimizer, scaler, EMA, best metric) and the settings and
+command line that made it. `Checkpoint.save` is the only writer and `Checkpoint.load` the only reader: every
+other module goes through them, never through raw keys.
+
+Format history (`version` in the file, as timm's own train.py checkpoints carry one):
+- 3 (0.2.0): the model spec under 'spec', training settings under 'training', 'format' = 'timm-frozenmix'.
+- 2 (between 0.1.0 and 0.2.0): the same keys, without 'format'.
+- 0.1.0 (no spec): train.py's flags replayed under 'args', with 'in_chans', 'num_classes' and 'task' beside them.
+Pickles are read with `weights_only=True`; files are written to a temporary name and renamed into place.
 """
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -15,52 +22,112 @@ from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.io.outputs import replace_atomically
 from timm_frozenmix.models.spec import ModelSpec
 
-__all__ = ['save_atomic', 'save_safetensors', 'load_checkpoint', 'checkpoint_spec', 'check_architecture']
+__all__ = ['Checkpoint', 'FORMAT_VERSION', 'save_safetensors']
 
-
-def save_atomic(obj: Dict[str, Any], path) -> None:
-    replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+FORMAT_VERSION = 3
+_FORMAT = 'timm-frozenmix'
 
 
 def save_safetensors(state_dict: Dict[str, torch.Tensor], path, metadata: Optional[Dict[str, str]] = None) -> None:
+    """Weights as safetensors, contiguous and on the CPU, written atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load_checkpoint(path) -> Dict[str, Any]:
-    """A train.py checkpoint (or bare safetensors weights as {'state_dict': ...}), with one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f'checkpoint {path} not found')
-    try:
+@dataclass
+class Checkpoint:
+    """A trained model and, for train.py's files, the state that resumes its training.
+
+    spec: how the model is built (`build_model(spec)`); state_dict: its weights (normalized input).
+    data_config: timm's data config of its inputs (input_size, mean, std, ...).
+    settings: train.py's settings by field name (`TrainConfig`), as recorded; command: its command line.
+    epoch: the last finished epoch (0-based); best_metric / best_epoch: the best validation so far.
+    optimizer, scaler, state_dict_ema: training state, where there is one.
+    """
+    spec: ModelSpec
+    state_dict: Dict[str, torch.Tensor]
+    data_config: Dict[str, Any] = field(default_factory=dict)
+    settings: Dict[str, Any] = field(default_factory=dict)
+    command: Optional[str] = None
+    epoch: Optional[int] = None
+    best_metric: Optional[float] = None
+    best_epoch: Optional[int] = None
+    optimizer: Optional[Dict[str, Any]] = None
+    scaler: Optional[Dict[str, Any]] = None
+    state_dict_ema: Optional[Dict[str, torch.Tensor]] = None
+
+    def weights(self, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+        """The model weights, or its EMA weights; UsageError where no EMA was kept."""
+        if not use_ema:
+            return self.state_dict
+        if self.state_dict_ema is None:
+            raise UsageError('this checkpoint holds no EMA weights: train with --model-ema, or drop --use-ema')
+        return self.state_dict_ema
+
+    def with_best(self, metric: Optional[float], epoch: Optional[int]) -> 'Checkpoint':
+        return replace(self, best_metric=metric, best_epoch=epoch)
+
+    def to_dict(self) -> Dict[str, Any]:
+        state = {
+            'format': _FORMAT, 'version': FORMAT_VERSION, 'spec': self.spec.to_dict(), 'training': self.settings,
+            'command': self.command, 'data_config': dict(self.data_config), 'epoch': self.epoch,
+            'state_dict': self.state_dict, 'best_metric': self.best_metric, 'best_epoch': self.best_epoch,
+        }
+        for key in ('optimizer', 'scaler', 'state_dict_ema'):
+            if getattr(self, key) is not None:
+                state[key] = getattr(self, key)
+        return state
+
+    def save(self, path) -> None:
+        """Write atomically: a reader sees the previous file or this whole one."""
+        replace_atomically(path, lambda tmp: torch.save(self.to_dict(), tmp))
+
+    @classmethod
+    def load(cls, path) -> 'Checkpoint':
+        """A train.py checkpoint of any version; UsageError in one line for anything else."""
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f'checkpoint {path} not found')
         if path.suffix == '.safetensors':
-            return {'state_dict': load_file(str(path))}
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # any failure to parse means the file is not a usable checkpoint
-        raise UsageError(f'checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); '
-                         f'use a last.pth.tar / model_best.pth.tar written by train.py') from None
-    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
-        raise UsageError(f'checkpoint {path} holds no state_dict; use a checkpoint written by train.py')
-    return checkpoint
+            raise UsageError(f'{path} holds weights only, without how to build their model: pass the '
+                             f'model_best.pth.tar beside it, or its Hub export folder as local-dir:')
+        try:
+            data = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:  # any failure to parse means the file is not a usable checkpoint
+            raise UsageError(f'checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); '
+                             f'use a last.pth.tar / model_best.pth.tar written by train.py') from None
+        if not isinstance(data, dict) or 'state_dict' not in data:
+            raise UsageError(f'checkpoint {path} holds no state_dict; use a checkpoint written by train.py')
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], path='checkpoint') -> 'Checkpoint':
+        version = data.get('version', 1)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise UsageError(f'checkpoint {path} was written by a newer timm-frozenmix (format {version}): '
+                             f'upgrade with `pip install -U timm-frozenmix`')
+        if 'spec' in data:
+            spec, settings = ModelSpec.from_dict(data['spec']), dict(data.get('training') or {})
+        else:
+            spec, settings = _spec_of_v010(data, path), dict(data.get('args') or {})
+        if version < 3 and not settings.get('separate'):
+            settings['depth_multiplier'] = None  # earlier versions recorded 9 where it was not used
+        return cls(
+            spec=spec, state_dict=data['state_dict'], data_config=dict(data.get('data_config') or {}),
+            settings=settings, command=data.get('command'), epoch=data.get('epoch'),
+            best_metric=data.get('best_metric'), best_epoch=data.get('best_epoch'), optimizer=data.get('optimizer'),
+            scaler=data.get('scaler'), state_dict_ema=data.get('state_dict_ema'))
 
 
-def checkpoint_spec(checkpoint: Dict[str, Any], path) -> ModelSpec:
-    """The spec of the model a train.py checkpoint holds, from 'spec' or, in v0.1.0 files, from 'args'."""
-    if 'spec' in checkpoint:
-        return ModelSpec.from_dict(checkpoint['spec'])
-    args = checkpoint.get('args')
-    if not isinstance(args, dict) or 'model' not in args or 'in_chans' not in checkpoint:
+def _spec_of_v010(data: Dict[str, Any], path) -> ModelSpec:
+    """0.1.0 files replayed train.py's flags under 'args' instead of a spec."""
+    args = data.get('args')
+    if not isinstance(args, dict) or 'model' not in args or 'in_chans' not in data:
         raise UsageError(f'checkpoint {path} does not record how its model was built; '
                          f'use a last.pth.tar / model_best.pth.tar written by train.py')
     return ModelSpec(
-        architecture=args['model'], model_kwargs=args.get('model_kwargs') or {}, in_chans=checkpoint['in_chans'],
-        num_classes=checkpoint['num_classes'], separate=bool(args.get('separate')), learn=args.get('learn'),
-        depth_multiplier=args.get('depth_multiplier', 9), spatial_init=args.get('spatial_init'),
-        smooth_sigma=args.get('smooth_sigma') or 0.0, task=checkpoint.get('task', 'classification'))
-
-
-def check_architecture(spec: ModelSpec, model_name: str, path) -> None:
-    """A checkpoint for another architecture is refused before anything is built or written."""
-    if spec.architecture != model_name:
-        raise UsageError(f'checkpoint {path} is for {spec.architecture!r}, not {model_name!r}: '
-                         f'pass --model {spec.architecture}')
+        architecture=args['model'], model_kwargs=args.get('model_kwargs') or {}, in_chans=data['in_chans'],
+        num_classes=data['num_classes'], separate=bool(args.get('separate')), learn=args.get('learn'),
+        depth_multiplier=args.get('depth_multiplier', 9) if args.get('separate') else None,
+        spatial_init=args.get('spatial_init'),
+        smooth_sigma=args.get('smooth_sigma') or 0.0, task=data.get('task', 'classification'))

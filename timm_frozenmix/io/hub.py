@@ -19,8 +19,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import huggingface_hub
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from timm_frozenmix.io.checkpoint import checkpoint_spec, load_checkpoint, save_safetensors
-from timm_frozenmix.models.convert import learn_mode, summarize
+from timm_frozenmix.io.checkpoint import Checkpoint, save_safetensors
+from timm_frozenmix.layers.separable import is_depthwise
+from timm_frozenmix.models.convert import conv_roles, learn_mode, summarize
 from timm_frozenmix.data.datasets import FASHION_MNIST, FASHION_MNIST_CLASSES, SAMPLE
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.io.loading import load_model
@@ -114,7 +115,7 @@ def read_robust_results(paths: Sequence) -> List[Dict[str, Any]]:
     return results
 
 
-def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any], repo_id: str,
+def render_model_card(loaded, checkpoint: Checkpoint, config: Dict[str, Any], repo_id: str,
                       robust: Sequence[Dict[str, Any]] = (), provenance: Optional[Dict[str, Any]] = None) -> ModelCard:
     """The model card: Hub metadata (with a model-index of clean and robust accuracy) and the body sections.
 
@@ -147,7 +148,7 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
                           dataset_split=split, metric_type='accuracy', metric_name=name,
                           metric_value=round(value, 2), **kwargs)
 
-    clean = checkpoint.get('best_metric')
+    clean = checkpoint.best_metric
     eval_results = [result(val_split, 'top-1 accuracy', clean, metric_config='clean')]
     largest = max(measured, key=lambda m: m[1]['num_samples'], default=None)
     if largest is not None and largest[0]['split'] == val_split:
@@ -168,7 +169,8 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
         datasets=[hub_dataset] if hub_dataset in HUB_DATASETS.values() else None,
         pipeline_tag='image-classification', model_name=repo_id.split('/')[-1], eval_results=eval_results)
 
-    stem = ' and the patch-projection stem' if arch.startswith('convmixer') else ''
+    stem = ' and the patch-projection stem' if any(
+        role == 'spatial' and not is_depthwise(conv) for _, conv, role in conv_roles(loaded.model)) else ''
     learn_title, learn_paragraph = LEARN_TEXT[learn]
     pretrained_cfg = config['pretrained_cfg']
     hyperparameters = {k: train_args[k] for k in HYPERPARAMETERS if train_args.get(k) not in (None, '', 0.0, False)
@@ -186,7 +188,7 @@ def render_model_card(loaded, checkpoint: Dict[str, Any], config: Dict[str, Any]
         label_names=config.get('label_names'), spec=loaded.spec.to_dict(),
         train_command=loaded.command or 'not recorded (trained by timm-frozenmix 0.1.0; see the settings below)',
         hyperparameters=hyperparameters, clean_accuracy=clean,
-        clean_source=f'the {val_split} split of {dataset_title}, best epoch {checkpoint.get("best_epoch")}',
+        clean_source=f'the {val_split} split of {dataset_title}, best epoch {checkpoint.best_epoch}',
         test_accuracy=largest[1]['clean_accuracy'] if largest else None,
         test_source=f'{largest[1]["num_samples"]:,} images of the {largest[0]["split"]} split' if largest else None,
         robust_table=_robust_table(measured) if measured else None,
@@ -230,8 +232,8 @@ def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=(
     if not repo_id:
         raise UsageError('name the Hub repo the model card loads from: pass --repo-id user/name '
                          '(or --push-to-hub user/name)')
-    checkpoint = load_checkpoint(checkpoint_path)
-    spec = checkpoint_spec(checkpoint, checkpoint_path)
+    checkpoint = Checkpoint.load(checkpoint_path)
+    spec = checkpoint.spec
     if spec.separate:
         raise UsageError(f'checkpoint {checkpoint_path} is a --separate conversion of {spec.architecture!r}, which '
                          f'timm cannot rebuild from a name: export a registered model (timm.list_models("*_chans"))')

@@ -12,7 +12,7 @@ import timm
 import torch.nn as nn
 from timm.data import resolve_data_config
 
-from timm_frozenmix.io.checkpoint import check_architecture, checkpoint_spec, load_checkpoint
+from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.models.spec import ModelSpec, build_model
 
@@ -41,14 +41,10 @@ class LoadedModel:
         return self.model.num_classes
 
 
-def model_from_checkpoint(checkpoint: Dict[str, Any], path, use_ema: bool = False) -> nn.Module:
+def model_from_checkpoint(checkpoint: Checkpoint, use_ema: bool = False) -> nn.Module:
     """The exact model a train.py checkpoint holds: rebuilt from its spec, then its weights loaded."""
-    spec = checkpoint_spec(checkpoint, path)
-    key = 'state_dict_ema' if use_ema else 'state_dict'
-    if key not in checkpoint:
-        raise UsageError(f'checkpoint {path} holds no EMA weights: train with --model-ema, or drop --use-ema')
-    model = build_model(spec)
-    model.load_state_dict(checkpoint[key])
+    model = build_model(checkpoint.spec)
+    model.load_state_dict(checkpoint.weights(use_ema))
     return model
 
 
@@ -60,16 +56,16 @@ def load_model(
 ) -> LoadedModel:
     """A classifier from a train.py checkpoint (optionally checked against `model_name`) or published weights."""
     if checkpoint_path is not None:
-        checkpoint = load_checkpoint(checkpoint_path)
-        spec = checkpoint_spec(checkpoint, checkpoint_path)
-        if model_name is not None:
-            check_architecture(spec, model_name, checkpoint_path)
+        checkpoint = Checkpoint.load(checkpoint_path)
+        spec = checkpoint.spec
+        if model_name is not None and spec.architecture != model_name:
+            raise UsageError(f'checkpoint {checkpoint_path} is for {spec.architecture!r}, not {model_name!r}: '
+                             f'pass --model {spec.architecture}, or drop --model')
         if spec.task != 'classification':
             raise UsageError(f'checkpoint {checkpoint_path} was trained for --task {spec.task}, not classification')
-        model = model_from_checkpoint(checkpoint, checkpoint_path, use_ema)
-        return LoadedModel(model.eval(), spec.architecture, dict(checkpoint['data_config']),
-                           str(Path(checkpoint_path).resolve()), spec,
-                           dict(checkpoint.get('training') or checkpoint.get('args') or {}), checkpoint.get('command'))
+        model = model_from_checkpoint(checkpoint, use_ema)
+        return LoadedModel(model.eval(), spec.architecture, checkpoint.data_config,
+                           str(Path(checkpoint_path).resolve()), spec, checkpoint.settings, checkpoint.command)
 
     if model_name is None:
         raise UsageError('name a model (--model) or a train.py checkpoint (--checkpoint)')

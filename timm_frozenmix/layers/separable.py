@@ -18,6 +18,7 @@ from timm.layers import Conv2dSame, pad_same
 
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.core.learn import is_learned, resolve_learn
+from timm_frozenmix.core.parsing import check_depth_multiplier
 from timm_frozenmix.layers.cost_model import cheapest_execution
 from timm_frozenmix.layers.executions import Im2colSeparable, explicit_padding, parse_execution
 from timm_frozenmix.layers.filters import init_spatial_
@@ -69,9 +70,7 @@ class SeparableConv2d(nn.Module):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        if depth_multiplier < 1:
-            raise UsageError(f'depth_multiplier must be an integer >= 1, got {depth_multiplier!r}')
-        self.depth_multiplier = depth_multiplier
+        self.depth_multiplier = check_depth_multiplier(depth_multiplier)
         self.groups = groups
         self.execution = parse_execution(execution)
         if execution == 'im2col' and groups != 1:

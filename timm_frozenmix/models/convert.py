@@ -19,6 +19,7 @@ from timm.models.convmixer import ConvMixer
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.layers.filters import check_spatial_options, condition_random_banks_, init_spatial_, smooth_filters
 from timm_frozenmix.core.learn import ROLES, is_learned, resolve_learn
+from timm_frozenmix.core.parsing import check_depth_multiplier
 from timm_frozenmix.layers.separable import SeparableConv2d, is_depthwise
 
 _logger = logging.getLogger(__name__)
@@ -110,8 +111,7 @@ def separate(
     """
     learn = resolve_learn(learn)
     check_spatial_options(spatial_init, smooth_sigma)
-    if not (isinstance(depth_multiplier, int) and depth_multiplier >= 1):
-        raise UsageError(f'depth_multiplier must be an integer >= 1, got {depth_multiplier!r}')
+    check_depth_multiplier(depth_multiplier)
 
     classifier = _classifier_modules(model)
     to_convert = [

@@ -14,12 +14,14 @@ from timm_frozenmix.models.convert import freeze, init_depthwise_, separate
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.layers.filters import check_spatial_options
 from timm_frozenmix.core.learn import resolve_learn
+from timm_frozenmix.core.parsing import check_depth_multiplier
+from timm_frozenmix.layers.separable import SeparableConv2d
 from timm_frozenmix.models.unshuffle_net import UnshuffleNet
 
 __all__ = ['ModelSpec', 'TASKS', 'build_model']
 
 TASKS = ('classification', 'unshuffle')
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: depth_multiplier is None where the architecture's own applies
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,9 @@ class ModelSpec:
     model_kwargs: extra `timm.create_model` kwargs (JSON values).
     in_chans, num_classes: image channels and classes; None until the dataset says (num_classes 0 for
         an un-shuffling backbone).
-    separate: make every dense conv larger than 1x1 separable (`convert.separate`) with `depth_multiplier`.
+    separate: make every dense conv larger than 1x1 separable (`convert.separate`).
+    depth_multiplier: depthwise filters per input channel of a `separate` conversion (None: 9), or of a model
+        built with separable convolutions (a separable ResNet; None: the architecture's own).
     learn: 'full', 'channels' or 'spatial' (aliases 'chans', 'space' are parsed here, once); None keeps
         what the architecture freezes (a `_chans` name freezes its spatial mixing itself).
     spatial_init, smooth_sigma: structure and Gaussian smoothing (pixels) of the spatial filters; None and
@@ -47,7 +51,7 @@ class ModelSpec:
     num_classes: Optional[int] = None
     separate: bool = False
     learn: Optional[str] = None
-    depth_multiplier: int = 9
+    depth_multiplier: Optional[int] = None
     spatial_init: Optional[str] = None
     smooth_sigma: float = 0.0
     keep_function: bool = False
@@ -63,8 +67,8 @@ class ModelSpec:
                              'whose function it keeps)')
         if self.task not in TASKS:
             raise UsageError(f'unknown task {self.task!r}: choose one of {", ".join(TASKS)}')
-        if not (isinstance(self.depth_multiplier, int) and self.depth_multiplier >= 1):
-            raise UsageError(f'depth_multiplier must be an integer >= 1, got {self.depth_multiplier!r}')
+        if self.depth_multiplier is not None:
+            check_depth_multiplier(self.depth_multiplier)
         for name in ('in_chans', 'num_classes'):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0 or (name == 'in_chans' and value < 1)):
@@ -83,6 +87,8 @@ class ModelSpec:
         if version > SPEC_VERSION or unknown:
             raise UsageError(f'this model spec was written by a newer timm-frozenmix (version {version}, fields '
                              f'{", ".join(sorted(unknown)) or "-"}): upgrade with `pip install -U timm-frozenmix`')
+        if version < 2 and not data.get('separate'):
+            data['depth_multiplier'] = None  # version 1 recorded 9 where no conversion used it
         return cls(**data)
 
     def with_data(self, in_chans: int, num_classes: int) -> 'ModelSpec':
@@ -102,6 +108,15 @@ class ModelSpec:
         return kwargs
 
 
+_NO_DEPTH_MULTIPLIER = ('{} has no separable convolutions that take --depth-multiplier: add --separate to convert '
+                        'it, or drop --depth-multiplier')
+
+
+def _built_with_depth_multiplier(model: nn.Module, depth_multiplier: int) -> bool:
+    layers = [m for m in model.modules() if isinstance(m, SeparableConv2d)]
+    return bool(layers) and all(m.depth_multiplier == depth_multiplier for m in layers)
+
+
 def build_model(spec: ModelSpec, pretrained: bool = False, **create_kwargs) -> nn.Module:
     """The model `spec` describes: `timm.create_model`, then the separation or freezing it asks for.
 
@@ -111,20 +126,28 @@ def build_model(spec: ModelSpec, pretrained: bool = False, **create_kwargs) -> n
     """
     if spec.in_chans is None or spec.num_classes is None:
         raise UsageError(f'the spec of {spec.architecture} leaves in_chans / num_classes open: call with_data first')
+    if not spec.separate and spec.depth_multiplier is not None:
+        create_kwargs['depth_multiplier'] = spec.depth_multiplier
     try:
         model = timm.create_model(spec.architecture, pretrained=pretrained, in_chans=spec.in_chans,
                                   num_classes=spec.num_classes, **spec.model_kwargs, **create_kwargs)
     except TypeError as e:
+        if 'unexpected keyword argument' not in str(e):
+            raise
+        if "argument 'depth_multiplier'" in str(e) and 'depth_multiplier' in create_kwargs:
+            raise UsageError(_NO_DEPTH_MULTIPLIER.format(spec.architecture)) from None
         rejected = [k for k in spec.model_kwargs if f"argument '{k}'" in str(e)]
-        if 'unexpected keyword argument' not in str(e) or not rejected:
+        if not rejected:
             raise
         raise UsageError(f'{spec.architecture} does not take --model-kwargs {", ".join(rejected)}: drop or rename '
                          f'it (timm.create_model passes them to the model class)') from None
     if spec.separate:
-        separate(model, depth_multiplier=spec.depth_multiplier, learn=spec.learn or 'channels',
+        separate(model, depth_multiplier=spec.depth_multiplier or 9, learn=spec.learn or 'channels',
                  spatial_init=spec.spatial_init or 'random', smooth_sigma=spec.smooth_sigma,
                  keep_function=spec.keep_function and pretrained)
     else:
+        if spec.depth_multiplier is not None and not _built_with_depth_multiplier(model, spec.depth_multiplier):
+            raise UsageError(_NO_DEPTH_MULTIPLIER.format(spec.architecture))
         if spec.spatial_init or spec.smooth_sigma:
             init_depthwise_(model, spec.spatial_init or 'random', spec.smooth_sigma)
         if spec.learn:

@@ -1,0 +1,71 @@
+""" Flags made from a config dataclass: each field declared once, with `training.config.setting`
+
+A field `lr: float = setting(3e-3, 'learning rate', group=...)` becomes `--lr` (type float, help with its
+default) in its group; bools become switches, lists take several values, dicts take key=value pairs. Flags that
+are not given stay out of the parsed namespace, so a command can tell what the user typed from the defaults.
+"""
+import argparse
+import typing
+from dataclasses import MISSING, fields
+from typing import Any, Dict
+
+from timm.utils import ParseKwargs
+
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.training.config import flag_name
+
+__all__ = ['add_config_flags', 'given_settings']
+
+
+def _argparse_type(parse):
+    """`parse` as an argparse type: its UsageError becomes argparse's own one-line error."""
+    def convert(text):
+        try:
+            return parse(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _default_of(f) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
+    """One flag per field of `config_cls` that carries `setting` metadata, in the groups they name."""
+    hints = typing.get_type_hints(config_cls)
+    groups = {}
+    for f in fields(config_cls):
+        meta = f.metadata
+        if 'help' not in meta:
+            continue
+        if meta['group'] not in groups:
+            groups[meta['group']] = parser.add_argument_group(meta['group'])
+        kind = hints[f.name]
+        if typing.get_origin(kind) is typing.Union:  # Optional[X]
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        default = _default_of(f)
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS,
+                      help=f'{meta["help"]}' + ('' if default in (None, '', False) else f' (default: {default})'))
+        if kind is bool:
+            kwargs['action'] = 'store_true'
+        elif typing.get_origin(kind) is dict:
+            kwargs.update(nargs=meta['nargs'] or '*', action=ParseKwargs, metavar='KEY=VALUE')
+        else:
+            item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
+            kwargs['type'] = _argparse_type(meta['parse']) if meta['parse'] else item
+            if typing.get_origin(kind) is list:
+                kwargs['nargs'] = meta['nargs'] or '+'
+            elif meta['nargs']:
+                kwargs.update(nargs=meta['nargs'], const=meta['const'])
+            for key in ('choices', 'metavar'):
+                if meta[key] is not None:
+                    kwargs[key] = meta[key]
+        groups[meta['group']].add_argument(*meta['flags'], flag_name(f.name), **kwargs)
+
+
+def given_settings(namespace: argparse.Namespace, config_cls) -> Dict[str, Any]:
+    """The settings of `config_cls` that were given on the command line, by field name."""
+    names = {f.name for f in fields(config_cls)}
+    return {k: v for k, v in vars(namespace).items() if k in names}

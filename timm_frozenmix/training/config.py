@@ -1,0 +1,293 @@
+""" Every setting of a training run, declared once: its field, default, flag and help text
+
+`TrainConfig` names its fields as timm's train.py names its flags (`--lr` is `lr`, `--model-ema` is `model_ema`).
+Each field is declared with `setting(...)`, whose metadata the command line reads to make the flag, so a new
+setting is one line here. `check_config` says what is wrong with a config, as a UsageError, before anything is
+built; it runs the task's own checks too.
+"""
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import timm
+import torch
+import torch.nn as nn
+from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+
+from timm_frozenmix.core.devices import check_device
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.core.learn import LEARN_ALIASES, LEARN_MODES, resolve_learn
+from timm_frozenmix.core.parsing import parse_fraction
+from timm_frozenmix.data.datasets import SAMPLE, check_dataset, dataset_info, is_known_dataset
+from timm_frozenmix.io.outputs import check_output_folder
+from timm_frozenmix.layers.filters import SPATIAL_INITS
+from timm_frozenmix.models.spec import TASKS, ModelSpec
+
+__all__ = ['TrainConfig', 'setting', 'check_config', 'COMPILE_BACKENDS', 'COMPILE_MODES', 'flag_name']
+
+# torch.compile backends that ship with torch (eager and aot_eager trace without compiling), and its modes
+COMPILE_BACKENDS = ('inductor', 'cudagraphs', 'aot_eager', 'eager')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+
+
+def setting(default: Any, help: str, *, group: str, flags: Tuple[str, ...] = (), parse: Optional[Callable] = None,
+            choices: Optional[tuple] = None, nargs: Optional[Any] = None, metavar: Optional[str] = None,
+            const: Any = None):
+    """A TrainConfig field and the metadata of its flag: help text, group, extra flag names (`-b`), a parse
+    function in place of the annotated type, choices, nargs, and the value of a flag given bare (`const`)."""
+    metadata = dict(help=help, group=group, flags=flags, parse=parse, choices=choices, nargs=nargs,
+                    metavar=metavar, const=const)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def flag_name(field_name: str) -> str:
+    return '--' + field_name.replace('_', '-')
+
+
+DATA, MODEL, MIXING, TASK = 'Dataset', 'Model', 'Frozen mixing', 'Task'
+OPTIM, AUG, EMA, RUN = 'Optimizer and schedule', 'Augmentation and regularization', 'EMA', 'Run'
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run, named as timm's train.py flags are (`--lr` is `lr`).
+
+    The model fields (model, model_kwargs, in_chans, num_classes, separate, learn, depth_multiplier,
+    spatial_init, smooth_sigma, keep_function, task) make its `model_spec()`; in_chans and num_classes follow
+    the dataset when None. `learn` is stored canonical ('chans' becomes 'channels').
+    """
+    # data
+    data_dir: Optional[str] = setting(None, 'dataset folder (not needed for the embedded sample)', group=DATA,
+                                      metavar='DIR')
+    dataset: str = setting(SAMPLE, 'fashion-mnist-sample, fashion-mnist, or any timm dataset (torch/cifar10, '
+                                   'folder, hfds/..., ...)', group=DATA)
+    train_split: str = setting('train', 'split to train on', group=DATA)
+    val_split: str = setting('validation', 'split to validate on (chooses the best epoch)', group=DATA)
+    dataset_download: bool = setting(False, 'let torchvision datasets download', group=DATA)
+    input_img_mode: Optional[str] = setting(None, "image mode for folder datasets, e.g. 'L'", group=DATA)
+    # model
+    model: str = setting('convmixer_128_4_ks5_p2_chans', 'any timm model name', group=MODEL)
+    pretrained: bool = setting(False, "start from the model's published weights", group=MODEL)
+    model_kwargs: Dict[str, Any] = setting({}, 'key=value kwargs for timm.create_model', group=MODEL, nargs='*')
+    num_classes: Optional[int] = setting(None, 'classes (default: the dataset\'s)', group=MODEL)
+    in_chans: Optional[int] = setting(None, 'image channels (default: the dataset\'s)', group=MODEL)
+    img_size: Optional[int] = setting(None, 'image side in pixels', group=MODEL)
+    input_size: Optional[List[int]] = setting(None, 'input size C H W', group=MODEL, nargs=3, metavar='N')
+    crop_pct: Optional[float] = setting(None, 'center crop fraction for validation', group=MODEL)
+    mean: Optional[List[float]] = setting(None, 'per-channel mean of the normalization', group=MODEL)
+    std: Optional[List[float]] = setting(None, 'per-channel std of the normalization', group=MODEL)
+    interpolation: str = setting('', 'resize interpolation for validation', group=MODEL)
+    drop: float = setting(0.0, 'classifier dropout rate', group=MODEL)
+    drop_path: Optional[float] = setting(None, 'drop path rate', group=MODEL)
+    channels_last: bool = setting(False, 'channels-last memory format', group=MODEL)
+    batch_size: int = setting(128, 'training batch size per process', group=MODEL, flags=('-b',))
+    validation_batch_size: Optional[int] = setting(None, 'validation batch size (default: --batch-size)',
+                                                   group=MODEL, flags=('-vb',))
+    # frozen mixing
+    separate: bool = setting(False, 'make every dense conv larger than 1x1 separable (any timm model)', group=MIXING)
+    learn: Optional[str] = setting(None, 'which mixing to learn; without --separate, freezes a natively separable '
+                                         'model', group=MIXING, choices=LEARN_MODES + tuple(LEARN_ALIASES))
+    depth_multiplier: Optional[int] = setting(
+        None, 'depthwise filters per input channel, for --separate (default 9) and separable ResNets', group=MIXING)
+    spatial_init: Optional[str] = setting(None, 'structure of the frozen spatial filters', group=MIXING,
+                                          choices=SPATIAL_INITS)
+    smooth_sigma: Optional[float] = setting(None, 'Gaussian low-pass of the spatial filters (pixels)', group=MIXING)
+    keep_function: bool = setting(False, 'with --pretrained --separate: solve the pointwise weights from the '
+                                         'pretrained dense kernels, so the model computes what it did', group=MIXING)
+    # task
+    task: str = setting('classification', 'what the model learns', group=TASK, choices=TASKS)
+    perm_seed: int = setting(0, 'seed of the pixel permutation (--task unshuffle)', group=TASK)
+    adv_train: str = setting('none', 'FGSM-defended training (examples made each step)', group=TASK,
+                             choices=('none', 'fgsm'))
+    adv_eps: float = setting(8 / 255, 'FGSM epsilon in pixel units (8/255 accepted)', group=TASK,
+                             parse=parse_fraction)
+    # optimizer and schedule
+    opt: str = setting('adamw', 'timm optimizer', group=OPTIM)
+    opt_eps: Optional[float] = setting(None, 'optimizer epsilon', group=OPTIM)
+    opt_betas: Optional[List[float]] = setting(None, 'optimizer betas', group=OPTIM)
+    momentum: float = setting(0.9, 'SGD momentum', group=OPTIM)
+    weight_decay: float = setting(0.05, 'weight decay', group=OPTIM)
+    clip_grad: Optional[float] = setting(None, 'clip gradients at this norm or value', group=OPTIM)
+    clip_mode: str = setting('norm', 'gradient clipping mode', group=OPTIM, choices=('norm', 'value', 'agc'))
+    layer_decay: Optional[float] = setting(None, 'layer-wise learning rate decay', group=OPTIM)
+    lr: float = setting(3e-3, 'learning rate', group=OPTIM)
+    sched: str = setting('cosine', 'timm scheduler', group=OPTIM)
+    sched_on_updates: bool = setting(False, 'step the schedule every update, not every epoch', group=OPTIM)
+    epochs: int = setting(7, 'epochs to train', group=OPTIM)
+    start_epoch: Optional[int] = setting(None, 'epoch to start at (default: 0, or the checkpoint\'s next)',
+                                         group=OPTIM)
+    warmup_epochs: int = setting(0, 'epochs of linear warmup', group=OPTIM)
+    warmup_lr: float = setting(1e-5, 'learning rate warmup starts at', group=OPTIM)
+    warmup_prefix: bool = setting(False, 'warmup before the schedule, not inside it', group=OPTIM)
+    min_lr: float = setting(1e-5, 'lowest learning rate of the schedule', group=OPTIM)
+    decay_epochs: float = setting(30, 'epochs between decays (step schedules)', group=OPTIM)
+    decay_milestones: List[int] = setting([30, 60], 'epochs of decay (multistep schedule)', group=OPTIM)
+    decay_rate: float = setting(0.1, 'decay factor', group=OPTIM)
+    cooldown_epochs: int = setting(0, 'epochs at min_lr after the schedule', group=OPTIM)
+    patience_epochs: int = setting(10, 'patience of the plateau schedule', group=OPTIM)
+    # augmentation and regularization
+    no_aug: bool = setting(False, 'no training augmentation', group=AUG)
+    scale: List[float] = setting([0.7, 1.0], 'random resized crop scale range', group=AUG, nargs=2)
+    ratio: List[float] = setting([3. / 4., 4. / 3.], 'random resized crop aspect ratio range', group=AUG, nargs=2)
+    hflip: float = setting(0.5, 'horizontal flip probability', group=AUG)
+    vflip: float = setting(0., 'vertical flip probability', group=AUG)
+    color_jitter: float = setting(0., 'color jitter factor', group=AUG)
+    aa: Optional[str] = setting(None, 'AutoAugment policy, e.g. rand-m9-mstd0.5', group=AUG)
+    reprob: float = setting(0., 'random erasing probability', group=AUG)
+    remode: str = setting('pixel', 'random erasing mode', group=AUG)
+    recount: int = setting(1, 'random erasing count', group=AUG)
+    train_interpolation: str = setting('random', 'resize interpolation for training', group=AUG)
+    mixup: float = setting(0.0, 'mixup alpha (0: off)', group=AUG)
+    cutmix: float = setting(0.0, 'cutmix alpha (0: off)', group=AUG)
+    cutmix_minmax: Optional[List[float]] = setting(None, 'cutmix min/max ratio (overrides --cutmix)', group=AUG)
+    mixup_prob: float = setting(1.0, 'probability of mixup or cutmix per batch', group=AUG)
+    mixup_switch_prob: float = setting(0.5, 'probability of cutmix over mixup when both are on', group=AUG)
+    mixup_mode: str = setting('batch', 'mixup per batch, pair or elem', group=AUG)
+    mixup_off_epoch: int = setting(0, 'epoch to turn mixup off (0: never)', group=AUG)
+    smoothing: float = setting(0.1, 'label smoothing', group=AUG)
+    # EMA
+    model_ema: bool = setting(False, 'keep an EMA of the weights (validated and exported)', group=EMA)
+    model_ema_decay: float = setting(0.998, 'EMA decay', group=EMA)
+    model_ema_warmup: bool = setting(False, 'EMA decay warmup', group=EMA)
+    # run
+    seed: int = setting(42, 'random seed (every rank builds the same frozen filters)', group=RUN)
+    device: str = setting(None, 'torch device (default: cuda if available, else cpu)', group=RUN)
+    amp: bool = setting(False, 'mixed precision (bfloat16 on the CPU)', group=RUN)
+    amp_dtype: Optional[str] = setting(None, 'default: float16 on CUDA, bfloat16 on the CPU', group=RUN,
+                                       choices=('float16', 'bfloat16'))
+    torchcompile: Optional[str] = setting(None, 'torch.compile the training forward with this backend', group=RUN,
+                                          nargs='?', const='inductor', metavar='BACKEND')
+    torchcompile_mode: Optional[str] = setting(None, "torch.compile's mode; reduce-overhead replays CUDA graphs",
+                                               group=RUN, choices=COMPILE_MODES)
+    tune_executions: bool = setting(False, "time each separable layer's executions at setup and fix the fastest "
+                                           '(faster, but seeded runs may then differ)', group=RUN)
+    dist_bn: str = setting('reduce', 'how BatchNorm statistics are shared across ranks', group=RUN,
+                           choices=('reduce', 'broadcast', ''))
+    workers: int = setting(2, 'data loading processes', group=RUN, flags=('-j',))
+    pin_mem: bool = setting(False, 'pin CPU memory of batches', group=RUN)
+    log_interval: int = setting(20, 'batches between log lines', group=RUN)
+    output: str = setting('output/train', 'parent folder of the run folder', group=RUN)
+    experiment: str = setting('', 'run folder name (default: time, model, task)', group=RUN)
+    eval_metric: Optional[str] = setting(None, 'validation metric that picks the best epoch (default: the task\'s)',
+                                         group=RUN)
+    resume: str = setting('', "checkpoint to continue from: its recorded settings are the run's, its folder is "
+                              'reused', group=RUN)
+    no_resume_opt: bool = setting(False, 'resume the weights but not the optimizer state', group=RUN)
+
+    def __post_init__(self):
+        if self.learn is not None:
+            self.learn = resolve_learn(self.learn)
+        if self.device is None:
+            self.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        if self.eval_metric is None:
+            self.eval_metric = 'psnr' if self.task == 'unshuffle' else 'top1'
+
+    def model_spec(self) -> ModelSpec:
+        """The spec of the model these settings build (channels and classes still open when None)."""
+        return ModelSpec(
+            architecture=self.model, model_kwargs=self.model_kwargs, in_chans=self.in_chans,
+            num_classes=self.num_classes, separate=self.separate, learn=self.learn,
+            depth_multiplier=self.depth_multiplier, spatial_init=self.spatial_init,
+            smooth_sigma=self.smooth_sigma or 0.0, keep_function=self.keep_function, task=self.task)
+
+    @classmethod
+    def field_names(cls) -> Tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+def check_config(config: TrainConfig, task) -> None:
+    """Every check that can fail on bad input, run before anything is built or written; raises UsageError.
+
+    `task` is the run's `tasks.Task`, whose own checks run here too.
+    """
+    if not (timm.is_model(config.model) or config.model.startswith(('hf-hub:', 'local-dir:'))):
+        raise UsageError(f'unknown model {config.model!r}: see timm.list_models() (import timm_frozenmix first)')
+    check_dataset(config.dataset, config.data_dir, config.dataset_download)
+    check_output_folder(config.output)
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise UsageError(f'{flag_name(f.name)} must be finite, got {value}')
+    checks = [
+        (config.epochs >= 1, f'--epochs must be >= 1, got {config.epochs}'),
+        (config.batch_size >= 1, f'--batch-size must be >= 1, got {config.batch_size}'),
+        (config.validation_batch_size is None or config.validation_batch_size >= 1,
+         f'--validation-batch-size must be >= 1, got {config.validation_batch_size}'),
+        (config.lr > 0, f'--lr must be > 0, got {config.lr:g}'),
+        (config.weight_decay >= 0, f'--weight-decay must be >= 0, got {config.weight_decay:g}'),
+        (config.workers >= 0, f'--workers must be >= 0, got {config.workers}'),
+        (config.log_interval >= 1, f'--log-interval must be >= 1, got {config.log_interval}'),
+        (0.0 <= config.adv_eps <= 1.0, f'--adv-eps must lie in [0, 1] (pixel units, e.g. 8/255), got {config.adv_eps:g}'),
+        (0.0 <= config.smoothing < 1.0, f'--smoothing must lie in [0, 1), got {config.smoothing:g}'),
+        (0.0 <= config.drop < 1.0, f'--drop must lie in [0, 1), got {config.drop:g}'),
+        (0.0 <= (config.drop_path or 0.0) < 1.0, f'--drop-path must lie in [0, 1), got {config.drop_path}'),
+        (min(config.mixup, config.cutmix, config.color_jitter) >= 0, '--mixup, --cutmix and --color-jitter must be >= 0'),
+        (all(0.0 <= p <= 1.0 for p in (config.mixup_prob, config.mixup_switch_prob, config.reprob,
+                                        config.hflip, config.vflip)),
+         '--mixup-prob, --mixup-switch-prob, --reprob, --hflip and --vflip are probabilities in [0, 1]'),
+        (0 < config.scale[0] <= config.scale[1] and 0 < config.ratio[0] <= config.ratio[1],
+         '--scale and --ratio take two numbers 0 < low <= high'),
+        (0.0 < config.model_ema_decay < 1.0, f'--model-ema-decay must lie in (0, 1), got {config.model_ema_decay:g}'),
+        (min(config.warmup_epochs, config.cooldown_epochs) >= 0, '--warmup-epochs and --cooldown-epochs must be >= 0'),
+        (config.clip_grad is None or config.clip_grad > 0, f'--clip-grad must be > 0, got {config.clip_grad}'),
+        (config.start_epoch is None or 0 <= config.start_epoch < config.epochs,
+         f'--start-epoch must lie in [0, --epochs), got {config.start_epoch}'),
+        (all(n is None or n >= 1 for n in (config.num_classes, config.in_chans, config.img_size)),
+         '--num-classes, --in-chans and --img-size must be >= 1'),
+        (config.input_size is None or min(config.input_size) >= 1, '--input-size takes three numbers >= 1: C H W'),
+        (config.std is None or min(config.std) > 0, '--std must be > 0'),
+        (config.experiment in ('', Path(config.experiment).name) and config.experiment not in ('.', '..'),
+         f'--experiment {config.experiment!r} must be a plain folder name (--output sets where it goes)'),
+        (config.torchcompile in (None, *COMPILE_BACKENDS),
+         f'--torchcompile {config.torchcompile!r}: choose one of {", ".join(COMPILE_BACKENDS)}'),
+        (config.torchcompile_mode in (None, *COMPILE_MODES),
+         f'--torchcompile-mode {config.torchcompile_mode!r}: choose one of {", ".join(COMPILE_MODES)}'),
+        (config.torchcompile_mode is None or config.torchcompile is not None,
+         '--torchcompile-mode needs --torchcompile'),
+        (not (config.amp_dtype == 'float16' and not config.device.startswith('cuda')),
+         '--amp-dtype float16 needs a CUDA device; use bfloat16 on the CPU'),
+        (config.adv_train in ('none', 'fgsm'), f'--adv-train {config.adv_train!r}: choose none or fgsm'),
+        (config.amp_dtype in (None, 'float16', 'bfloat16'), f'--amp-dtype {config.amp_dtype!r}: float16 or bfloat16'),
+        (config.clip_mode in ('norm', 'value', 'agc'), f'--clip-mode {config.clip_mode!r}: norm, value or agc'),
+        (config.dist_bn in ('reduce', 'broadcast', ''), f'--dist-bn {config.dist_bn!r}: reduce, broadcast or ""'),
+        (not config.keep_function or config.pretrained,
+         '--keep-function keeps what pretrained weights compute: add --pretrained'),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    task.check(config)
+    config.model_spec()  # learn, spatial init, smoothing, task and depth multiplier, checked by the spec
+    check_device(config.device)
+    check_dataset_channels(config)
+    check_optimizer_and_schedule(config)
+
+
+def check_dataset_channels(config: TrainConfig) -> None:
+    """--in-chans and --mean / --std must fit the images the dataset yields, or the first step would fail."""
+    info = dataset_info(config.dataset, input_img_mode=config.input_img_mode)
+    if config.in_chans is not None and config.in_chans != info.in_chans:
+        hint = '' if is_known_dataset(config.dataset) else ' or set --input-img-mode (L: 1 channel, RGB: 3)'
+        raise UsageError(f'--in-chans {config.in_chans} does not fit {config.dataset}, whose images have '
+                         f'{info.in_chans} channel(s): drop --in-chans{hint}')
+    in_chans = config.in_chans or info.in_chans
+    for flag, values in (('--mean', config.mean), ('--std', config.std)):
+        if values is not None and len(values) not in (1, in_chans):
+            raise UsageError(f'{flag} takes 1 or {in_chans} values for {in_chans}-channel images, got {len(values)}')
+
+
+def check_optimizer_and_schedule(config: TrainConfig) -> None:
+    """timm's own checks of --opt and --sched (and their arguments), run on a stand-in parameter."""
+    probe = nn.Linear(1, 1)
+    try:
+        optimizer = create_optimizer_v2(probe, **optimizer_kwargs(cfg=config))
+    except (ValueError, AssertionError) as e:
+        raise UsageError(f'--opt {config.opt}: {e} (see timm.optim.list_optimizers())') from None
+    try:
+        create_scheduler_v2(optimizer, **scheduler_kwargs(config), updates_per_epoch=1)
+    except (ValueError, AssertionError) as e:
+        raise UsageError(f'--sched {config.sched}: {e}') from None
