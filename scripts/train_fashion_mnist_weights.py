@@ -39,7 +39,7 @@ REPO_NAMESPACE = 'timm-frozenmix'  # the Hub namespace the exports name in their
 EPOCHS = 6
 SEED = 0
 THREADS = 2  # the thread count is part of what makes CPU training bit for bit
-# the study's recipe (study/run.py TRAIN_SETTINGS), full training split, no loader workers
+# the study's recipe (study/recipe.py TRAIN_SETTINGS), full training split, no loader workers
 FLAGS = ['--dataset', 'fashion-mnist', '--data-dir', DATA_DIR, '--train-split', 'train[:55000]',
          '--val-split', 'train[55000:]', '--epochs', str(EPOCHS), '--seed', str(SEED), '--sched', 'cosine',
          '--sched-on-updates', '--opt', 'adamw', '--lr', '3e-3', '--weight-decay', '0.05', '--smoothing', '0.1',

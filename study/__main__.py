@@ -4,10 +4,10 @@
     python -m study --part modes widths   # these parts (again), then the report
     python -m study --quick               # the same experiments, tiny, on the embedded sample (minutes)
 
-An application of timm_frozenmix, not part of the installed package. Each part (see `study.run.PARTS`) runs on
-its own and its numbers go into `reproduction.json` as soon as it finishes; the report (`reproduction.md` and its
-figures) is rendered from that file alone by `study.report`. Finished training runs are reused by every later
-part and invocation with the same recipe, so an interrupted study resumes.
+An application of timm_frozenmix, not part of the installed package. Each part (one module of `study.parts`)
+runs on its own and its numbers go into `reproduction.json` as soon as it finishes; the report (`reproduction.md`
+and its figures) is rendered from that file alone by `study.report`. Finished training runs are reused by every
+later part and invocation with the same recipe, so an interrupted study resumes.
 """
 import argparse
 import json
@@ -23,8 +23,10 @@ from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
 from timm_frozenmix.io.outputs import check_output_folder
 from timm_frozenmix.io.reporting import write_json
 
+from .parts import PARTS
+from .recipe import FULL, QUICK
 from .report import RESULTS, part_times, update_readme, write_report
-from .run import FULL, PARTS, QUICK, UNSHUFFLE_GRID, run_part
+from .runs import run_part
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,11 +79,11 @@ def main(argv=None) -> None:
             results = load_results(path, args.quick, json.loads(json.dumps(recipe.__dict__)))
             parts = args.part or [name for name in PARTS if name not in results['parts']]
             for name in parts:
-                results['parts'][name] = run_part(name, recipe, output, args.workers)
+                results['parts'][name] = run_part(PARTS[name].measure, recipe, output, args.workers)
                 report_dir.mkdir(parents=True, exist_ok=True)
                 write_json(path, results)  # a finished part is kept even if a later one fails
-            if (output / UNSHUFFLE_GRID).is_file():
-                drawn = {UNSHUFFLE_GRID: output / UNSHUFFLE_GRID}
+            drawn = {name: output / name for part in PARTS.values() for name in part.drawn
+                     if (output / name).is_file()}
         files = write_report(results, report_dir, drawn)
         if report_dir == REPO / 'docs':  # the repository's own report: README's summary follows it
             update_readme(REPO / 'README.md', results)

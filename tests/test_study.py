@@ -1,4 +1,5 @@
 """ The reproduction study: the --quick command end to end, the interval rules, and the report's honesty """
+import ast
 import importlib
 import json
 import math
@@ -10,11 +11,38 @@ from pathlib import Path
 import pytest
 
 from study import report as study_report
-from study.run import CONVMIXER, MODES, PARTS, QUICK, Job, Study, convmixer_kwargs
+from study.parts import PARTS
+from study.parts.filters import compare_coverage
+from study.parts.modes import compare_chans_full, compare_space
+from study.parts.robustness import attack_models
+from study.recipe import CONVMIXER, MODES, QUICK, convmixer_kwargs
+from study.runs import Job, Study
 from study.stats import FAILS, HOLDS, OPEN, PARTLY, Interval, combine, exceeds, paired, ratio, t_interval, within
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def _study_imports(path: Path) -> set:
+    """The study modules `path` imports (its relative imports), as dotted names."""
+    package = path.relative_to(REPO).with_suffix('').parts[:-1]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = '.'.join(package[:len(package) - node.level + 1])
+            names |= {f'{base}.{node.module}'} if node.module else {f'{base}.{a.name}' for a in node.names}
+    return names
+
+
+def test_each_part_is_one_module_below_the_registry():
+    """A part imports shared modules only (no other part, not the report or CLI above the registry), and shared
+    modules reach the parts through the registry (`study.parts`) alone: a part is read and changed in one place."""
+    above = ('study.parts', 'study.report', 'study.__main__')
+    for path in sorted((REPO / 'study').rglob('*.py')):
+        imports = _study_imports(path)
+        if path.parent.name != 'parts':
+            assert not [m for m in imports if m.startswith('study.parts.')], path
+        elif path.name != '__init__.py':
+            assert not [m for m in imports if m.startswith(above)], path
 
 def test_t_interval_matches_the_textbook_value():
     iv = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2) = 4.303
@@ -56,7 +84,7 @@ def _modes(full, chans, space):
 
 
 def test_chans_near_full_reads_the_interval_against_the_margin():
-    verdict = study_report.compare_chans_full
+    verdict = compare_chans_full
     assert verdict(_modes([90, 91, 89], [89, 90, 88.5], [80, 80, 80]))[0].verdict == HOLDS
     assert verdict(_modes([90, 91, 89], [80, 81, 79.5], [70, 70, 70]))[0].verdict == FAILS
     noisy = verdict(_modes([90, 91, 89], [84, 91, 88], [70, 70, 70]))[0]
@@ -64,7 +92,7 @@ def test_chans_near_full_reads_the_interval_against_the_margin():
 
 
 def test_space_far_worse_needs_more_than_the_margin():
-    verdict = study_report.compare_space
+    verdict = compare_space
     assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [80, 81, 80.5]))[0].verdict == HOLDS
     assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [88, 88.7, 88.1]))[0].verdict == PARTLY
     assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [89.5, 88.9, 89.3]))[0].verdict == FAILS
@@ -76,8 +104,8 @@ def test_coverage_verdict_can_fail():
                 for init, values, coverage in (('random', random, 0.8), ('identity', identity, identity_coverage))]
         return {'parts': {'filters': dict(rows=rows)}}
     # identity filters cover the plane yet are far worse: coverage does not account for accuracy
-    assert combine(c.verdict for c in study_report.compare_coverage(filters([80, 81, 80], [35, 34, 36], 1.0))) == FAILS
-    assert combine(c.verdict for c in study_report.compare_coverage(filters([80, 81, 80], [35, 34, 36], 0.2))) == HOLDS
+    assert combine(c.verdict for c in compare_coverage(filters([80, 81, 80], [35, 34, 36], 1.0))) == FAILS
+    assert combine(c.verdict for c in compare_coverage(filters([80, 81, 80], [35, 34, 36], 0.2))) == HOLDS
 
 
 def test_render_only_without_results_is_a_one_line_error(tmp_path):
@@ -143,7 +171,7 @@ def test_attack_results_and_warnings_name_the_study_models(tmp_path):
     # a PGD step that barely moves is weaker than FGSM, so eval_robust's masking check fires for both models
     weak_pgd = dict(attacks=['fgsm', 'pgd'], pgd_steps=1, pgd_alpha=0.0001, pgd_random_start=False,
                     eps=[('0', 0.0), ('0.3', 0.3)], num_samples=64)
-    results = study.attack({'first': 'a', 'second': 'b'}, weak_pgd)
+    results = attack_models(study, {'first': 'a', 'second': 'b'}, weak_pgd)
     assert list(results['models']) == ['first', 'second']
     assert results['models']['first']['checkpoint'] != results['models']['second']['checkpoint']
     assert {w.split(': ')[0] for w in results['warnings']} == {'first', 'second'}

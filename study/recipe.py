@@ -1,0 +1,94 @@
+""" The study's recipes (its two scales) and the models every part trains, named as timm registers them
+
+A recipe is fixed before any run of it: a finished part is kept only while the recipe it ran with is unchanged.
+"""
+from dataclasses import dataclass
+from typing import List, Tuple
+
+from timm_frozenmix.data.datasets import FASHION_MNIST, SAMPLE
+
+MODES = ('full', 'chans', 'space')
+CONVMIXER = 'convmixer_128_4_ks5_p2_{mode}'  # registered Fashion-MNIST ConvMixer, resized by model kwargs
+RESNET = 'sep_resnet20_cifar_{mode}'  # registered CIFAR separable ResNet, resized by model kwargs
+DENSE = 'dense'  # the ResNet with dense convolutions (`separable=False`), next to the three modes
+BATCH = 128  # training and timing batch size
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Model sizes, data and budgets of one scale of the study; everything else is shared by every run.
+
+    `margin` (accuracy points) and `psnr_margin` (dB) say what "nearly as good" means; they, `sigma` and the
+    attacks were fixed before any run of this recipe.
+    """
+    dataset: str
+    train_split: str
+    val_split: str
+    epochs: int
+    seeds: Tuple[int, ...]
+    convmixer_dim: int
+    convmixer_depth: int
+    convmixer_kernel: int
+    resnet_base: int  # stage widths base, 2 * base, 4 * base (the paper's CIFAR ResNets: 16)
+    resnet_depths: Tuple[int, ...]  # n of the 6n+2-layer ResNet
+    base_widths: Tuple[int, ...]  # width sweep of the n = resnet_depths[0] ResNet
+    filter_depth: int  # n of the filter ablation's ResNet (the paper: depth 2)
+    sigma: float  # smoothing of the frozen filters
+    unshuffle_size: int  # images resized to this side, so the receptive field covers them
+    unshuffle_dim: int
+    unshuffle_depth: int
+    unshuffle_kernel: int
+    robust_samples: int
+    autoattack_samples: int
+    eps: str
+    strong_eps: str
+    timing_steps: int
+    spectral_size: int
+    margin: float
+    psnr_margin: float
+
+
+FULL = Recipe(
+    dataset=FASHION_MNIST, train_split='train[:10000]', val_split='train[55000:]', epochs=3, seeds=(0, 1, 2),
+    convmixer_dim=64, convmixer_depth=2, convmixer_kernel=5, resnet_base=16, resnet_depths=(1,),
+    base_widths=(8, 16, 24), filter_depth=2, sigma=1.0, unshuffle_size=14, unshuffle_dim=32, unshuffle_depth=4,
+    unshuffle_kernel=9, robust_samples=500, autoattack_samples=32, eps='0,2/255,4/255,8/255', strong_eps='8/255',
+    timing_steps=10, spectral_size=128, margin=2.0, psnr_margin=1.0)
+QUICK = Recipe(
+    dataset=SAMPLE, train_split='train[:512]', val_split='train[5744:]', epochs=3, seeds=(0, 1),
+    convmixer_dim=16, convmixer_depth=1, convmixer_kernel=5, resnet_base=4, resnet_depths=(1,),
+    base_widths=(2, 4), filter_depth=1, sigma=1.0, unshuffle_size=14, unshuffle_dim=8, unshuffle_depth=4,
+    unshuffle_kernel=9, robust_samples=64, autoattack_samples=2, eps='0,8/255', strong_eps='8/255',
+    timing_steps=2, spectral_size=64, margin=2.0, psnr_margin=1.0)
+
+# shared by every run: one epoch-based cosine schedule stepped per update, no augmentation (few epochs),
+# channels-last (3x faster depthwise weight gradients on the CPU), no loader workers (they compete for 2 cores)
+TRAIN_SETTINGS = dict(sched='cosine', sched_on_updates=True, opt='adamw', lr=3e-3, weight_decay=0.05, smoothing=0.1,
+                      no_aug=True, batch_size=BATCH, channels_last=True, log_interval=100)
+
+
+def as_flags(settings: dict) -> List[str]:
+    """train.py flags that give `settings` (TrainConfig fields), for the report."""
+    flags = []
+    for key, value in settings.items():
+        flag = '--' + key.replace('_', '-')
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
+
+
+def convmixer_kwargs(recipe: Recipe) -> dict:
+    return dict(dim=recipe.convmixer_dim, depth=recipe.convmixer_depth, kernel_size=recipe.convmixer_kernel)
+
+
+def resnet_kwargs(n: int, base: int, mode: str = 'full') -> dict:
+    kwargs = dict(layers=[n, n, n], channels=[base, 2 * base, 4 * base])
+    return dict(kwargs, separable=False) if mode == DENSE else kwargs
+
+
+def resnet_model(mode: str) -> str:
+    return RESNET.format(mode='full' if mode == DENSE else mode)
+
+
+def resnet_name(n: int, base: int, mode: str) -> str:
+    """The run name of a ResNet configuration, shared by every part that trains it."""
+    return f'resnet-n{n}-b{base}-{mode}'

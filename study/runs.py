@@ -1,0 +1,174 @@
+""" The study's training runs, trained through timm_frozenmix's library and cached by name
+
+Every model is trained by train.py's library (`TrainConfig`, `training.setup` / `training.train`) on a slice of
+the training images, with its best epoch chosen on a validation split held out from the training images; the
+test set is read once per model, at the end, by the checkpoint that validation chose. Every configuration is
+trained with each of the recipe's seeds; one seed fixes the initialization and the data order, so the modes
+of one seed are paired.
+
+Parts share training runs by name, and a finished run is reused by any later part or invocation with the same
+settings.
+"""
+import csv
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import timm
+import torch
+
+from timm_frozenmix.training import loop as training
+from timm_frozenmix.io.checkpoint import load_checkpoint
+from timm_frozenmix.data.datasets import create_dataset, create_eval_loader
+from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.reporting import write_json
+
+from .recipe import TRAIN_SETTINGS, Recipe, as_flags
+
+_logger = logging.getLogger('study')
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the study: its name (one per seed) and its TrainConfig fields beyond the shared ones."""
+    name: str
+    model: str
+    model_kwargs: dict
+    seed: int
+    extra: dict = field(default_factory=dict)
+
+
+class Study:
+    """Trains (or reuses) the runs of one study and collects what each experiment measured."""
+
+    def __init__(self, recipe: Recipe, output: Path, workers: int):
+        self.recipe, self.output, self.workers = recipe, output, workers
+        self.runs: Dict[str, dict] = {}
+        self.reused: List[str] = []
+        self.trained: List[str] = []
+
+    def settings(self, job: Job) -> dict:
+        """The TrainConfig fields of one run of this study (JSON, so a finished run can be recognised)."""
+        r = self.recipe
+        return dict(model=job.model, model_kwargs=job.model_kwargs, dataset=r.dataset, train_split=r.train_split,
+                    val_split=r.val_split, epochs=r.epochs, seed=job.seed, workers=self.workers, **TRAIN_SETTINGS,
+                    **job.extra)
+
+    def train_all(self, part: str, jobs: List[Job]) -> Dict[str, dict]:
+        """Every job of a part, finished runs reused; logs progress with the expected time left."""
+        jobs = list({job.name: job for job in jobs}.values())
+        todo = [job for job in jobs if self.finished(job) is None]
+        _logger.info(f'Part {part}: {len(jobs)} runs, {len(jobs) - len(todo)} already trained')
+        start = time.perf_counter()
+        for i, job in enumerate(todo):
+            self.train(job)
+            elapsed = time.perf_counter() - start
+            left = elapsed / (i + 1) * (len(todo) - i - 1)
+            _logger.info(f'Part {part}: {i + 1}/{len(todo)} runs trained in {elapsed / 60:.1f} min, '
+                         f'about {left / 60:.0f} min of training left')
+        return {job.name: self.train(job) for job in jobs}
+
+    def finished(self, job: Job) -> Optional[dict]:
+        """The record of a finished run with these settings (loader workers aside: they change no number)."""
+        record = self.output / 'runs' / job.name / 'study_run.json'
+        if record.exists():
+            cached = json.loads(record.read_text())
+            if same_settings(cached.get('settings', {}), self.settings(job)):
+                return cached
+        return None
+
+    def train(self, job: Job) -> dict:
+        """One training run, then its test metric from the checkpoint validation chose; reused if finished."""
+        settings = self.settings(job)
+        if job.name in self.runs:  # shared by several experiments of this study
+            if not same_settings(self.runs[job.name]['settings'], settings):
+                raise UsageError(f'run {job.name} is already part of the study with other arguments: rename one')
+            return self.runs[job.name]
+        cached = self.finished(job)
+        if cached is not None:
+            self.runs[job.name] = cached
+            self.reused.append(job.name)
+            return cached
+        folder = self.output / 'runs' / job.name
+        config = training.TrainConfig(**settings, output=str(folder.parent), experiment=job.name)
+        training.check_config(config)  # a bad setting must not cost the folder below
+        if folder.exists():  # a run of this study that did not finish, or of another recipe
+            if not any((folder / name).is_file() for name in ('study_run.json', 'args.yaml')):
+                raise UsageError(f'{folder} exists but is no training run of this study: move it out of the way')
+            shutil.rmtree(folder)
+        _logger.info(f'Run {job.name}: {settings}')
+        start = time.perf_counter()
+        run = training.setup(config)
+        training.train(run)
+        test = self.test_metric(run)
+        result = dict(
+            name=job.name, settings=settings, model=job.model, seed=job.seed, eval_metric=config.eval_metric,
+            val_metric=run.best_metric, best_epoch=run.best_epoch, val_curve=validation_curve(folder, config),
+            test_metric=test, checkpoint=str(folder / training.BEST),
+            trainable_params=sum(p.numel() for p in run.model.parameters() if p.requires_grad),
+            params=sum(p.numel() for p in run.model.parameters()), wall_time_s=time.perf_counter() - start)
+        write_json(folder / 'study_run.json', result)
+        self.runs[job.name] = result
+        self.trained.append(job.name)
+        return result
+
+    def test_metric(self, run: training.TrainingRun) -> float:
+        """The test-set metric of the run's best checkpoint (chosen on validation): the test set's one reading."""
+        best = load_checkpoint(run.output_dir / training.BEST)
+        run.model.load_state_dict(best['state_dict'])
+        loader = create_eval_loader(create_dataset(self.recipe.dataset, split='test'), run.data_config, 500,
+                                    self.workers, run.device)
+        return training.validate(replace(run, loader_eval=loader), run.net)[run.config.eval_metric]
+
+    def seeds(self, name: str, model: str, kwargs: dict, **extra) -> List[Job]:
+        return [Job(f'{name}-s{seed}', model, kwargs, seed, extra) for seed in self.recipe.seeds]
+
+    def row(self, runs: Dict[str, dict], name: str) -> dict:
+        """Per seed: validation and test metric, best epoch; one run name for all seeds."""
+        by_seed = {seed: runs[f'{name}-s{seed}'] for seed in self.recipe.seeds}
+        return dict(run=name, test={str(s): r['test_metric'] for s, r in by_seed.items()},
+                    val={str(s): r['val_metric'] for s, r in by_seed.items()},
+                    best_epoch={str(s): r['best_epoch'] for s, r in by_seed.items()},
+                    trainable_params=by_seed[self.recipe.seeds[0]]['trainable_params'],
+                    params=by_seed[self.recipe.seeds[0]]['params'])
+
+
+def same_settings(a: dict, b: dict) -> bool:
+    """Two runs' settings agree on everything but the loader workers (JSON round trip: tuples are lists)."""
+    def key(settings):
+        return json.loads(json.dumps({k: v for k, v in settings.items() if k != 'workers'}))
+    return key(a) == key(b)
+
+
+def validation_curve(folder: Path, config: training.TrainConfig) -> List[float]:
+    """The validation metric after every epoch, from the run's summary.csv."""
+    with open(folder / 'summary.csv', newline='') as f:
+        return [float(row[f'eval_{config.eval_metric}']) for row in csv.DictReader(f)]
+
+
+def machine() -> dict:
+    return dict(platform=platform.platform(), processor=platform.machine(), cpus=os.cpu_count(),
+                threads=torch.get_num_threads(), python=platform.python_version(), torch=torch.__version__,
+                timm=timm.__version__, device=training.TrainConfig().device,
+                gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+
+
+def run_part(measure: Callable[[Study], dict], recipe: Recipe, output: Path, workers: int) -> dict:
+    """One part's numbers (what `measure` returns), with its recipe, machine and times: `wall_time_s` of this
+    invocation, of which `training_s` trained the runs in `trained_runs`; every run records its own training time."""
+    study = Study(recipe, output, workers)
+    started = datetime.now(timezone.utc)
+    start = time.perf_counter()
+    numbers = measure(study)
+    elapsed = time.perf_counter() - start
+    return dict(numbers, recipe=asdict(recipe), train_flags=as_flags(TRAIN_SETTINGS), machine=machine(),
+                started=started.isoformat(timespec='seconds'), wall_time_s=elapsed,
+                reused_runs=study.reused, trained_runs=study.trained,
+                training_s=sum(study.runs[name]['wall_time_s'] for name in study.trained), runs=study.runs)
