@@ -24,8 +24,11 @@ from typing import Callable, Dict, List, Optional
 import timm
 import torch
 
+from timm_frozenmix.io.checkpoint import Checkpoint
+from timm_frozenmix.io.run_folder import BEST
 from timm_frozenmix.training import loop as training
-from timm_frozenmix.io.checkpoint import load_checkpoint
+from timm_frozenmix.training.config import TrainConfig, check_config
+from timm_frozenmix.training.tasks import task_for
 from timm_frozenmix.data.datasets import create_dataset, create_eval_loader
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.io.reporting import write_json
@@ -97,8 +100,8 @@ class Study:
             self.reused.append(job.name)
             return cached
         folder = self.output / 'runs' / job.name
-        config = training.TrainConfig(**settings, output=str(folder.parent), experiment=job.name)
-        training.check_config(config)  # a bad setting must not cost the folder below
+        config = TrainConfig(**settings, output=str(folder.parent), experiment=job.name)
+        check_config(config, task_for(config))  # a bad setting must not cost the folder below
         if folder.exists():  # a run of this study that did not finish, or of another recipe
             if not any((folder / name).is_file() for name in ('study_run.json', 'args.yaml')):
                 raise UsageError(f'{folder} exists but is no training run of this study: move it out of the way')
@@ -111,7 +114,7 @@ class Study:
         result = dict(
             name=job.name, settings=settings, model=job.model, seed=job.seed, eval_metric=config.eval_metric,
             val_metric=run.best_metric, best_epoch=run.best_epoch, val_curve=validation_curve(folder, config),
-            test_metric=test, checkpoint=str(folder / training.BEST),
+            test_metric=test, checkpoint=str(folder / BEST),
             trainable_params=sum(p.numel() for p in run.model.parameters() if p.requires_grad),
             params=sum(p.numel() for p in run.model.parameters()), wall_time_s=time.perf_counter() - start)
         write_json(folder / 'study_run.json', result)
@@ -121,8 +124,7 @@ class Study:
 
     def test_metric(self, run: training.TrainingRun) -> float:
         """The test-set metric of the run's best checkpoint (chosen on validation): the test set's one reading."""
-        best = load_checkpoint(run.output_dir / training.BEST)
-        run.model.load_state_dict(best['state_dict'])
+        run.model.load_state_dict(Checkpoint.load(run.output_dir / BEST).state_dict)
         loader = create_eval_loader(create_dataset(self.recipe.dataset, split='test'), run.data_config, 500,
                                     self.workers, run.device)
         return training.validate(replace(run, loader_eval=loader), run.net)[run.config.eval_metric]
@@ -147,7 +149,7 @@ def same_settings(a: dict, b: dict) -> bool:
     return key(a) == key(b)
 
 
-def validation_curve(folder: Path, config: training.TrainConfig) -> List[float]:
+def validation_curve(folder: Path, config: TrainConfig) -> List[float]:
     """The validation metric after every epoch, from the run's summary.csv."""
     with open(folder / 'summary.csv', newline='') as f:
         return [float(row[f'eval_{config.eval_metric}']) for row in csv.DictReader(f)]
@@ -156,7 +158,7 @@ def validation_curve(folder: Path, config: training.TrainConfig) -> List[float]:
 def machine() -> dict:
     return dict(platform=platform.platform(), processor=platform.machine(), cpus=os.cpu_count(),
                 threads=torch.get_num_threads(), python=platform.python_version(), torch=torch.__version__,
-                timm=timm.__version__, device=training.TrainConfig().device,
+                timm=timm.__version__, device=TrainConfig().device,
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
 

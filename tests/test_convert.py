@@ -1,3 +1,7 @@
+import copy
+import re
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -9,7 +13,10 @@ from timm.utils import reparameterize_model
 
 from timm_frozenmix import SeparableConv2d, freeze, parameter_roles, separate, summarize
 from timm_frozenmix.layers.executions import EXECUTIONS
+from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.models.convert import learn_mode
+
+REPO = Path(__file__).resolve().parents[1]
 
 ZOO = {
     'timm/resnet50': lambda: timm.create_model('resnet50', num_classes=7),
@@ -228,10 +235,68 @@ def test_keep_function_then_channels_only_fine_tuning_moves_only_pointwise_weigh
     assert not any('depthwise' in name for name in moved)
 
 
-def test_keep_function_warns_about_least_squares_layers():
+def test_keep_function_warns_about_least_squares_layers_it_was_allowed_to_fit():
     model = torchvision.models.resnet18(num_classes=10)
     with pytest.warns(UserWarning, match=r'1 layer\(s\) are least-squares fits, not exact: conv1 '):
+        separate(model, depth_multiplier=9, keep_function=True, approximate=True)
+
+
+def test_keep_function_refuses_a_depth_multiplier_too_small_to_be_exact():
+    model = torchvision.models.resnet18(num_classes=10)
+    with pytest.raises(UsageError, match=r'conv1 with depth_multiplier=9: its 7x7 kernel needs 49'):
         separate(model, depth_multiplier=9, keep_function=True)
+    assert isinstance(model.conv1, nn.Conv2d)  # refused before anything was converted
+    with pytest.raises(UsageError, match='needs keep_function=True'):
+        separate(model, approximate=True)
+
+
+@pytest.mark.parametrize('build, size', [
+    (lambda: torchvision.models.resnet18(), 64),  # default arguments: 7x7 stem, 3x3 elsewhere
+    (lambda: timm.create_model('resnetv2_50'), 64),  # README's example, without the download
+])
+def test_keep_function_keeps_the_outputs_with_default_arguments(build, size):
+    """By default every layer gets the depth multiplier that makes it exact: d = 49 for a 7x7 stem, 9 for 3x3."""
+    torch.manual_seed(0)
+    dense = _trained_looking(build())
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        expected = dense(x)
+    model = separate(dense, learn='channels', keep_function=True).eval()
+    multipliers = {m.kernel_size: m.depth_multiplier for m in model.modules() if isinstance(m, SeparableConv2d)}
+    assert multipliers.get((7, 7)) == 49 and multipliers[(3, 3)] == 9
+    with torch.no_grad():
+        out = model(x)
+    assert ((out - expected).norm() / expected.norm()).item() < 1e-4
+
+
+def keep_function_blocks():
+    """Every python block of README.md and docs/*.md that calls keep_function=True."""
+    pages = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
+    blocks = [(page.name, block) for page in pages
+              for block in re.findall(r'```python\n(.*?)```', page.read_text(), flags=re.S)]
+    return [pytest.param(block, id=name) for name, block in blocks if 'keep_function=True' in block]
+
+
+@pytest.mark.parametrize('block', keep_function_blocks())
+def test_documented_keep_function_calls_keep_the_function(block, monkeypatch):
+    """Each documented call, run as written but offline (pretrained weights replaced by trained-looking random
+    ones), computes what the model it converted did: within 1e-4 relative."""
+    originals = []
+    create_model = timm.create_model
+
+    def offline(name, pretrained=False, **kwargs):
+        model = _trained_looking(create_model(name, pretrained=False, **kwargs)).eval()
+        originals.append(copy.deepcopy(model))
+        return model
+    monkeypatch.setattr(timm, 'create_model', offline)
+    torch.manual_seed(0)
+    namespace = {'timm': timm, 'separate': separate}
+    exec(block, namespace)
+    (original,) = originals
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, out = original(x), namespace['model'].eval()(x)
+    assert ((out - expected).norm() / expected.norm()).item() < 1e-4
 
 
 def test_ill_conditioned_random_banks_are_redrawn_before_the_solve():

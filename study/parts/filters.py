@@ -8,7 +8,7 @@ from typing import Dict, List
 
 import torch
 
-from timm_frozenmix.io.checkpoint import load_checkpoint
+from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.io.loading import model_from_checkpoint
 from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 from timm_frozenmix.layers.filters import spectral_coverage, spectral_envelope
@@ -45,7 +45,7 @@ def measure(study: Study) -> dict:
 def frozen_bank_coverage(study: Study, runs: Dict[str, dict], name: str) -> float:
     """Mean spectral coverage (Sec. 3.1) of the frozen banks of the seed-0 run of `name`."""
     path = runs[f'{name}-s{study.recipe.seeds[0]}']['checkpoint']
-    model = model_from_checkpoint(load_checkpoint(path), path)
+    model = model_from_checkpoint(Checkpoint.load(path))
     layers = [spectral_coverage(spectral_envelope(w.detach(), study.recipe.spectral_size), 1.0)
               for _, w in spatial_banks(model) if not w.requires_grad]
     return sum(layers) / len(layers)

@@ -10,7 +10,7 @@ import torch
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.data.datasets import Normalized, create_dataset, create_eval_loader
 from timm_frozenmix.evaluation.unshuffle import PixelPermutation, psnr, save_unshuffle_grid
-from timm_frozenmix.io.checkpoint import load_checkpoint
+from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.io.loading import model_from_checkpoint
 from timm_frozenmix.io.reporting import markdown_table
 
@@ -49,7 +49,7 @@ def measure(study: Study) -> dict:
 
 def trivial_baselines(study: Study, run: dict, seed: int) -> dict:
     """PSNR of two trivial reconstructions on the test images: the permuted input, the mean training image."""
-    data_config = load_checkpoint(run['checkpoint'])['data_config']
+    data_config = Checkpoint.load(run['checkpoint']).data_config
     images = split_images(study, 'test', data_config)
     mean = split_images(study, study.recipe.train_split, data_config).mean(0)
     permutation = PixelPermutation(*images.shape[-2:], seed=seed)
@@ -67,9 +67,9 @@ def draw_grid(study: Study, runs: Dict[str, dict], seed: int) -> None:
     """Reconstructions of a few test images by each mode's model, drawn into the study's output folder."""
     nets = {}
     for mode, run in runs.items():
-        checkpoint = load_checkpoint(run['checkpoint'])
-        config = checkpoint['data_config']
-        nets[mode] = Normalized(model_from_checkpoint(checkpoint, run['checkpoint']), config['mean'], config['std'])
+        checkpoint = Checkpoint.load(run['checkpoint'])
+        config = checkpoint.data_config
+        nets[mode] = Normalized(model_from_checkpoint(checkpoint), config['mean'], config['std'])
     images = split_images(study, 'test', config)[:8]
     save_unshuffle_grid(nets, PixelPermutation(*images.shape[-2:], seed=seed), images, study.output / UNSHUFFLE_GRID)
 

@@ -90,11 +90,12 @@ def freeze(model: nn.Module, learn: str = 'channels') -> nn.Module:
 
 def separate(
         model: nn.Module,
-        depth_multiplier: int = 9,
+        depth_multiplier: Optional[int] = None,
         learn: str = 'channels',
         spatial_init: str = 'random',
         smooth_sigma: float = 0.0,
         keep_function: bool = False,
+        approximate: bool = False,
 ) -> nn.Module:
     """Make every conv with a kernel larger than 1x1 separable, in place, then freeze per `learn`.
 
@@ -102,16 +103,23 @@ def separate(
     filters of already-depthwise convs are kept (pretrained ones included) unless a non-default
     `spatial_init` or a smoothing is asked for. The classifier is never converted.
 
+    `depth_multiplier` (d, depthwise filters per input channel): None gives every layer the paper's 9, or with
+    `keep_function` the least d that keeps its function exactly, max(9, kernel height x width).
+
     `keep_function=True` keeps what the model computes: each new layer's pointwise weights are solved from the
     dense kernel it replaces (`SeparableConv2d.factorize_`), so a pretrained CNN becomes a separable one with the
     same outputs, ready for channels-only fine-tuning. With d >= k^2 and full-rank random banks the factorization
     is exact (Eq. 3 read the other way); random banks above `filters.MAX_CONDITION` are redrawn first so rounding
-    stays small. Each layer's relative residual is logged, and a warning names the layers above
-    `RESIDUAL_WARNING` (d < k^2, or banks that are not random). Raises UsageError on bad options.
+    stays small. An explicit d below some layer's k^2 cannot be exact there: it raises UsageError, unless
+    `approximate=True` accepts least-squares fits, whose layers above `RESIDUAL_WARNING` relative residual a
+    warning names. Each layer's residual is logged. Raises UsageError on bad options.
     """
     learn = resolve_learn(learn)
     check_spatial_options(spatial_init, smooth_sigma)
-    check_depth_multiplier(depth_multiplier)
+    if depth_multiplier is not None:
+        check_depth_multiplier(depth_multiplier)
+    if approximate and not keep_function:
+        raise UsageError('approximate=True accepts inexact keep_function fits: it needs keep_function=True')
 
     classifier = _classifier_modules(model)
     to_convert = [
@@ -122,8 +130,12 @@ def separate(
         raise UsageError(
             f'{type(model).__name__} has no dense convolution with a kernel larger than 1x1 to separate; '
             f'for a natively separable model use freeze(model, learn=...)')
+    multipliers = {name: layer_depth_multiplier(model.get_submodule(name), depth_multiplier, keep_function)
+                   for name in to_convert}
     if keep_function:
         check_keeps_function(model, to_convert, spatial_init, smooth_sigma)
+        if not approximate:
+            check_exact(model, multipliers)
     init_depthwise_(model, spatial_init, smooth_sigma)
     residuals = {}
     for name in to_convert:
@@ -131,7 +143,8 @@ def separate(
         parent = model.get_submodule(parent_name)
         conv = getattr(parent, child_name)
         sep = SeparableConv2d.from_conv(
-            conv, depth_multiplier=depth_multiplier, learn=learn, spatial_init=spatial_init, smooth_sigma=smooth_sigma)
+            conv, depth_multiplier=multipliers[name], learn=learn, spatial_init=spatial_init,
+            smooth_sigma=smooth_sigma)
         if keep_function:
             if spatial_init == 'random' and not smooth_sigma:
                 condition_random_banks_(sep.depthwise)
@@ -140,6 +153,26 @@ def separate(
     if keep_function:
         report_residuals(residuals)
     return freeze(model, learn)
+
+
+def layer_depth_multiplier(conv: nn.Conv2d, depth_multiplier: Optional[int], keep_function: bool) -> int:
+    """The d a converted conv gets: the one asked for, else 9 (the paper's), raised to k_h * k_w where the
+    layer must keep its function (the least d whose factorization is exact)."""
+    if depth_multiplier is not None:
+        return depth_multiplier
+    kh, kw = conv.kernel_size
+    return max(9, kh * kw) if keep_function else 9
+
+
+def check_exact(model: nn.Module, multipliers: Dict[str, int]) -> None:
+    """UsageError naming the first layer whose d is below its k_h * k_w: keep_function could not be exact there."""
+    for name, d in multipliers.items():
+        kh, kw = model.get_submodule(name).kernel_size
+        if d < kh * kw:
+            raise UsageError(
+                f'keep_function cannot keep the function of {name} with depth_multiplier={d}: its {kh}x{kw} kernel '
+                f'needs {kh * kw}. Leave depth_multiplier unset (each layer then gets one large enough), or pass '
+                f'approximate=True to accept least-squares fits')
 
 
 def check_keeps_function(model: nn.Module, names, spatial_init: str, smooth_sigma: float) -> None:

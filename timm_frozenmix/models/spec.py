@@ -33,7 +33,8 @@ class ModelSpec:
     in_chans, num_classes: image channels and classes; None until the dataset says (num_classes 0 for
         an un-shuffling backbone).
     separate: make every dense conv larger than 1x1 separable (`convert.separate`).
-    depth_multiplier: depthwise filters per input channel of a `separate` conversion (None: 9), or of a model
+    depth_multiplier: depthwise filters per input channel of a `separate` conversion (None: 9, or with
+        keep_function each layer's kernel height x width where that is more), or of a model
         built with separable convolutions (a separable ResNet; None: the architecture's own).
     learn: 'full', 'channels' or 'spatial' (aliases 'chans', 'space' are parsed here, once); None keeps
         what the architecture freezes (a `_chans` name freezes its spatial mixing itself).
@@ -142,7 +143,7 @@ def build_model(spec: ModelSpec, pretrained: bool = False, **create_kwargs) -> n
         raise UsageError(f'{spec.architecture} does not take --model-kwargs {", ".join(rejected)}: drop or rename '
                          f'it (timm.create_model passes them to the model class)') from None
     if spec.separate:
-        separate(model, depth_multiplier=spec.depth_multiplier or 9, learn=spec.learn or 'channels',
+        separate(model, depth_multiplier=spec.depth_multiplier, learn=spec.learn or 'channels',
                  spatial_init=spec.spatial_init or 'random', smooth_sigma=spec.smooth_sigma,
                  keep_function=spec.keep_function and pretrained)
     else:
