@@ -45,9 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_results(path: Path) -> dict:
+    """The study's JSON, or a one-line UsageError where it is not one."""
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f'{path} is not the study\'s JSON ({e}): restore it (git checkout {path.name}) or rerun '
+                         f'the study') from None
+    if not isinstance(results, dict) or not isinstance(results.get('parts'), dict):
+        raise UsageError(f'{path} was written by an older study or is not its JSON: rerun the study (python -m study)')
+    return results
+
+
 def load_results(path: Path, quick: bool, recipe) -> dict:
     """The parts finished so far with this recipe; parts of another recipe are dropped (they are rerun)."""
-    results = json.loads(path.read_text()) if path.is_file() else {}
+    results = read_results(path) if path.is_file() else {}
     if results.get('quick') != quick:
         results = {}
     parts = {name: part for name, part in results.get('parts', {}).items() if part.get('recipe') == recipe}
@@ -68,9 +80,7 @@ def main(argv=None) -> None:
         if args.render_only:
             if not path.is_file():
                 raise UsageError(f'{path} not found: run the study first, or pass --report-dir')
-            results = json.loads(path.read_text())
-            if 'parts' not in results:
-                raise UsageError(f'{path} was written by an older study: rerun the study (python -m study)')
+            results = read_results(path)
         else:
             check_output_folder(output)
             recipe = QUICK if args.quick else FULL

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from timm_frozenmix.data.datasets import ImageSubset, Normalized, create_dataset
 from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.io.loading import LoadedModel, load_model
 from timm_frozenmix.cli.eval_robust import build_parser, main
 from timm_frozenmix.evaluation.robust import (
@@ -291,3 +292,25 @@ def test_a_genuine_failure_during_attacks_keeps_its_traceback(checkpoints, tmp_p
 def test_a_config_from_python_is_checked_like_the_flags(checkpoints, settings, match):
     with pytest.raises(UsageError, match=match):
         evaluate(RobustConfig(checkpoint=[str(checkpoints['chans'])], **settings))
+
+
+def test_a_grayscale_folder_model_is_evaluated_in_the_mode_it_was_trained(tmp_path):
+    """--input-img-mode defaults to what train.py recorded: a model trained on a folder read as 'L' (1 channel)
+    is evaluated on the same folder read the same way."""
+    make_folder_split(tmp_path / 'data' / 'train')
+    make_folder_split(tmp_path / 'data' / 'validation')
+    train_main(['--output', str(tmp_path), '--experiment', 'gray', '--dataset', 'folder', '--data-dir',
+                str(tmp_path / 'data'), '--input-img-mode', 'L', '-b', '4', *TINY])
+    main(['-j', '0', '--checkpoint', str(tmp_path / 'gray' / 'model_best.pth.tar'), '--dataset', 'folder',
+          '--data-dir', str(tmp_path / 'data'), '--split', 'validation', '--attacks', 'fgsm', '--eps', '0.05',
+          '--output', str(tmp_path / 'eval')])
+    results = json.loads((tmp_path / 'eval' / 'robust.json').read_text())
+    assert results['input_img_mode'] == 'L' and results['num_samples'] == 12
+
+
+def test_nan_weights_are_an_error_not_an_accuracy(checkpoints, tmp_path, capsys):
+    checkpoint = Checkpoint.load(checkpoints['chans'])
+    checkpoint.state_dict['head.weight'][0, 0] = float('nan')
+    checkpoint.save(tmp_path / 'diverged.pth.tar')
+    _fails(['--checkpoint', str(tmp_path / 'diverged.pth.tar')], capsys, tmp_path,
+           'holds NaN or Inf weights (head.weight): its training diverged')

@@ -63,3 +63,22 @@ def test_a_version_1_spec_drops_the_depth_multiplier_it_never_used():
                                 'in_chans': 1, 'num_classes': 10})
     assert spec.depth_multiplier is None
     build_model(spec)
+
+
+def test_a_depth_multiplier_travels_to_the_hub_config_of_a_separable_resnet():
+    import inspect
+    from timm_frozenmix.models.sep_resnet import SeparableResNetV2
+    spec = ModelSpec('sep_resnet20_cifar_chans', {'width': 1}, in_chans=1, num_classes=10, depth_multiplier=4)
+    kwargs = spec.registered_kwargs(inspect.signature(SeparableResNetV2.__init__).parameters)
+    assert kwargs == {'width': 1, 'in_chans': 1, 'depth_multiplier': 4}
+
+
+def test_a_keep_function_spec_rebuilds_the_same_layers_without_pretrained_weights():
+    """keep_function gives a 7x7 stem d = 49; a checkpoint of such a model rebuilds (no download) with the same."""
+    from timm_frozenmix.io.checkpoint import Checkpoint
+    from timm_frozenmix.io.loading import model_from_checkpoint
+    spec = ModelSpec('resnet18', in_chans=3, num_classes=10, separate=True, keep_function=True)
+    model = build_model(spec)
+    assert model.conv1.depth_multiplier == 49
+    rebuilt = model_from_checkpoint(Checkpoint(spec, model.state_dict()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values()))

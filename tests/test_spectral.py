@@ -33,7 +33,10 @@ def test_model_layers_are_listed_with_their_coverage(tmp_path, capsys):
 def test_bad_input_fails_in_one_line(tmp_path, capsys):
     for argv, match in ((['--model', 'nope'], "unknown model 'nope'"),
                         ([], 'nothing to analyse'),
-                        (['--checkpoint', str(tmp_path / 'x.pth.tar')], 'not found')):
+                        (['--checkpoint', str(tmp_path / 'x.pth.tar')], 'not found'),
+                        (['--compare', '--sigmas', 'nan'], '--sigmas must be finite numbers > 0'),
+                        (['--compare', '--threshold', 'inf'], '--threshold must be a finite number > 0'),
+                        (['--compare', '--size', '100000'], '--size 100000 would take 75 GiB per filter')):
         with pytest.raises(SystemExit) as exit_info:
             main([*argv, '--output', str(tmp_path / 'out')])
         assert exit_info.value.code == 2

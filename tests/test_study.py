@@ -116,6 +116,17 @@ def test_render_only_without_results_is_a_one_line_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize('content, match', [('{"parts": {"modes"', 'is not the study\'s JSON'),
+                                            ('[1, 2]', 'is not its JSON'), (b'\xff\xfe', 'is not the study')])
+def test_render_only_of_a_corrupt_json_is_a_one_line_error(tmp_path, content, match):
+    path = tmp_path / 'reproduction.json'
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = subprocess.run([sys.executable, '-m', 'study', '--render-only', '--report-dir', str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().count('\n') == 0 and match in out.stderr, out.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ['reproduction.json']
+
+
 @pytest.mark.parametrize('argv,match', [
     (['--workers', '-1'], '--workers must be >= 0'),
     (['--report-dir', 'FILE'], '--report-dir'),

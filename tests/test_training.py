@@ -267,6 +267,18 @@ def make_folder_dataset(root, size=16, classes=3, per_class=6):
                 Image.fromarray(pixels).save(folder / f'{i}.png')
 
 
+@pytest.mark.parametrize('classes, per_class, match', [
+    (3, 0, "has no image in"),
+    (1, 4, 'holds one class: a classifier needs at least 2'),
+])
+def test_a_folder_without_images_or_with_one_class_is_refused(tmp_path, capsys, classes, per_class, match):
+    make_folder_dataset(tmp_path / 'data', classes=classes, per_class=per_class)
+    with pytest.raises(SystemExit) as exc_info:
+        main(['--output', str(tmp_path / 'out'), *TINY, '--dataset', 'folder', '--data-dir', str(tmp_path / 'data')])
+    assert_one_line_error(capsys, exc_info, match)
+    assert not (tmp_path / 'out').exists()
+
+
 def test_imagenet_style_folder_passes_through_timm(tmp_path):
     make_folder_dataset(tmp_path / 'data')
     run_dir = train(tmp_path, '--dataset', 'folder', '--data-dir', str(tmp_path / 'data'), '-b', '8',
@@ -315,6 +327,14 @@ BAD_INPUTS = {
     'unknown split': (['--val-split', 'dev'], "unknown split 'dev'"),
     'unknown compile backend': (['--torchcompile', 'turbo'], "--torchcompile 'turbo': choose one of inductor"),
     'compile mode alone': (['--torchcompile-mode', 'reduce-overhead'], '--torchcompile-mode needs --torchcompile'),
+    'kwarg without a value': (['--model-kwargs', 'width'], "--model-kwargs takes key=value pairs, got 'width'"),
+    'infinite lr': (['--lr', 'inf'], '--lr must be finite, got inf'),
+    'nan warmup lr': (['--warmup-lr', 'nan'], '--warmup-lr must be finite, got nan'),
+    'nan min lr': (['--min-lr', 'nan'], '--min-lr must be finite'),
+    'nan cutmix': (['--cutmix', 'nan'], '--cutmix must be finite'),
+    'nan mean': (['--mean', 'nan'], '--mean must be finite'),
+    'huge adv eps': (['--adv-eps', '1e400'], "'1e400' is not a finite number"),
+    'flag of the wrong type': (['--epochs', 'x'], "argument --epochs: invalid int value: 'x' (see train.py --help)"),
 }
 
 
@@ -339,6 +359,21 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, capsys, case):
         main(['--output', str(tmp_path / 'out'), *TINY, *argv])
     assert_one_line_error(capsys, exc_info, match)
     assert not (tmp_path / 'out').exists()
+
+
+def test_a_flag_error_is_one_line_without_the_usage_block(capsys):
+    with pytest.raises(SystemExit) as exc_info:
+        main(['--no-such-flag'])
+    assert exc_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        'train.py: error: unrecognized arguments: --no-such-flag (see train.py --help)']
+
+
+def test_a_diverging_run_stops_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc_info:
+        main(['--output', str(tmp_path), '--experiment', 'nan', *TINY, '--lr', '1e10', '--epochs', '3'])
+    assert_one_line_error(capsys, exc_info, 'training diverged; lower --lr (now 1e+10)')
+    assert not (tmp_path / 'nan' / 'last.pth.tar').exists() and not (tmp_path / 'nan' / 'summary.csv').exists()
 
 
 def test_an_output_that_cannot_be_a_folder_is_refused_first(tmp_path, capsys):

@@ -11,7 +11,7 @@ import sys
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.core.parsing import parse_fraction
 
-__all__ = ['command_line', 'fraction']
+__all__ = ['ArgumentParser', 'command_line', 'fraction']
 
 
 def command_line(program: str, argv=None) -> str:
@@ -25,3 +25,11 @@ def fraction(text: str) -> float:
         return parse_fraction(text)
     except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, `prog: error: message`, and a pointer to --help (exit 2),
+    instead of the whole usage block before the error."""
+
+    def error(self, message: str):
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')

@@ -5,11 +5,10 @@ default) in its group; bools become switches, lists take several values, dicts t
 are not given stay out of the parsed namespace, so a command can tell what the user typed from the defaults.
 """
 import argparse
+import ast
 import typing
 from dataclasses import MISSING, fields
 from typing import Any, Dict
-
-from timm.utils import ParseKwargs
 
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.training.config import flag_name
@@ -26,6 +25,22 @@ def _argparse_type(parse):
             raise argparse.ArgumentTypeError(str(e)) from None
     convert.__name__ = parse.__name__
     return convert
+
+
+class KeyValues(argparse.Action):
+    """`key=value ...` as a dict, values read as Python literals where they are one (`dim=8` gives 8)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parsed = {}
+        for item in values:
+            key, sep, text = item.partition('=')
+            if not sep or not key.isidentifier():
+                parser.error(f'{option_string} takes key=value pairs, got {item!r}')
+            try:
+                parsed[key] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                parsed[key] = text
+        setattr(namespace, self.dest, parsed)
 
 
 def _default_of(f) -> Any:
@@ -51,7 +66,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
         if kind is bool:
             kwargs['action'] = 'store_true'
         elif typing.get_origin(kind) is dict:
-            kwargs.update(nargs=meta['nargs'] or '*', action=ParseKwargs, metavar='KEY=VALUE')
+            kwargs.update(nargs=meta['nargs'] or '*', action=KeyValues, metavar='KEY=VALUE')
         else:
             item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
             kwargs['type'] = _argparse_type(meta['parse']) if meta['parse'] else item

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Tuple
 
-from timm_frozenmix.cli import fraction
+from timm_frozenmix.cli import ArgumentParser, fraction
 from timm_frozenmix.core.errors import exit_on_usage_error
 from timm_frozenmix.evaluation.robust import ATTACKS, PLOT, RESULTS, TABLE, RobustConfig, evaluate, format_table, write_results
 
@@ -38,7 +38,7 @@ def parse_attacks(text: str) -> List[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='eval_robust.py', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='Accuracy of timm models under FGSM, PGD and AutoAttack (torchattacks), side by side.')
     group = parser.add_argument_group('Models (train.py checkpoints, or names with published weights)')
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--data-dir', help='dataset folder (not needed for the embedded sample)')
     group.add_argument('--split', help='split to evaluate')
     group.add_argument('--dataset-download', action='store_true', help='download torch/ datasets')
+    group.add_argument('--input-img-mode', help="image mode of folder datasets, e.g. 'L' (default: as trained)")
     group.add_argument('--num-samples', type=int,
                        help='evaluate a fixed random subset of this many images (seeded by --seed)')
     group.add_argument('-b', '--batch-size', type=int)

@@ -5,12 +5,13 @@
 """
 import argparse
 
+from timm_frozenmix.cli import ArgumentParser
 from timm_frozenmix.core.errors import exit_on_usage_error
 from timm_frozenmix.io.hub import check_can_push, export, push
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='python -m timm_frozenmix.cli.hub', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='Export a train.py checkpoint as a Hub model folder (weights, config, model card) and push it.')
     parser.add_argument('--checkpoint', required=True, help='train.py checkpoint (model_best.pth.tar)')

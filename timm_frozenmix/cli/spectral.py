@@ -8,11 +8,13 @@ Writes spectral.json and PNG figures (envelope per spatial layer; reference bank
 number of random filters) and prints each layer's coverage.
 """
 import argparse
+import math
 from pathlib import Path
 
 import timm
 import torch
 
+from timm_frozenmix.cli import ArgumentParser
 from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
 from timm_frozenmix.io.loading import model_from_checkpoint
@@ -24,7 +26,7 @@ from timm_frozenmix.evaluation.spectral import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='python -m timm_frozenmix.cli.spectral', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='Spectral envelope and coverage of spatial filter banks (Sec. 3.1 of the paper).')
     parser.add_argument('--checkpoint', default=None, help='a train.py checkpoint to analyse')
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_SIZE = 4096  # an FFT plane of 4096^2 complex64 values is 128 MiB per filter
+
+
 def check_args(args) -> None:
     if not (args.checkpoint or args.model or args.compare):
         raise UsageError('nothing to analyse: pass --checkpoint PATH, --model NAME, or --compare')
@@ -51,18 +56,22 @@ def check_args(args) -> None:
         raise UsageError('pass --checkpoint or --model, not both (a checkpoint knows its model)')
     if args.model and not (timm.is_model(args.model) or args.model.startswith(('hf-hub:', 'local-dir:'))):
         raise UsageError(f'unknown model {args.model!r}: see timm.list_models() (import timm_frozenmix first)')
-    if not args.threshold > 0:
-        raise UsageError(f'--threshold must be > 0, got {args.threshold:g}')
-    if any(s <= 0 for s in args.sigmas):
-        raise UsageError('--sigmas must be > 0 (Gaussian sigmas in pixels)')
+    if not 0 < args.threshold < math.inf:
+        raise UsageError(f'--threshold must be a finite number > 0, got {args.threshold:g}')
+    if not all(0 < s < math.inf for s in args.sigmas):
+        raise UsageError('--sigmas must be finite numbers > 0 (Gaussian sigmas in pixels)')
     if min(args.channels, args.depth_multiplier, args.kernel) < 1 or args.size < max(args.kernel, 2):
         raise UsageError('--channels, --depth-multiplier and --kernel must be >= 1, and --size >= --kernel')
+    if args.size > MAX_SIZE:
+        raise UsageError(f'--size {args.size} would take {args.size ** 2 * 8 / 2 ** 30:.0f} GiB per filter: '
+                         f'use at most {MAX_SIZE} (the paper uses 512)')
     check_output_folder(args.output)
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    with exit_on_usage_error('spectral'):
+    results = dict(size=args.size, threshold=args.threshold, seed=args.seed)
+    with exit_on_usage_error('spectral'):  # everything that can fail on bad input runs before any file is written
         check_args(args)
         model = None
         if args.checkpoint:  # classifiers and un-shuffling models alike
@@ -71,27 +80,27 @@ def main(argv=None) -> None:
             torch.manual_seed(args.seed)
             model = timm.create_model(args.model, pretrained=args.pretrained)
         if model is not None:
-            layers, panels = analyse_model(model, args.size, args.threshold)
+            layers, layer_panels = analyse_model(model, args.size, args.threshold)
+            results.update(model=args.model, checkpoint=args.checkpoint, layers=layers)
+        if args.compare:
+            coverage, curves, compare_panels = compare_banks(
+                args.channels, args.depth_multiplier, args.kernel, args.sigmas, args.size, args.threshold, args.seed)
+            results['reference'] = dict(channels=args.channels, depth_multiplier=args.depth_multiplier,
+                                        kernel=args.kernel, coverage=coverage, coverage_by_filters=curves)
 
     args.output = args.output.resolve()
     args.output.mkdir(parents=True, exist_ok=True)
-    results = dict(size=args.size, threshold=args.threshold, seed=args.seed)
     written = []
     if model is not None:
-        plot_envelopes(panels, args.output / LAYERS_PLOT, columns=min(4, len(panels)))
-        results.update(model=args.model, checkpoint=args.checkpoint, layers=layers)
+        plot_envelopes(layer_panels, args.output / LAYERS_PLOT, columns=min(4, len(layer_panels)))
         written.append(LAYERS_PLOT)
         print(f'{"layer":<40} {"filters":>8} {"kernel":>7} {"coverage":>9}')
         for layer in layers:
             kernel = 'x'.join(map(str, layer['kernel']))
             print(f'{layer["layer"]:<40} {layer["filters"]:>8} {kernel:>7} {layer["coverage"]:>9.3f}')
     if args.compare:
-        coverage, curves, panels = compare_banks(args.channels, args.depth_multiplier, args.kernel, args.sigmas,
-                                                 args.size, args.threshold, args.seed)
-        plot_comparison(panels, curves, args.kernel, args.output / COMPARE_PLOT,
+        plot_comparison(compare_panels, curves, args.kernel, args.output / COMPARE_PLOT,
                         columns=len(REFERENCE_BANKS) + len(args.sigmas))
-        results['reference'] = dict(channels=args.channels, depth_multiplier=args.depth_multiplier,
-                                    kernel=args.kernel, coverage=coverage, coverage_by_filters=curves)
         written.append(COMPARE_PLOT)
         print(f'\nreference banks: {args.channels} channels x {args.depth_multiplier} filters, '
               f'{args.kernel}x{args.kernel}')

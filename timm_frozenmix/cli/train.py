@@ -11,7 +11,7 @@ import argparse
 import torch
 from timm.utils import setup_default_logging
 
-from timm_frozenmix.cli import command_line
+from timm_frozenmix.cli import ArgumentParser, command_line
 from timm_frozenmix.cli.config_flags import add_config_flags, given_settings
 from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
 from timm_frozenmix.io.hub import check_can_push, export, push
@@ -22,8 +22,8 @@ from timm_frozenmix.training.resume import recorded_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description='Train a timm model whose spatial mixing is frozen at random init (or any timm model). '
+    parser = ArgumentParser(
+        prog='train.py', description='Train a timm model whose spatial mixing is frozen at random init (or any timm model). '
                     'With --resume, the checkpoint\'s recorded settings are the defaults.')
     add_config_flags(parser, TrainConfig)
     group = parser.add_argument_group('Publishing')
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
         config, push_to_hub, hub_private = parse_config(argv)
         check_publishing(config, push_to_hub)
         run = setup(config, command=command_line('python train.py', argv))
-    train(run)
+        train(run)
     if run.distributed:
         torch.distributed.destroy_process_group()
     if not run.primary:

@@ -249,7 +249,13 @@ def create_dataset(name: str, root: Optional[str] = None, split: str = 'train', 
         return IdxImageDataset.from_folder(SAMPLE_DIR, split)
     if name == FASHION_MNIST:
         return IdxImageDataset.from_folder(_fashion_mnist_folder(root), split)
-    return timm_create_dataset(name, root=root, split=split, **kwargs)
+    try:
+        return timm_create_dataset(name, root=root, split=split, **kwargs)
+    except RuntimeError as e:
+        if not str(e).startswith('Found 0 images'):
+            raise
+        raise UsageError(f'dataset {name!r} has no image in {root} for split {split!r}: put images in class '
+                         f'subfolders (root/{split}/CLASS/*.png), or pass the folder that holds them') from None
 
 
 def is_known_dataset(name: str) -> bool:

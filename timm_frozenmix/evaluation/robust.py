@@ -48,6 +48,7 @@ class RobustConfig:
     checkpoint: train.py checkpoints; model: registered names (with `pretrained`), `hf-hub:` / `local-dir:`
     references, or, with checkpoints, the architecture each must hold (one name, or one per checkpoint).
     eps: (label, value) pairs in pixel units, e.g. ('8/255', 0.0314); attacks: a subset of ATTACKS.
+    input_img_mode: image mode of folder datasets ('L', 'RGB'); None takes the one the checkpoints recorded.
     """
     checkpoint: List[str] = field(default_factory=list)
     model: List[str] = field(default_factory=list)
@@ -57,6 +58,7 @@ class RobustConfig:
     data_dir: Optional[str] = None
     split: str = 'test'
     dataset_download: bool = False
+    input_img_mode: Optional[str] = None  # None: the mode the checkpoints were trained with
     num_samples: Optional[int] = None
     batch_size: int = 128
     workers: int = 2
@@ -216,7 +218,11 @@ def evaluate_model(label: str, loaded: LoadedModel, dataset, config: RobustConfi
     for x, y in progress:
         x, y = x.to(device).float(), y.to(device)
         with torch.no_grad():
-            clean_correct += (net(x).argmax(1) == y).sum().item()
+            logits = net(x)
+        if not torch.isfinite(logits).all():
+            raise UsageError(f'{label} gives NaN or Inf logits on clean images: its accuracies would mean nothing; '
+                             f'check the checkpoint and the input normalization')
+        clean_correct += (logits.argmax(1) == y).sum().item()
         total += y.numel()
         for (name, i), attack in attacks.items():
             eps_label, eps = config.eps[i]
@@ -329,14 +335,34 @@ def write_results(results: dict, output: Path) -> None:
     plot_results(results, output / PLOT)
 
 
+def check_finite_weights(label: str, model: nn.Module) -> None:
+    """UsageError naming the first weight holding NaN or Inf: such a model's accuracies would mean nothing."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UsageError(f'{label} holds NaN or Inf weights ({name}): its training diverged; evaluate an '
+                             f'earlier checkpoint')
+
+
+def input_img_mode(config: RobustConfig, models: Dict[str, LoadedModel]) -> Optional[str]:
+    """--input-img-mode, or else the one every checkpoint was trained with (None if they did not agree)."""
+    if config.input_img_mode is not None:
+        return config.input_img_mode
+    recorded = {m.training.get('input_img_mode') for m in models.values()}
+    return recorded.pop() if len(recorded) == 1 else None
+
+
 def evaluate(config: RobustConfig) -> dict:
     """The whole evaluation: every check first, then one pass over the data per model, then the summary."""
     check_config(config)
     torchattacks = import_torchattacks()
     models = load_models(config)
+    for label, m in models.items():
+        check_finite_weights(label, m.model)
     baseline = find_baseline(config, models)
-    dataset = create_dataset(config.dataset, root=config.data_dir, split=config.split, download=config.dataset_download)
-    info = dataset_info(config.dataset, dataset)
+    img_mode = input_img_mode(config, models)
+    dataset = create_dataset(config.dataset, root=config.data_dir, split=config.split,
+                             download=config.dataset_download, **({'input_img_mode': img_mode} if img_mode else {}))
+    info = dataset_info(config.dataset, dataset, img_mode)
     for label, m in models.items():
         in_chans = m.data_config['input_size'][0]
         if in_chans != info.in_chans:
@@ -357,7 +383,7 @@ def evaluate(config: RobustConfig) -> dict:
     start = time.perf_counter()
     results = {
         'dataset': config.dataset, 'split': config.split, 'num_samples': len(dataset), 'requested_samples': requested,
-        'unreadable': unreadable, 'seed': config.seed,
+        'unreadable': unreadable, 'seed': config.seed, 'input_img_mode': img_mode,
         'eps': [value for _, value in config.eps], 'eps_labels': [label for label, _ in config.eps],
         'attacks': {attack_label(a, config): _attack_settings(a, config) for a in config.attacks},
         'baseline': baseline, 'device': config.device, 'torch': torch.__version__,

@@ -11,7 +11,7 @@ Format history (`version` in the file, as timm's own train.py checkpoints carry 
 - 0.1.0 (no spec): train.py's flags replayed under 'args', with 'in_chans', 'num_classes' and 'task' beside them.
 Pickles are read with `weights_only=True`; files are written to a temporary name and renamed into place.
 """
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -63,9 +63,6 @@ class Checkpoint:
         if self.state_dict_ema is None:
             raise UsageError('this checkpoint holds no EMA weights: train with --model-ema, or drop --use-ema')
         return self.state_dict_ema
-
-    def with_best(self, metric: Optional[float], epoch: Optional[int]) -> 'Checkpoint':
-        return replace(self, best_metric=metric, best_epoch=epoch)
 
     def to_dict(self) -> Dict[str, Any]:
         state = {

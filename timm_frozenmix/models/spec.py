@@ -99,9 +99,10 @@ class ModelSpec:
 
     def registered_kwargs(self, accepted) -> Dict[str, Any]:
         """The `timm.create_model` kwargs that rebuild this model by name, for the frozen-mixing options
-        the architecture's class `accepts` (a `_chans` model takes learn, spatial_init, smooth_sigma)."""
+        the architecture's class `accepts` (a `_chans` model takes learn, spatial_init, smooth_sigma; a
+        separable ResNet depth_multiplier too)."""
         kwargs = {**self.model_kwargs, 'in_chans': self.in_chans}
-        for key in ('learn', 'spatial_init'):
+        for key in ('learn', 'spatial_init', 'depth_multiplier'):
             if getattr(self, key) is not None and key in accepted:
                 kwargs[key] = getattr(self, key)
         if self.smooth_sigma and 'smooth_sigma' in accepted:
@@ -145,7 +146,7 @@ def build_model(spec: ModelSpec, pretrained: bool = False, **create_kwargs) -> n
     if spec.separate:
         separate(model, depth_multiplier=spec.depth_multiplier, learn=spec.learn or 'channels',
                  spatial_init=spec.spatial_init or 'random', smooth_sigma=spec.smooth_sigma,
-                 keep_function=spec.keep_function and pretrained)
+                 keep_function=spec.keep_function)  # also without pretrained weights: it sets each layer's d
     else:
         if spec.depth_multiplier is not None and not _built_with_depth_multiplier(model, spec.depth_multiplier):
             raise UsageError(_NO_DEPTH_MULTIPLIER.format(spec.architecture))

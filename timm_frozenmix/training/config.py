@@ -24,6 +24,7 @@ from timm_frozenmix.data.datasets import SAMPLE, check_dataset, dataset_info, is
 from timm_frozenmix.io.outputs import check_output_folder
 from timm_frozenmix.layers.filters import SPATIAL_INITS
 from timm_frozenmix.models.spec import TASKS, ModelSpec
+from timm_frozenmix.training.tasks import task_for
 
 __all__ = ['TrainConfig', 'setting', 'check_config', 'COMPILE_BACKENDS', 'COMPILE_MODES', 'flag_name']
 
@@ -155,7 +156,7 @@ class TrainConfig:
     model_ema_warmup: bool = setting(False, 'EMA decay warmup', group=EMA)
     # run
     seed: int = setting(42, 'random seed (every rank builds the same frozen filters)', group=RUN)
-    device: str = setting(None, 'torch device (default: cuda if available, else cpu)', group=RUN)
+    device: Optional[str] = setting(None, 'torch device (default: cuda if available, else cpu)', group=RUN)
     amp: bool = setting(False, 'mixed precision (bfloat16 on the CPU)', group=RUN)
     amp_dtype: Optional[str] = setting(None, 'default: float16 on CUDA, bfloat16 on the CPU', group=RUN,
                                        choices=('float16', 'bfloat16'))
@@ -184,7 +185,7 @@ class TrainConfig:
         if self.device is None:
             self.device = 'cuda' if torch.cuda.is_available() else 'cpu'
         if self.eval_metric is None:
-            self.eval_metric = 'psnr' if self.task == 'unshuffle' else 'top1'
+            self.eval_metric = task_for(self).metrics[1]  # the task's first metric after the loss
 
     def model_spec(self) -> ModelSpec:
         """The spec of the model these settings build (channels and classes still open when None)."""

@@ -112,15 +112,16 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
     dataset_train = create_dataset(config.dataset, split=config.train_split, is_training=True, **dataset_kwargs)
     dataset_eval = create_dataset(config.dataset, split=config.val_split, **dataset_kwargs)
     info = dataset_info(config.dataset, dataset_train, config.input_img_mode)
-    if config.task == 'classification' and not (config.num_classes or info.num_classes):
-        raise UsageError(f'cannot tell the number of classes of {config.dataset!r}: pass --num-classes')
+    task.check_data(config, info)
     spec = config.model_spec().with_data(info.in_chans, info.num_classes)
     if resume is not None and spec != resume.spec:
         raise UsageError(f'checkpoint {config.resume} holds another model ({resume.spec}) than these settings build '
                          f'({spec}): resume with the settings it was trained with')
 
     torch.manual_seed(config.seed)  # frozen random filters must agree across ranks before DDP's broadcast
-    model = build_model(spec, pretrained=config.pretrained, drop_rate=config.drop, drop_path_rate=config.drop_path)
+    # a resumed run takes its weights from the checkpoint: pretrained ones need not be fetched again
+    model = build_model(spec, pretrained=config.pretrained and resume is None, drop_rate=config.drop,
+                        drop_path_rate=config.drop_path)
     if dist['global_rank'] == 0:
         _logger.info(f'Model {config.model} created, parameters by role:\n'
                      + format_summary(summarize(model, print_table=False)))
@@ -268,6 +269,8 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> OrderedDict:
         seen += input.size(0)
         batch_time.update(time.time() - end)
         end = time.time()
+        if batch_idx % config.log_interval == 0 or batch_idx == last_idx:  # on every rank: all stop together
+            check_finite(loss_sum, epoch, batch_idx, config)
         if run.primary and (batch_idx % config.log_interval == 0 or batch_idx == last_idx):
             lr = run.optimizer.param_groups[0]['lr']
             rate = input.size(0) * run.world_size / batch_time.avg
@@ -276,6 +279,14 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> OrderedDict:
                 f'Loss: {loss.item():#.4g} ({loss_sum.item() / seen:#.4g})  '
                 f'Time: {batch_time.val:.3f}s, {rate:>7.1f}/s  LR: {lr:.3e}')
     return OrderedDict(loss=loss_sum.item() / max(seen, 1))
+
+
+def check_finite(loss_sum: torch.Tensor, epoch: int, batch_idx: int, config: TrainConfig) -> None:
+    """UsageError once the running training loss is NaN or infinite: training diverged, and every later step
+    would only train on NaN."""
+    if not torch.isfinite(loss_sum):
+        raise UsageError(f'the training loss became {loss_sum.item()} in epoch {epoch} by step {batch_idx}: '
+                         f'training diverged; lower --lr (now {config.lr:g}) or add --clip-grad')
 
 
 @torch.no_grad()

@@ -65,6 +65,9 @@ class Task:
             raise UsageError(f'--eval-metric {config.eval_metric} is not measured for --task {config.task}: '
                              f'choose {" or ".join(self.metrics[1:])}')
 
+    def check_data(self, config, info) -> None:
+        """UsageError where the dataset (its `data.datasets.DatasetInfo`) cannot serve this task."""
+
     def training_step(self, net: nn.Module, config, data_config: dict, num_classes: int,
                       device: torch.device) -> TrainingTask:
         """The module whose forward(input, target) returns {'loss': ...} for one training batch."""
@@ -88,6 +91,13 @@ class Classification(Task):
     def __init__(self):
         self.mixup: Optional[Mixup] = None
         self.mixup_off_epoch = 0
+
+    def check_data(self, config, info) -> None:
+        if not (config.num_classes or info.num_classes):
+            raise UsageError(f'cannot tell the number of classes of {config.dataset!r}: pass --num-classes')
+        if (config.num_classes or info.num_classes) < 2:
+            raise UsageError(f'{config.dataset!r} holds one class: a classifier needs at least 2 (check --data-dir '
+                             f'and the split folders)')
 
     def training_step(self, net, config, data_config, num_classes, device):
         if config.mixup > 0 or config.cutmix > 0 or config.cutmix_minmax is not None:
