@@ -448,7 +448,7 @@ def test_command_line_exit_code(tmp_path):
 
 def test_a_config_from_python_is_checked_like_the_flags(tmp_path):
     from timm_frozenmix.core.errors import UsageError
-    with pytest.raises(UsageError, match="--adv-train 'FGSM': choose none or fgsm"):
+    with pytest.raises(UsageError, match="--adv-train 'FGSM': choose one of 'none', 'fgsm'"):
         setup(TrainConfig(adv_train='FGSM', output=str(tmp_path / 'out')))
     assert not (tmp_path / 'out').exists()
 
