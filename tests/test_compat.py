@@ -43,7 +43,7 @@ def test_a_v010_checkpoint_exports_with_its_spec(tmp_path):
     config = json.loads((folder / 'config.json').read_text())
     assert ModelSpec.from_dict(config['model_spec']).smooth_sigma == 0.5
     assert config['model_args'] == {'dim': 8, 'depth': 1, 'in_chans': 1, 'smooth_sigma': 0.5}
-    assert 'not recorded (trained by timm-frozenmix 0.1.0' in (folder / 'README.md').read_text()
+    assert 'not recorded by the checkpoint' in (folder / 'README.md').read_text()
     model = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
     with torch.no_grad():
         assert torch.equal(model(EXPECTED['input']), EXPECTED['logits'])

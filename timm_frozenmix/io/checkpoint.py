@@ -9,8 +9,13 @@ Format history (`version` in the file, as timm's own train.py checkpoints carry 
 - 3 (0.2.0): the model spec under 'spec', training settings under 'training', 'format' = 'timm-frozenmix'.
 - 2 (between 0.1.0 and 0.2.0): the same keys, without 'format'.
 - 0.1.0 (no spec): train.py's flags replayed under 'args', with 'in_chans', 'num_classes' and 'task' beside them.
-Pickles are read with `weights_only=True`; files are written to a temporary name and renamed into place.
+- timm's own train.py (its `CheckpointSaver`): its flags pickled as an argparse `Namespace` under 'args'; the
+  model is rebuilt from `args.model`, `args.model_kwargs`, `args.in_chans` and `args.num_classes`, and the data
+  config is left for `resolve_data_config(settings, model=...)`, as timm's scripts resolve it.
+Pickles are read with `weights_only=True`, allowing one class beyond tensors and containers: the `Namespace` that
+timm's train.py stores. Files are written to a temporary name and renamed into place.
 """
+from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -22,10 +27,12 @@ from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.io.outputs import replace_atomically
 from timm_frozenmix.models.spec import ModelSpec
 
-__all__ = ['Checkpoint', 'FORMAT_VERSION', 'save_safetensors']
+__all__ = ['Checkpoint', 'FORMAT_VERSION', 'TIMM_TRAIN', 'save_safetensors']
 
 FORMAT_VERSION = 3
 _FORMAT = 'timm-frozenmix'
+_TIMM_TRAIN_GLOBALS = [Namespace]  # what timm's train.py pickles beside tensors: its flags
+TIMM_TRAIN = "timm's train.py"
 
 
 def save_safetensors(state_dict: Dict[str, torch.Tensor], path, metadata: Optional[Dict[str, str]] = None) -> None:
@@ -43,6 +50,7 @@ class Checkpoint:
     settings: train.py's settings by field name (`TrainConfig`), as recorded; command: its command line.
     epoch: the last finished epoch (0-based); best_metric / best_epoch: the best validation so far.
     optimizer, scaler, state_dict_ema: training state, where there is one.
+    written_by: 'timm-frozenmix', or "timm's train.py" for files of timm's own training script.
     """
     spec: ModelSpec
     state_dict: Dict[str, torch.Tensor]
@@ -55,6 +63,7 @@ class Checkpoint:
     optimizer: Optional[Dict[str, Any]] = None
     scaler: Optional[Dict[str, Any]] = None
     state_dict_ema: Optional[Dict[str, torch.Tensor]] = None
+    written_by: str = _FORMAT
 
     def weights(self, use_ema: bool = False) -> Dict[str, torch.Tensor]:
         """The model weights, or its EMA weights; UsageError where no EMA was kept."""
@@ -89,7 +98,8 @@ class Checkpoint:
             raise UsageError(f'{path} holds weights only, without how to build their model: pass the '
                              f'model_best.pth.tar beside it, or its Hub export folder as local-dir:')
         try:
-            data = torch.load(path, map_location='cpu', weights_only=True)
+            with torch.serialization.safe_globals(_TIMM_TRAIN_GLOBALS):
+                data = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:  # any failure to parse means the file is not a usable checkpoint
             raise UsageError(f'checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); '
                              f'use a last.pth.tar / model_best.pth.tar written by train.py') from None
@@ -103,6 +113,8 @@ class Checkpoint:
         if isinstance(version, int) and version > FORMAT_VERSION:
             raise UsageError(f'checkpoint {path} was written by a newer timm-frozenmix (format {version}): '
                              f'upgrade with `pip install -U timm-frozenmix`')
+        if isinstance(data.get('args'), Namespace):
+            return _from_timm_train(data, path)
         if 'spec' in data:
             spec, settings = ModelSpec.from_dict(data['spec']), dict(data.get('training') or {})
         else:
@@ -128,3 +140,24 @@ def _spec_of_v010(data: Dict[str, Any], path) -> ModelSpec:
         depth_multiplier=args.get('depth_multiplier', 9) if args.get('separate') else None,
         spatial_init=args.get('spatial_init'),
         smooth_sigma=args.get('smooth_sigma') or 0.0, task=data.get('task', 'classification'))
+
+
+def _from_timm_train(data: Dict[str, Any], path) -> Checkpoint:
+    """A checkpoint of timm's own train.py: the model as its flags built it, the best metric its saver tracked."""
+    args = vars(data['args'])
+    if not args.get('model') or not args.get('num_classes'):
+        raise UsageError(f'checkpoint {path} was written by timm\'s train.py but records no model or number of '
+                         f'classes in its args: rebuild the model yourself and load its state_dict')
+    input_size = args.get('input_size')
+    in_chans = args.get('in_chans') or (input_size[0] if input_size else 3)  # as timm's train.py resolves it
+    spec = ModelSpec(architecture=args['model'], model_kwargs=dict(args.get('model_kwargs') or {}),
+                     in_chans=in_chans, num_classes=args['num_classes'])
+    saver = data.get('saver') or {}
+    best_metric, best_epoch = saver.get('best_metric'), saver.get('best_epoch')
+    pending_epoch, pending_metric = saver.get('pending') or (data.get('epoch'), data.get('metric'))
+    if pending_metric is not None and (best_metric is None or pending_metric > best_metric):
+        best_metric, best_epoch = pending_metric, pending_epoch
+    return Checkpoint(
+        spec=spec, state_dict=data['state_dict'], settings=args, command=None, epoch=data.get('epoch'),
+        best_metric=best_metric, best_epoch=best_epoch, optimizer=data.get('optimizer'),
+        state_dict_ema=data.get('state_dict_ema'), written_by=TIMM_TRAIN)

@@ -173,8 +173,8 @@ def render_model_card(loaded, checkpoint: Checkpoint, config: Dict[str, Any], re
         role == 'spatial' and not is_depthwise(conv) for _, conv, role in conv_roles(loaded.model)) else ''
     learn_title, learn_paragraph = LEARN_TEXT[learn]
     pretrained_cfg = config['pretrained_cfg']
-    hyperparameters = {k: train_args[k] for k in HYPERPARAMETERS if train_args.get(k) not in (None, '', 0.0, False)
-                       or k in ('epochs', 'lr', 'opt', 'seed')}
+    hyperparameters = {k: train_args[k] for k in HYPERPARAMETERS if k in train_args and (
+        train_args[k] not in (None, '', 0.0, False) or k in ('epochs', 'lr', 'opt', 'seed'))}
     if train_args.get('adv_train', 'none') == 'none':
         hyperparameters.pop('adv_eps', None)
     provenance = provenance or {}
@@ -186,7 +186,7 @@ def render_model_card(loaded, checkpoint: Checkpoint, config: Dict[str, Any], re
         input_size='x'.join(map(str, pretrained_cfg['input_size'])),
         mean=tuple(round(m, 4) for m in pretrained_cfg['mean']), std=tuple(round(s, 4) for s in pretrained_cfg['std']),
         label_names=config.get('label_names'), spec=loaded.spec.to_dict(),
-        train_command=loaded.command or 'not recorded (trained by timm-frozenmix 0.1.0; see the settings below)',
+        train_command=loaded.command or 'not recorded by the checkpoint (see the settings below)',
         hyperparameters=hyperparameters, clean_accuracy=clean,
         clean_source=f'the {val_split} split of {dataset_title}, best epoch {checkpoint.best_epoch}',
         test_accuracy=largest[1]['clean_accuracy'] if largest else None,

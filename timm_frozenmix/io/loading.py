@@ -64,7 +64,8 @@ def load_model(
         if spec.task != 'classification':
             raise UsageError(f'checkpoint {checkpoint_path} was trained for --task {spec.task}, not classification')
         model = model_from_checkpoint(checkpoint, use_ema)
-        return LoadedModel(model.eval(), spec.architecture, checkpoint.data_config,
+        data_config = checkpoint.data_config or resolve_data_config(checkpoint.settings, model=model)
+        return LoadedModel(model.eval(), spec.architecture, data_config,
                            str(Path(checkpoint_path).resolve()), spec, checkpoint.settings, checkpoint.command)
 
     if model_name is None:

@@ -88,7 +88,12 @@ class TrainingRun:
 def load_resume(path) -> Checkpoint:
     """The checkpoint to resume from, after finishing (or dropping) an epoch its run was killed writing."""
     RunFolder(Path(path).parent).recover()
-    return Checkpoint.load(path)
+    checkpoint = Checkpoint.load(path)
+    if checkpoint.written_by != 'timm-frozenmix':
+        raise UsageError(f'{path} was written by {checkpoint.written_by}, whose settings this train.py cannot '
+                         f'continue: resume it with the script that wrote it (eval_robust.py and the Hub export '
+                         f'read it as it is)')
+    return checkpoint
 
 
 def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
