@@ -286,3 +286,19 @@ def test_uneven_batches_and_rank_local_forwards_under_torchrun(tmp_path):
                              str(worker), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.glob('*.done')) == ['rank0.done', 'rank1.done']
+
+
+def test_timms_model_ema_tracks_every_learned_weight_of_a_separable_layer():
+    """ModelEmaV3 updates the EMA through state_dict() tensors in place: a state dict that handed out copies (to
+    make the out-fastest pointwise weight contiguous, say) would leave that weight's EMA at its init."""
+    from timm.utils import ModelEmaV3
+    torch.manual_seed(0)
+    model = nn.Sequential(SeparableConv2d(4, 8, 3, padding=1))
+    ema = ModelEmaV3(model, decay=0.5)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model, step=100)
+    after = ema.module.state_dict()
+    assert all(not torch.equal(after[k], before[k]) for k in before), 'an EMA weight did not move'
