@@ -82,3 +82,16 @@ def test_a_keep_function_spec_rebuilds_the_same_layers_without_pretrained_weight
     assert model.conv1.depth_multiplier == 49
     rebuilt = model_from_checkpoint(Checkpoint(spec, model.state_dict()))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values()))
+
+
+def test_a_keep_function_spec_of_an_earlier_version_rebuilds_with_the_multiplier_it_recorded():
+    """Version 1 specs recorded d = 9 for a keep_function conversion; their checkpoints hold a 7x7 stem with d = 9,
+    which must rebuild as it was (nothing is solved without pretrained weights)."""
+    spec = ModelSpec.from_dict({'version': 1, 'architecture': 'resnet18', 'in_chans': 3, 'num_classes': 10,
+                                'separate': True, 'keep_function': True, 'depth_multiplier': 9})
+    assert build_model(spec).conv1.depth_multiplier == 9
+
+
+def test_a_depth_multiplier_the_model_sets_itself_is_refused_in_one_line():
+    with pytest.raises(UsageError, match='has no separable convolutions that take --depth-multiplier'):
+        build_model(ModelSpec('efficientnet_b0', in_chans=3, num_classes=10, depth_multiplier=2))

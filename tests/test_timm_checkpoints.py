@@ -79,3 +79,13 @@ def test_resuming_a_timm_checkpoint_in_this_train_py_is_refused_in_one_line(timm
         train_main(['--resume', str(folder / 'last.pth.tar')])
     assert exc_info.value.code == 2
     assert "was written by timm's train.py" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_the_pooling_and_norm_flags_timms_train_py_passes_rebuild_the_model():
+    data = {'state_dict': {}, 'epoch': 4, 'args': timm_args(gp='max', bn_eps=1e-3, bn_momentum=None),
+            'saver': {'best_metric': 0.9, 'best_epoch': 2, 'pending': (4, 0.7)}}
+    checkpoint = Checkpoint.from_dict(data)
+    assert checkpoint.spec.model_kwargs == {'global_pool': 'max', 'bn_eps': 1e-3, 'dim': 8, 'depth': 1}
+    assert (checkpoint.best_metric, checkpoint.best_epoch) == (0.9, 2)  # top-1: higher is better
+    data['args'].eval_metric = 'loss'
+    assert (Checkpoint.from_dict(data).best_metric, Checkpoint.from_dict(data).best_epoch) == (0.7, 4)

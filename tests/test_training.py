@@ -427,6 +427,14 @@ def test_a_library_resume_with_changed_settings_is_refused(finished_run):
         setup(changed)
 
 
+def test_how_a_resumed_run_executes_and_where_its_data_lies_may_change(finished_run):
+    from timm_frozenmix.training.resume import check_resume
+    checkpoint = Checkpoint.load(finished_run / 'run' / 'last.pth.tar')
+    check_resume(TrainConfig(**{**checkpoint.settings, 'resume': 'last.pth.tar', 'amp': True, 'epochs': 9,
+                                'data_dir': '/data/elsewhere', 'workers': 0, 'channels_last': True}), checkpoint)
+    assert parse_args(['--amp', '--no-amp']).amp is False  # a recorded --amp can be turned off
+
+
 def test_resume_takes_the_recorded_settings_and_records_what_runs(tmp_path):
     run_dir = train(tmp_path, '--lr', '0.01', '--spatial-init', 'box', '--smoothing', '0.2')
     main(['--resume', str(run_dir / 'last.pth.tar'), '--epochs', '2', '-j', '0'])

@@ -1,7 +1,8 @@
 """ Flags made from a config dataclass: each field declared once, with `training.config.setting`
 
 A field `lr: float = setting(3e-3, 'learning rate', group=...)` becomes `--lr` (type float, help with its
-default) in its group; bools become switches, lists take several values, dicts take key=value pairs. Flags that
+default) in its group; bools become switches with a `--no-` form (`--amp`, `--no-amp`), lists take several
+values, dicts take key=value pairs. Flags that
 are not given stay out of the parsed namespace, so a command can tell what the user typed from the defaults.
 """
 import argparse
@@ -63,8 +64,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
         default = _default_of(f)
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS,
                       help=f'{meta["help"]}' + ('' if default in (None, '', False) else f' (default: {default})'))
-        if kind is bool:
-            kwargs['action'] = 'store_true'
+        if kind is bool:  # --amp / --no-amp, so a resumed run can turn off what it recorded; --no-aug stays one switch
+            kwargs['action'] = 'store_true' if f.name.startswith('no_') else argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is dict:
             kwargs.update(nargs=meta['nargs'] or '*', action=KeyValues, metavar='KEY=VALUE')
         else:

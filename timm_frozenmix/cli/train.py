@@ -41,7 +41,8 @@ def parse_config(argv=None) -> tuple:
     """
     args = build_parser().parse_args(argv)
     given = given_settings(args, TrainConfig)
-    recorded = recorded_settings(load_resume(given['resume'])) if given.get('resume') else {}
+    recorded = recorded_settings(load_resume(given['resume'], into_its_folder=not given.get('experiment'))) \
+        if given.get('resume') else {}
     return TrainConfig(**{**recorded, **given}), args.push_to_hub, args.hub_private
 
 

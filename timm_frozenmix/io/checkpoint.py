@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.io.outputs import replace_atomically
 from timm_frozenmix.models.spec import ModelSpec
 
-__all__ = ['Checkpoint', 'FORMAT_VERSION', 'TIMM_TRAIN', 'save_safetensors']
+__all__ = ['Checkpoint', 'FORMAT_VERSION', 'TIMM_TRAIN', 'WRITTEN_BY', 'save_safetensors']
 
 FORMAT_VERSION = 3
-_FORMAT = 'timm-frozenmix'
+WRITTEN_BY = 'timm-frozenmix'  # what `written_by` says of this package's own files
 _TIMM_TRAIN_GLOBALS = [Namespace]  # what timm's train.py pickles beside tensors: its flags
 TIMM_TRAIN = "timm's train.py"
 
@@ -63,7 +63,7 @@ class Checkpoint:
     optimizer: Optional[Dict[str, Any]] = None
     scaler: Optional[Dict[str, Any]] = None
     state_dict_ema: Optional[Dict[str, torch.Tensor]] = None
-    written_by: str = _FORMAT
+    written_by: str = WRITTEN_BY
 
     def weights(self, use_ema: bool = False) -> Dict[str, torch.Tensor]:
         """The model weights, or its EMA weights; UsageError where no EMA was kept."""
@@ -75,7 +75,7 @@ class Checkpoint:
 
     def to_dict(self) -> Dict[str, Any]:
         state = {
-            'format': _FORMAT, 'version': FORMAT_VERSION, 'spec': self.spec.to_dict(), 'training': self.settings,
+            'format': WRITTEN_BY, 'version': FORMAT_VERSION, 'spec': self.spec.to_dict(), 'training': self.settings,
             'command': self.command, 'data_config': dict(self.data_config), 'epoch': self.epoch,
             'state_dict': self.state_dict, 'best_metric': self.best_metric, 'best_epoch': self.best_epoch,
         }
@@ -150,12 +150,17 @@ def _from_timm_train(data: Dict[str, Any], path) -> Checkpoint:
                          f'classes in its args: rebuild the model yourself and load its state_dict')
     input_size = args.get('input_size')
     in_chans = args.get('in_chans') or (input_size[0] if input_size else 3)  # as timm's train.py resolves it
-    spec = ModelSpec(architecture=args['model'], model_kwargs=dict(args.get('model_kwargs') or {}),
+    # the model kwargs timm's train.py passes to create_model beside --model-kwargs, where they were set
+    built_with = {key: args[flag] for flag, key in (('gp', 'global_pool'), ('bn_momentum', 'bn_momentum'),
+                                                    ('bn_eps', 'bn_eps')) if args.get(flag) is not None}
+    spec = ModelSpec(architecture=args['model'], model_kwargs={**built_with, **(args.get('model_kwargs') or {})},
                      in_chans=in_chans, num_classes=args['num_classes'])
     saver = data.get('saver') or {}
     best_metric, best_epoch = saver.get('best_metric'), saver.get('best_epoch')
     pending_epoch, pending_metric = saver.get('pending') or (data.get('epoch'), data.get('metric'))
-    if pending_metric is not None and (best_metric is None or pending_metric > best_metric):
+    lower_is_better = args.get('eval_metric') == 'loss'  # as timm's saver ranks it
+    if pending_metric is not None and (best_metric is None or (
+            pending_metric < best_metric if lower_is_better else pending_metric > best_metric)):
         best_metric, best_epoch = pending_metric, pending_epoch
     return Checkpoint(
         spec=spec, state_dict=data['state_dict'], settings=args, command=None, epoch=data.get('epoch'),

@@ -44,6 +44,8 @@ class RunFolder:
         Every step may have been done already, by an earlier recovery or by another rank recovering at the same
         time: a file another process moved or removed first is skipped.
         """
+        for stray in self.path.glob(f'.{SETTINGS}.*.tmp'):  # args.yaml is written alone, atomically
+            stray.unlink(missing_ok=True)
         if not self._pending.is_dir():
             return
         try:

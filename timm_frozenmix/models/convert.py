@@ -96,6 +96,7 @@ def separate(
         smooth_sigma: float = 0.0,
         keep_function: bool = False,
         approximate: bool = False,
+        factorize: bool = True,
 ) -> nn.Module:
     """Make every conv with a kernel larger than 1x1 separable, in place, then freeze per `learn`.
 
@@ -112,7 +113,9 @@ def separate(
     is exact (Eq. 3 read the other way); random banks above `filters.MAX_CONDITION` are redrawn first so rounding
     stays small. An explicit d below some layer's k^2 cannot be exact there: it raises UsageError, unless
     `approximate=True` accepts least-squares fits, whose layers above `RESIDUAL_WARNING` relative residual a
-    warning names. Each layer's residual is logged. Raises UsageError on bad options.
+    warning names. Each layer's residual is logged. `factorize=False` builds the layers keep_function would
+    (their depth multipliers) without solving their weights, to load a checkpoint of such a model into.
+    Raises UsageError on bad options.
     """
     learn = resolve_learn(learn)
     check_spatial_options(spatial_init, smooth_sigma)
@@ -132,7 +135,8 @@ def separate(
             f'for a natively separable model use freeze(model, learn=...)')
     multipliers = {name: layer_depth_multiplier(model.get_submodule(name), depth_multiplier, keep_function)
                    for name in to_convert}
-    if keep_function:
+    solve = keep_function and factorize
+    if solve:
         check_keeps_function(model, to_convert, spatial_init, smooth_sigma)
         if not approximate:
             check_exact(model, multipliers)
@@ -145,12 +149,12 @@ def separate(
         sep = SeparableConv2d.from_conv(
             conv, depth_multiplier=multipliers[name], learn=learn, spatial_init=spatial_init,
             smooth_sigma=smooth_sigma)
-        if keep_function:
+        if solve:
             if spatial_init == 'random' and not smooth_sigma:
                 condition_random_banks_(sep.depthwise)
             residuals[name] = sep.factorize_(conv.weight, conv.bias)
         setattr(parent, child_name, sep)
-    if keep_function:
+    if solve:
         report_residuals(residuals)
     return freeze(model, learn)
 

@@ -134,7 +134,7 @@ def build_model(spec: ModelSpec, pretrained: bool = False, **create_kwargs) -> n
         model = timm.create_model(spec.architecture, pretrained=pretrained, in_chans=spec.in_chans,
                                   num_classes=spec.num_classes, **spec.model_kwargs, **create_kwargs)
     except TypeError as e:
-        if 'unexpected keyword argument' not in str(e):
+        if not ('unexpected keyword argument' in str(e) or 'multiple values for keyword argument' in str(e)):
             raise
         if "argument 'depth_multiplier'" in str(e) and 'depth_multiplier' in create_kwargs:
             raise UsageError(_NO_DEPTH_MULTIPLIER.format(spec.architecture)) from None
@@ -146,7 +146,7 @@ def build_model(spec: ModelSpec, pretrained: bool = False, **create_kwargs) -> n
     if spec.separate:
         separate(model, depth_multiplier=spec.depth_multiplier, learn=spec.learn or 'channels',
                  spatial_init=spec.spatial_init or 'random', smooth_sigma=spec.smooth_sigma,
-                 keep_function=spec.keep_function)  # also without pretrained weights: it sets each layer's d
+                 keep_function=spec.keep_function, factorize=pretrained)  # without weights: the same layers
     else:
         if spec.depth_multiplier is not None and not _built_with_depth_multiplier(model, spec.depth_multiplier):
             raise UsageError(_NO_DEPTH_MULTIPLIER.format(spec.architecture))

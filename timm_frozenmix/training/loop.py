@@ -36,7 +36,7 @@ from timm.utils.distributed import init_distributed_device_so
 
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.data.datasets import Normalized, create_dataset, create_eval_loader, dataset_info
-from timm_frozenmix.io.checkpoint import Checkpoint, save_safetensors
+from timm_frozenmix.io.checkpoint import WRITTEN_BY, Checkpoint, save_safetensors
 from timm_frozenmix.io.outputs import replace_atomically
 from timm_frozenmix.io.run_folder import BEST, LAST, SETTINGS, SUMMARY, WEIGHTS, RunFolder
 from timm_frozenmix.layers.tuning import tune_executions
@@ -85,11 +85,14 @@ class TrainingRun:
         return self.rank == 0
 
 
-def load_resume(path) -> Checkpoint:
-    """The checkpoint to resume from, after finishing (or dropping) an epoch its run was killed writing."""
-    RunFolder(Path(path).parent).recover()
+def load_resume(path, into_its_folder: bool = True) -> Checkpoint:
+    """The checkpoint to resume from. A run that continues in the checkpoint's folder first finishes (or drops)
+    an epoch it was killed writing; one that goes to another folder (--experiment) leaves that folder alone, as
+    its run may still be going."""
+    if into_its_folder:
+        RunFolder(Path(path).resolve().parent).recover()
     checkpoint = Checkpoint.load(path)
-    if checkpoint.written_by != 'timm-frozenmix':
+    if checkpoint.written_by != WRITTEN_BY:
         raise UsageError(f'{path} was written by {checkpoint.written_by}, whose settings this train.py cannot '
                          f'continue: resume it with the script that wrote it (eval_robust.py and the Hub export '
                          f'read it as it is)')
@@ -105,7 +108,7 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
     """
     task = task_for(config)
     check_config(config, task)
-    resume = load_resume(config.resume) if config.resume else None
+    resume = load_resume(config.resume, into_its_folder=not config.experiment) if config.resume else None
     if resume is not None:
         check_resume(config, resume)
     dist = init_distributed_device_so(device=config.device)
