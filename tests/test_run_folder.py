@@ -67,3 +67,10 @@ def test_a_kill_at_every_step_resumes_to_files_that_agree(first_epoch, tmp_path)
         assert epoch == (1 if points.index('commit') < kill_at else 0), point
         main(['--resume', str(folder / LAST), '--epochs', '2', '-j', '0'])
         assert assert_consistent(folder) == 1, point
+
+
+def test_recovery_removes_what_a_kill_left_of_a_settings_write(tmp_path):
+    (tmp_path / '.args.yaml.x1y2.tmp').write_text('model: half')
+    (tmp_path / 'args.yaml').write_text('model: whole\n')
+    RunFolder(tmp_path).recover()
+    assert [p.name for p in tmp_path.iterdir()] == ['args.yaml']
