@@ -1,6 +1,7 @@
 import csv
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -425,6 +426,18 @@ def test_a_library_resume_with_changed_settings_is_refused(finished_run):
     changed = TrainConfig(**{**config, 'lr': 0.5, 'resume': str(finished_run / 'run' / 'last.pth.tar')})
     with pytest.raises(UsageError, match='--lr 0.5 differs from 0.003'):
         setup(changed)
+
+
+def test_resuming_a_finished_run_completes_it_and_trains_nothing(finished_run, tmp_path, caplog):
+    run_dir = tmp_path / 'done'
+    shutil.copytree(finished_run / 'run', run_dir)
+    (run_dir / 'unshuffle.png').unlink()  # as if the run was killed after its last epoch's files
+    before = Checkpoint.load(run_dir / 'last.pth.tar')
+    with caplog.at_level('INFO'):
+        main(['--resume', str(run_dir / 'last.pth.tar'), '-j', '0'])
+    assert 'All 1 epochs are finished: nothing is left to train' in caplog.text
+    assert (run_dir / 'unshuffle.png').is_file() and Checkpoint.load(run_dir / 'last.pth.tar').epoch == before.epoch
+    assert len(summary_rows(run_dir)) == 1
 
 
 def test_how_a_resumed_run_executes_and_where_its_data_lies_may_change(finished_run):

@@ -236,11 +236,7 @@ def restore(checkpoint: Checkpoint, config: TrainConfig, model, optimizer, scale
     if ema is not None and checkpoint.state_dict_ema is not None:
         ema.module.model.load_state_dict(checkpoint.state_dict_ema)
     start_epoch = checkpoint.epoch + 1
-    if start_epoch >= config.epochs:
-        _logger.info(f'{config.resume} has finished all {config.epochs} epochs: nothing is left to train '
-                     f'(raise --epochs to train on); the run is completed')
-    else:
-        _logger.info(f'Resumed from {config.resume} at epoch {start_epoch}')
+    _logger.info(f'Resumed from {config.resume} at epoch {start_epoch}')
     return dict(start_epoch=start_epoch, best_metric=checkpoint.best_metric, best_epoch=checkpoint.best_epoch)
 
 
@@ -359,6 +355,9 @@ def train(run: TrainingRun) -> None:
         replace_atomically(run.output_dir / SETTINGS, lambda tmp: tmp.write_text(settings))
         _logger.info(f'Training {config.model} on {config.dataset} for {run.num_epochs} epochs, '
                      f'writing to {run.output_dir}')
+        if run.start_epoch >= run.num_epochs:  # schedules add cooldown epochs to --epochs: count those too
+            _logger.info(f'All {run.num_epochs} epochs are finished: nothing is left to train (raise --epochs to '
+                         f'train on); the run is completed')
     for epoch in range(run.start_epoch, run.num_epochs):
         lrs = [group['lr'] for group in run.optimizer.param_groups]  # the rate this epoch starts with
         train_metrics = train_one_epoch(run, epoch)
