@@ -11,7 +11,7 @@ import sys
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.core.parsing import parse_fraction
 
-__all__ = ['ArgumentParser', 'command_line', 'fraction']
+__all__ = ['ArgumentParser', 'argparse_type', 'command_line', 'fraction']
 
 
 def command_line(program: str, argv=None) -> str:
@@ -19,12 +19,18 @@ def command_line(program: str, argv=None) -> str:
     return ' '.join([program, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
 
 
-def fraction(text: str) -> float:
-    """`parse_fraction` as an argparse `type`: its UsageError becomes argparse's own one-line error."""
-    try:
-        return parse_fraction(text)
-    except UsageError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def argparse_type(parse):
+    """A parse function of the library as an argparse `type`: its UsageError becomes argparse's one-line error."""
+    def convert(text):
+        try:
+            return parse(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+fraction = argparse_type(parse_fraction)  # '8/255' or '0.03' on the command line
 
 
 class ArgumentParser(argparse.ArgumentParser):

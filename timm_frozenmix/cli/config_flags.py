@@ -11,21 +11,10 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any, Dict
 
-from timm_frozenmix.core.errors import UsageError
+from timm_frozenmix.cli import argparse_type
 from timm_frozenmix.training.config import flag_name
 
 __all__ = ['add_config_flags', 'given_settings']
-
-
-def _argparse_type(parse):
-    """`parse` as an argparse type: its UsageError becomes argparse's own one-line error."""
-    def convert(text):
-        try:
-            return parse(text)
-        except UsageError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    convert.__name__ = parse.__name__
-    return convert
 
 
 class KeyValues(argparse.Action):
@@ -70,7 +59,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
             kwargs.update(nargs=meta['nargs'] or '*', action=KeyValues, metavar='KEY=VALUE')
         else:
             item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
-            kwargs['type'] = _argparse_type(meta['parse']) if meta['parse'] else item
+            kwargs['type'] = argparse_type(meta['parse']) if meta['parse'] else item
             if typing.get_origin(kind) is list:
                 kwargs['nargs'] = meta['nargs'] or '+'
             elif meta['nargs']:
