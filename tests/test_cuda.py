@@ -22,7 +22,7 @@ from timm_frozenmix import SeparableConv2d
 from timm_frozenmix.cli.eval_robust import main as eval_robust_main
 from timm_frozenmix.cli.train import main as train_main
 from timm_frozenmix.data.datasets import create_dataset
-from timm_frozenmix.models.pretrained import ARCHITECTURE, TAG
+from timm_frozenmix.models.pretrained import TAG
 from timm_frozenmix.layers.executions import EXECUTIONS
 from timm_frozenmix.layers.tuning import TUNE_REPEATS, candidate_executions, tune_executions
 from timm_frozenmix.layers.timing import StepTimer
@@ -130,7 +130,7 @@ def test_torchrun_trains_on_cuda_with_nccl(tmp_path):
 
 
 def test_the_shipped_weights_compute_on_cuda_what_they_compute_on_the_cpu():
-    name = f'{ARCHITECTURE}_chans.{TAG}'
+    name = f'convmixer_128_4_ks5_p2_chans.{TAG}'
     model = timm.create_model(name, pretrained=True).eval()
     test = create_dataset('fashion-mnist-sample', split='test')
     x = torch.tensor(test.images[:256]).float().div(255).unsqueeze(1)
@@ -141,7 +141,7 @@ def test_the_shipped_weights_compute_on_cuda_what_they_compute_on_the_cpu():
 
 
 def test_eval_robust_attacks_on_cuda(tmp_path):
-    name = f'{ARCHITECTURE}_chans.{TAG}'
+    name = f'convmixer_128_4_ks5_p2_chans.{TAG}'
     eval_robust_main(['--model', name, '--pretrained', '--attacks', 'fgsm,pgd', '--pgd-steps', '3', '--eps', '8/255',
                       '--num-samples', '256', '-j', '0', '--device', 'cuda', '--output', str(tmp_path)])
     entry = json.loads((tmp_path / 'robust.json').read_text())['models'][name]

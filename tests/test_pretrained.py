@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import timm
+import timm.data
+from PIL import Image
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
@@ -16,32 +18,35 @@ from timm_frozenmix.cli.eval_robust import main as eval_robust_main
 from timm_frozenmix.cli.train import main as train_main
 from timm_frozenmix.data.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST, FASHION_MNIST_FILES, create_dataset
 from timm_frozenmix.io.hub import export
-from timm_frozenmix.models.pretrained import ARCHITECTURE, MODES, TAG, weights_path
+from timm_frozenmix.models.pretrained import SHIPPED, TAG, shipped_names, weights_path
 from timm_frozenmix.layers.separable import SeparableConv2d
 from timm_frozenmix.training.config import TrainConfig
 from timm_frozenmix.training.loop import setup
 
 REPO = Path(__file__).resolve().parents[1]
-TAGS = [f'{ARCHITECTURE}_{mode}.{TAG}' for mode in MODES]
-TARGETS = {'full': 90.0, 'chans': 89.0}  # top-1 (%) on the 10,000 test images
+SMALL = 'convmixer_128_4_ks5_p2'
+MODELS = [(architecture, mode) for architecture, modes in SHIPPED.items() for mode in modes]
+TAGS = [f'{architecture}_{mode}.{TAG}' for architecture, mode in MODELS]
+# top-1 (%) on the 10,000 test images; the small model's Space is shipped to compare with and has none
+TARGETS = {(SMALL, 'full'): 90.0, (SMALL, 'chans'): 89.0, ('convmixer_512_7', 'full'): 90.0,
+           ('convmixer_512_7', 'chans'): 90.0}
 needs_debian_files = pytest.mark.skipif(
     not (DEBIAN_FASHION_MNIST / FASHION_MNIST_FILES['test'][0]).is_file(),
     reason='apt-get install dataset-fashion-mnist')
 
 
 def test_timm_lists_the_shipped_tags():
-    assert sorted(timm.list_pretrained(f'*{TAG}*')) == sorted(TAGS)
-    total = sum(weights_path(mode).stat().st_size for mode in MODES)
-    assert total < 3e6, f'{total / 1e6:.1f} MB shipped'
+    assert sorted(timm.list_pretrained(f'*{TAG}*')) == sorted(TAGS) == sorted(shipped_names())
+    total = sum(path.stat().st_size for path in shipped_names().values())
+    assert total < 20e6, f'{total / 1e6:.1f} MB shipped'
 
 
 LOAD_OFFLINE = '''
 import sys, timm, torch, timm_frozenmix
 from safetensors.torch import load_file
-from timm_frozenmix.models.pretrained import weights_path
-for name, mode in zip(sys.argv[1::2], sys.argv[2::2]):
+for name, path in zip(sys.argv[1::2], sys.argv[2::2]):
     model = timm.create_model(name, pretrained=True)
-    shipped = load_file(weights_path(mode))
+    shipped = load_file(path)
     state = model.state_dict()
     assert state.keys() == shipped.keys() and all(torch.equal(state[k], v) for k, v in shipped.items()), name
     frozen = {n.split('.')[0] + ('.dw' if n.startswith('blocks') and '.0.fn.0' in n else '')
@@ -51,28 +56,28 @@ for name, mode in zip(sys.argv[1::2], sys.argv[2::2]):
 
 
 def test_each_tag_loads_offline_from_an_empty_cache_with_its_frozen_parameters(tmp_path):
-    names = TAGS + [f'{ARCHITECTURE}_chans']  # the untagged name takes its only tag
-    modes = list(MODES) + ['chans']
+    """The tag and the plain name (which takes its default tag) load the shipped file bit for bit."""
+    plain = [(f'{architecture}_{mode}', weights_path(architecture, mode)) for architecture, mode in MODELS]
+    names = [(f'{name}.{TAG}', path) for name, path in plain] + plain
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf'), HF_HUB_CACHE=str(tmp_path / 'hf' / 'hub'))
-    argv = [item for pair in zip(names, modes) for item in pair]
+    argv = [str(item) for pair in names for item in pair]
     result = subprocess.run([sys.executable, '-c', LOAD_OFFLINE, *argv], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict(line.split(' ', 1) for line in result.stdout.splitlines())
-    assert lines[f'{ARCHITECTURE}_full.{TAG}'] == f"{TAG} []"
-    assert lines[f'{ARCHITECTURE}_chans.{TAG}'] == f"{TAG} ['blocks.dw', 'stem']"  # depthwise and stem frozen
-    assert lines[f'{ARCHITECTURE}_space.{TAG}'] == f"{TAG} ['blocks']"  # pointwise convs only
-    assert lines[f'{ARCHITECTURE}_chans'] == lines[f'{ARCHITECTURE}_chans.{TAG}']
+    frozen = {'full': '[]', 'chans': "['blocks.dw', 'stem']", 'space': "['blocks']"}  # chans: depthwise and stem
+    for architecture, mode in MODELS:
+        assert lines[f'{architecture}_{mode}.{TAG}'] == lines[f'{architecture}_{mode}'] == f"{TAG} {frozen[mode]}"
 
 
-def card(mode: str) -> ModelCard:
-    return ModelCard.load(REPO / 'model_cards' / f'{ARCHITECTURE}_{mode}.{TAG}.md')
+def card(architecture: str, mode: str) -> ModelCard:
+    return ModelCard.load(REPO / 'model_cards' / f'{architecture}_{mode}.{TAG}.md')
 
 
-@pytest.mark.parametrize('mode', MODES)
-def test_each_model_card_says_how_it_was_trained_and_measured(mode):
-    text, results = card(mode).text, card(mode).data.eval_results
-    assert f'python train.py --model {ARCHITECTURE}_{mode} ' in text and "--train-split 'train[:55000]'" in text
-    assert 'Training took' in text and 'CPU cores' in text and f'"{ARCHITECTURE}_{mode}.{TAG}"' in text
+@pytest.mark.parametrize('architecture, mode', MODELS)
+def test_each_model_card_says_how_it_was_trained_and_measured(architecture, mode):
+    text, results = card(architecture, mode).text, card(architecture, mode).data.eval_results
+    assert f'python train.py --model {architecture}_{mode} ' in text and "--train-split 'train[:55000]'" in text
+    assert 'Training took' in text and 'CPU cores' in text and f'"{architecture}_{mode}.{TAG}"' in text
     by_name = {(r.dataset_split, r.metric_name): r for r in results}
     assert by_name['train[55000:]', 'top-1 accuracy'].metric_value > 0
     assert by_name['test', 'top-1 accuracy'].metric_args['num_samples'] == 10000
@@ -84,21 +89,22 @@ def test_each_model_card_says_how_it_was_trained_and_measured(mode):
 
 @needs_debian_files
 @pytest.mark.slow
-@pytest.mark.parametrize('mode', MODES)
-def test_shipped_weights_reach_their_test_accuracy(mode):
-    """Measured here on the official test files; the card's number and the issue's target must both hold."""
+@pytest.mark.parametrize('architecture, mode', MODELS)
+def test_shipped_weights_reach_their_test_accuracy(architecture, mode):
+    """Measured here on the official test files through timm's own eval transform (`resolve_data_config` +
+    `create_transform` on the PIL images); the card's number and the issue's target must both hold."""
     test = create_dataset(FASHION_MNIST, split='test')
-    model = timm.create_model(f'{ARCHITECTURE}_{mode}.{TAG}', pretrained=True).eval()
-    cfg = model.pretrained_cfg
-    x = (torch.from_numpy(test.images).float().div(255).unsqueeze(1) - cfg['mean'][0]) / cfg['std'][0]
+    model = timm.create_model(f'{architecture}_{mode}.{TAG}', pretrained=True).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+    x = torch.stack([transform(Image.fromarray(image, mode='L')) for image in test.images])
     with torch.inference_mode():
         predicted = torch.cat([model(batch).argmax(1) for batch in x.split(1000)])
     top1 = 100 * (predicted == torch.from_numpy(test.labels).long()).float().mean().item()
-    card_top1 = next(r.metric_value for r in card(mode).data.eval_results
+    card_top1 = next(r.metric_value for r in card(architecture, mode).data.eval_results
                      if (r.dataset_split, r.metric_name) == ('test', 'top-1 accuracy'))
     assert top1 == pytest.approx(card_top1, abs=0.011)
-    if mode in TARGETS:  # Space has none: it is shipped to compare with
-        assert top1 >= TARGETS[mode]
+    if (architecture, mode) in TARGETS:
+        assert top1 >= TARGETS[architecture, mode]
 
 
 def recipe_script():
@@ -118,32 +124,33 @@ def test_the_weights_recipe_trains_bit_for_bit_from_its_command(tmp_path):
     short = ['--dataset', 'fashion-mnist-sample', '--train-split', 'train[:384]', '--val-split', 'train[5900:]',
              '--epochs', '1']
     for run in ('a', 'b'):
-        recipe.run_command(recipe.command('chans', tmp_path / run) + short)
-    a, b = (load_file(tmp_path / run / 'chans' / 'model.safetensors') for run in ('a', 'b'))
+        recipe.run_command(recipe.command(SMALL, 'chans', tmp_path / run) + short)
+    a, b = (load_file(tmp_path / run / f'{SMALL}_chans' / 'model.safetensors') for run in ('a', 'b'))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_weights_command_names_the_default_output_relative_to_the_repo():
     recipe = recipe_script()
-    argv = recipe.command('chans', recipe.OUTPUT)
+    argv = recipe.command(SMALL, 'chans', recipe.OUTPUT)
     assert argv[argv.index('--output') + 1] == str(Path('output', 'fashion_mnist_weights'))
 
 
 def test_a_run_cut_before_its_first_epoch_restarts_in_its_folder_and_keeps_its_time(tmp_path, monkeypatch):
     recipe = recipe_script()
-    (tmp_path / 'chans').mkdir()
-    (tmp_path / 'chans' / 'args.yaml').write_text('written before the cut')
+    run_dir = tmp_path / f'{SMALL}_chans'
+    run_dir.mkdir()
+    (run_dir / 'args.yaml').write_text('written before the cut')
     commands = []
 
     def cut(argv):
         commands.append(argv)
-        assert not (tmp_path / 'chans').exists()  # else train.py would open a new folder beside it
+        assert not run_dir.exists()  # else train.py would open a new folder beside it
         raise subprocess.CalledProcessError(1, argv)
     monkeypatch.setattr(recipe, 'run_command', cut)
     with pytest.raises(subprocess.CalledProcessError):
-        recipe.train('chans', tmp_path)
+        recipe.train(SMALL, 'chans', tmp_path)
     assert '--resume' not in commands[0]
-    times = json.loads((tmp_path / 'chans' / recipe.TIMES).read_text())
+    times = json.loads((run_dir / recipe.TIMES).read_text())
     assert len(times) == 1 and times[0]['epochs'] == [0, 0] and times[0]['seconds'] >= 0
 
 
@@ -151,20 +158,20 @@ def test_a_run_cut_before_its_first_epoch_restarts_in_its_folder_and_keeps_its_t
 def test_verify_says_whether_a_retrained_model_equals_the_shipped_file_bit_for_bit(tmp_path, monkeypatch, change,
                                                                                    expected):
     recipe = recipe_script()
-    shipped = load_file(weights_path('chans'))
+    shipped = load_file(weights_path(SMALL, 'chans'))
 
     def retrain(argv):  # stands in for train.py: writes where the command says, one tensor moved by `change`
-        folder = Path(argv[argv.index('--output') + 1]) / 'chans'
+        folder = Path(argv[argv.index('--output') + 1]) / argv[argv.index('--experiment') + 1]
         folder.mkdir(parents=True)
         rebuilt = dict(shipped, **{'head.bias': shipped['head.bias'] + change})
         save_file(rebuilt, folder / 'model.safetensors')
     monkeypatch.setattr(recipe, 'run_command', retrain)
-    assert recipe.verify('chans') is expected
+    assert recipe.verify(SMALL, 'chans') is expected
 
 
 def test_eval_robust_evaluates_a_shipped_tag_by_name(tmp_path, capsys):
     """`eval_robust.py --model NAME.fashion_mnist --pretrained`: its clean accuracy is the model's own."""
-    name = f'{ARCHITECTURE}_chans.{TAG}'
+    name = f'{SMALL}_chans.{TAG}'
     eval_robust_main(['--model', name, '--pretrained', '--attacks', 'fgsm', '--eps', '0', '-j', '0',
                       '--output', str(tmp_path)])
     entry = json.loads((tmp_path / 'robust.json').read_text())['models'][name]

@@ -15,7 +15,7 @@ from timm.models.convmixer import ConvMixer
 
 from timm_frozenmix.models.convert import freeze, init_depthwise_
 from timm_frozenmix.core.constants import CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from timm_frozenmix.models.pretrained import ARCHITECTURE, TAG, weights_path
+from timm_frozenmix.models.pretrained import TAG, shipped_names
 from timm_frozenmix.models._factory import PAPER_ID, build_model
 
 __all__ = ['FrozenMixConvMixer']
@@ -72,28 +72,25 @@ _FASHION_MNIST_CFG = dict(num_classes=10, input_size=(1, 28, 28), crop_pct=1.0, 
                           mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
 
 
-def _fashion_mnist_cfgs() -> dict:
-    """The 28x28 ConvMixer's modes: tagged `.fashion_mnist` with the weights shipped in the package, else untagged."""
-    cfgs = {}
-    for mode in _MODES:
-        path = weights_path(mode)
-        if path.exists():
-            cfgs[f'{ARCHITECTURE}_{mode}.{TAG}'] = _cfg(file=str(path), **_FASHION_MNIST_CFG)
-        else:
-            cfgs[f'{ARCHITECTURE}_{mode}'] = _cfg(**_FASHION_MNIST_CFG)
-    return cfgs
+def _with_shipped_weights(cfgs: dict) -> dict:
+    """Each mode whose Fashion-MNIST weights ship in the package gets the `.fashion_mnist` tag, carrying the file
+    and the 28x28 grayscale data config, in place of its untagged config: the tag is then the name's default."""
+    shipped = shipped_names()
+    return {(f'{name}.{TAG}' if f'{name}.{TAG}' in shipped else name):
+            (_cfg(file=str(shipped[f'{name}.{TAG}']), **_FASHION_MNIST_CFG) if f'{name}.{TAG}' in shipped else cfg)
+            for name, cfg in cfgs.items()}
 
 
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(_with_shipped_weights({
     # timm's own ImageNet weights for the fully learned ConvMixers
     **{f'{name}_full.in1k': _cfg(hf_hub_id=f'timm/{name}.in1k') for name in _TIMM_SIZES},
     **{f'{name}_{mode}': _cfg() for name in _TIMM_SIZES for mode in _MODES[1:]},
     **{f'convmixer_512_7_{mode}': _cfg() for mode in _MODES},
     **{f'{name}_{mode}': _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD)
        for name in _CIFAR_SIZES for mode in _MODES},
-    # a small ConvMixer for 28x28 grayscale images, with Fashion-MNIST weights shipped in the package
-    **_fashion_mnist_cfgs(),
-})
+    # a small ConvMixer for 28x28 grayscale images
+    **{f'convmixer_128_4_ks5_p2_{mode}': _cfg(**_FASHION_MNIST_CFG) for mode in _MODES},
+}))
 
 
 @register_model
