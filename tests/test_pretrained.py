@@ -202,3 +202,17 @@ def test_train_py_keep_function_starts_from_what_the_pretrained_model_computes(t
     with torch.no_grad():
         expected, got = reference(x), run.model.eval()(x)
     assert ((got - expected).norm() / expected.norm()).item() < 1e-4
+
+
+def test_a_shipped_tag_adapts_its_stem_to_rgb_and_replaces_its_head():
+    """timm's own overrides on the 1-channel weights: in_chans=3 adapts the stem (a gray image repeated in three
+    channels gives the original features), num_classes=5 gives a new head; everything else is the shipped file."""
+    name = f'{SMALL}_chans.{TAG}'
+    original = timm.create_model(name, pretrained=True).eval()
+    adapted = timm.create_model(name, pretrained=True, in_chans=3, num_classes=5).eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        expected = original.forward_head(original.forward_features(x), pre_logits=True)
+        got = adapted.forward_head(adapted.forward_features(x.expand(-1, 3, -1, -1)), pre_logits=True)
+        assert adapted(x.expand(-1, 3, -1, -1)).shape == (2, 5)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

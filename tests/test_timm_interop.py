@@ -1,10 +1,13 @@
-"""timm's model API on every family of the registry: features, intermediates, TorchScript, compile, checkpointing."""
+"""timm's model API on every family of the registry: features, intermediates, TorchScript, compile, checkpointing,
+save_for_hf and local-dir, in_chans adaptation of pretrained weights."""
 import pytest
 import timm
 import torch
+from timm.models import adapt_input_conv, save_for_hf
 
 import timm_frozenmix  # noqa: F401  registers the models
 from timm_frozenmix import separate
+from timm_frozenmix.core.errors import UsageError
 
 # one small member of each family, with an input it accepts: (name, kwargs, input shape)
 FAMILIES = {
@@ -97,3 +100,59 @@ def test_reset_classifier_keeps_what_is_frozen(family):
     assert model(x).shape == (2, 5)
     assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen
     assert all(p.requires_grad for p in model.get_classifier().parameters())
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_timms_save_for_hf_writes_safetensors_that_local_dir_reloads(family, tmp_path):
+    """timm.models.save_for_hf (safetensors only) and create_model('local-dir:...', pretrained=True): same tensors."""
+    model, _ = create(family)
+    save_for_hf(model, str(tmp_path), model_args=FAMILIES[family][1], safe_serialization=True)
+    assert (tmp_path / 'model.safetensors').is_file() and not (tmp_path / 'pytorch_model.bin').exists()
+    reloaded = timm.create_model(f'local-dir:{tmp_path}', pretrained=True)
+    assert reloaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in reloaded.state_dict().items())
+
+
+def exported(family, tmp_path, in_chans):
+    """A family's model with `in_chans` input channels, saved by timm's save_for_hf; its `local-dir:` name."""
+    model, _ = create(family, in_chans=in_chans)
+    save_for_hf(model.eval(), str(tmp_path), model_args=FAMILIES[family][1], safe_serialization=True)
+    return model, f'local-dir:{tmp_path}'
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('in_chans', [3, 2, 4])
+def test_one_channel_weights_load_for_more_channels_and_see_a_gray_image_the_same(family, in_chans, tmp_path):
+    """timm's in_chans adaptation on 1-channel weights (the shipped ones, grayscale exports): the adapted model
+    on a gray image repeated in every channel computes what the original computes on the gray image."""
+    gray, name = exported(family, tmp_path, in_chans=1)
+    adapted = timm.create_model(name, pretrained=True, in_chans=in_chans).eval()
+    x = torch.rand(2, 1, *FAMILIES[family][2][2:])
+    with torch.no_grad():
+        expected, got = gray(x), adapted(x.expand(-1, in_chans, -1, -1))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('family', ['sep-resnet-basic', 'sep-resnet-cifar'])
+@pytest.mark.parametrize('in_chans', [2, 4])
+def test_a_separable_stem_adapts_from_rgb_by_timms_rule(family, in_chans, tmp_path):
+    """From 3 channels, the separable stem's dense equivalent is what timm's adapt_input_conv makes of the
+    original's (channels repeated, scaled by 3 / in_chans)."""
+    rgb, name = exported(family, tmp_path, in_chans=3)
+    adapted = timm.create_model(name, pretrained=True, in_chans=in_chans)
+    expected = adapt_input_conv(in_chans, rgb.stem.conv.dense_weight())
+    torch.testing.assert_close(adapted.stem.conv.dense_weight(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_separable_stem_cannot_sum_rgb_filters_into_one_channel(tmp_path):
+    _, name = exported('sep-resnet-cifar', tmp_path, in_chans=3)
+    with pytest.raises(UsageError, match='load with in_chans=3 and repeat the gray channel 3 times'):
+        timm.create_model(name, pretrained=True, in_chans=1)
+
+
+def test_a_dense_stem_takes_timms_own_rgb_to_gray_sum(tmp_path):
+    rgb, name = exported('convmixer-shallow', tmp_path, in_chans=3)
+    gray = timm.create_model(name, pretrained=True, in_chans=1).eval()
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(gray(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)

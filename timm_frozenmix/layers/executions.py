@@ -85,10 +85,7 @@ class Im2colSeparable(torch.autograd.Function):
         grad_x = grad_dw = grad_pw = grad_bias = None
         if ctx.needs_input_grad[2]:
             z = torch.bmm(bank, cols).reshape(mid_c, -1)
-            if weight.stride(0) == 1:  # out-fastest: (in * d, out), transposed, is the weight's own layout
-                grad_pw = torch.mm(z, grad_y.t()).t().reshape(pointwise_weight.shape)
-            else:
-                grad_pw = torch.mm(grad_y, z.t()).reshape(pointwise_weight.shape)
+            grad_pw = torch.mm(grad_y, z.t()).reshape(pointwise_weight.shape)
             del z
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             grad_z = torch.mm(weight.t(), grad_y).reshape(in_c, mid_c // in_c, -1)

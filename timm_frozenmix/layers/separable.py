@@ -32,11 +32,6 @@ def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
     return None
 
 
-def _out_fastest(weight: torch.Tensor) -> torch.Tensor:
-    """A copy of a (out, in, 1, 1) weight with the same values whose output channel varies fastest in memory."""
-    return weight.reshape(weight.shape[0], -1).t().contiguous().t().reshape(weight.shape)
-
-
 def is_depthwise(conv: nn.Conv2d) -> bool:
     """A conv whose every filter sees one input channel mixes space only (pure spatial mixing)."""
     return conv.groups == conv.in_channels
@@ -90,8 +85,6 @@ class SeparableConv2d(nn.Module):
                 in_channels, mid_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                 groups=in_channels, bias=False, padding_mode=padding_mode, **dd)
         self.pointwise = nn.Conv2d(mid_channels, out_channels, 1, groups=groups, bias=bias, **dd)
-        if groups == 1:  # stored out-fastest: the composition (dense_weight) reads it without a transpose
-            self.pointwise.weight = nn.Parameter(_out_fastest(self.pointwise.weight.detach()))
         dw = self.depthwise
         self.kernel_size: Tuple[int, int] = dw.kernel_size
         self.stride: Tuple[int, int] = dw.stride
@@ -148,7 +141,7 @@ class SeparableConv2d(nn.Module):
         g, d = self.groups, self.depth_multiplier
         out_c, in_c = self.out_channels, self.in_channels
         kh, kw = self.kernel_size
-        if g == 1:  # per input channel D_i^T P_i, (kh * kw, out), on the out-fastest P; then one transpose
+        if g == 1:  # per input channel D_i^T P_i, (kh * kw, out), P read transposed in place; then one transpose
             bank_t = self.depthwise.weight.reshape(in_c, d, kh * kw).transpose(1, 2)
             p = self.pointwise.weight.reshape(out_c, in_c * d).t().reshape(in_c, d, out_c)
             return torch.bmm(bank_t, p).reshape(in_c, kh, kw, out_c).permute(3, 0, 1, 2).contiguous()
