@@ -3,9 +3,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import huggingface_hub
 import pytest
+import timm
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
@@ -149,29 +151,76 @@ class RecordedHub:
     """Stands in for HfApi's network calls and keeps what would have been uploaded."""
 
     def __init__(self, monkeypatch, tmp_path):
-        self.calls, self.uploaded = [], tmp_path / 'uploaded'
+        self.calls, self.uploaded, self.repo_files = [], tmp_path / 'uploaded', set()
         monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', False)
         monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
         monkeypatch.setattr(huggingface_hub.HfApi, 'create_repo', self.create_repo)
         monkeypatch.setattr(huggingface_hub.HfApi, 'upload_folder', self.upload_folder)
+        monkeypatch.setattr(huggingface_hub.HfApi, 'create_branch', self.create_branch)
+        monkeypatch.setattr(huggingface_hub.HfApi, 'file_exists', self.file_exists)
 
     def create_repo(self, repo_id, private=False, exist_ok=False, **kwargs):
         self.calls.append(('create_repo', repo_id, private, exist_ok))
         return f'https://huggingface.co/{repo_id}'
 
-    def upload_folder(self, repo_id, folder_path, **kwargs):
-        self.calls.append(('upload_folder', repo_id))
-        shutil.copytree(folder_path, self.uploaded)
+    def create_branch(self, repo_id, branch, exist_ok=False, **kwargs):
+        self.calls.append(('create_branch', repo_id, branch, exist_ok))
+
+    def file_exists(self, repo_id, filename, revision=None, **kwargs):
+        return filename in self.repo_files
+
+    def upload_folder(self, repo_id, folder_path, revision=None, create_pr=False, ignore_patterns=None, **kwargs):
+        self.calls.append(('upload_folder', repo_id, revision, create_pr, ignore_patterns))
+        shutil.copytree(folder_path, self.uploaded, ignore=shutil.ignore_patterns(*(ignore_patterns or [])))
+        url = f'https://huggingface.co/{repo_id}'
+        return SimpleNamespace(commit_url=f'{url}/commit/0123', pr_url=f'{url}/discussions/1' if create_pr else None)
 
 
 def test_push_uploads_the_export_folder(trained, tmp_path, monkeypatch, capsys):
     recorded = RecordedHub(monkeypatch, tmp_path)
     hub_main(['--checkpoint', str(trained[0]), '--output', str(tmp_path / 'export'), '--push-to-hub', 'me/my-model',
               '--private'])
-    assert recorded.calls == [('create_repo', 'me/my-model', True, True), ('upload_folder', 'me/my-model')]
+    assert recorded.calls == [('create_repo', 'me/my-model', True, True),
+                              ('upload_folder', 'me/my-model', None, False, None)]
     assert sorted(p.name for p in recorded.uploaded.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     assert 'hf-hub:me/my-model' in (recorded.uploaded / 'README.md').read_text()
-    assert 'Pushed to https://huggingface.co/me/my-model' in capsys.readouterr().out
+    assert 'Pushed to https://huggingface.co/me/my-model/commit/0123' in capsys.readouterr().out
+
+
+def test_push_takes_timms_revision_and_create_pr_and_keeps_a_readme_only_when_told(trained, tmp_path, monkeypatch,
+                                                                                   capsys):
+    recorded = RecordedHub(monkeypatch, tmp_path)
+    recorded.repo_files = {'README.md'}
+    hub_main(['--checkpoint', str(trained[0]), '--output', str(tmp_path / 'export'), '--push-to-hub', 'me/m',
+              '--revision', 'v2', '--create-pr', '--keep-readme'])
+    assert recorded.calls[-1] == ('upload_folder', 'me/m', 'v2', True, ['README.md'])
+    assert sorted(p.name for p in recorded.uploaded.iterdir()) == ['config.json', 'model.safetensors']
+    assert 'Pushed to https://huggingface.co/me/m/discussions/1' in capsys.readouterr().out
+    shutil.rmtree(recorded.uploaded)
+    hub_main(['--checkpoint', str(trained[0]), '--output', str(tmp_path / 'export'), '--push-to-hub', 'me/m',
+              '--revision', 'v2'])  # a commit to a branch creates it; the repo's README is replaced by default
+    assert recorded.calls[-2:] == [('create_branch', 'me/m', 'v2', True), ('upload_folder', 'me/m', 'v2', False, None)]
+    assert (recorded.uploaded / 'README.md').is_file()
+
+
+def test_a_local_export_needs_no_repo_id_and_says_how_it_loads(trained, tmp_path):
+    hub_main(['--checkpoint', str(trained[0]), '--output', str(tmp_path / 'mine')])
+    card = (tmp_path / 'mine' / 'README.md').read_text()
+    assert '# mine (local export)' in card and 'timm.create_model("local-dir:mine", pretrained=True)' in card
+    assert 'hf-hub:' not in card
+    model = timm.create_model(f'local-dir:{tmp_path / "mine"}', pretrained=True)
+    best = Checkpoint.load(trained[0]).state_dict
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
+
+
+def test_an_earlier_exports_readme_is_kept_only_when_told(trained, tmp_path):
+    folder = tmp_path / 'export'
+    hub_main(['--checkpoint', str(trained[0]), '--output', str(folder), '--repo-id', 'me/x'])
+    (folder / 'README.md').write_text((folder / 'README.md').read_text() + '\nEdited by hand.\n')
+    hub_main(['--checkpoint', str(trained[0]), '--output', str(folder), '--repo-id', 'me/x', '--keep-readme'])
+    assert 'Edited by hand.' in (folder / 'README.md').read_text()
+    hub_main(['--checkpoint', str(trained[0]), '--output', str(folder), '--repo-id', 'me/x'])
+    assert 'Edited by hand.' not in (folder / 'README.md').read_text()
 
 
 def test_train_push_to_hub_publishes_the_best_checkpoint(tmp_path, monkeypatch):
@@ -214,7 +263,10 @@ def test_bad_input_fails_before_any_work(trained, tmp_path, capsys, monkeypatch)
     _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(occupied), '--repo-id', 'me/x'], capsys,
            'holds something other than an earlier export')
     assert [p.name for p in occupied.iterdir()] == ['notes.txt']
-    _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e')], capsys, 'pass --repo-id')
+    _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--repo-id', 'no-slash'], capsys,
+           'user-or-org/name')
+    _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--revision', 'v2'], capsys,
+           'add --push-to-hub')
     _fails(hub_main, ['--checkpoint', checkpoint, '--output', str(tmp_path / 'e'), '--repo-id', 'me/x', '--robust-json',
                       str(tmp_path / 'missing.json')], capsys, 'cannot read robustness results')
     assert not (tmp_path / 'e').exists()

@@ -20,9 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help='robust.json files from eval_robust.py runs of this checkpoint, for the model card')
     parser.add_argument('--use-ema', action='store_true', help='export the EMA weights')
     parser.add_argument('--repo-id', default=None,
-                        help='the Hub repo the card loads from, user/name (default: --push-to-hub)')
-    parser.add_argument('--push-to-hub', default=None, metavar='REPO', help='also upload to this Hub repo')
-    parser.add_argument('--private', action='store_true', help='create the Hub repo as private')
+                        help='the Hub repo the card loads from, user/name (default: --push-to-hub; without either, '
+                             'the card describes a local export loaded with local-dir:)')
+    parser.add_argument('--keep-readme', action='store_true',
+                        help='keep the README.md already there (an earlier export in --output, or the Hub repo\'s) '
+                             'instead of writing a new model card')
+    hub = parser.add_argument_group('Upload (as timm\'s push_to_hf_hub)')
+    hub.add_argument('--push-to-hub', default=None, metavar='REPO', help='also upload to this Hub repo')
+    hub.add_argument('--private', action='store_true', help='create the Hub repo as private')
+    hub.add_argument('--revision', default=None, help='branch to commit to (created if missing; default: main)')
+    hub.add_argument('--create-pr', action='store_true', help='open a pull request instead of committing')
     group = parser.add_argument_group('Provenance shown in the model card (optional)')
     group.add_argument('--pretrained-name', help='the timm name the same weights load under, e.g. NAME.TAG')
     group.add_argument('--train-time-s', type=float, help='wall time of the training, in seconds')
@@ -31,16 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.revision or args.create_pr) and not args.push_to_hub:
+        parser.error('--revision and --create-pr apply to an upload: add --push-to-hub user/name')
     with exit_on_usage_error('hub'):
         if args.push_to_hub:
             check_can_push(args.push_to_hub)
         provenance = dict(pretrained_name=args.pretrained_name, train_time_s=args.train_time_s, machine=args.machine)
         folder = export(args.checkpoint, args.output, args.repo_id or args.push_to_hub, args.robust_json, args.use_ema,
-                        provenance)
+                        provenance, keep_readme=args.keep_readme)
     print(f'Exported to {folder}; load it with timm.create_model("local-dir:{folder}", pretrained=True)')
     if args.push_to_hub:
-        print(f'Pushed to {push(folder, args.push_to_hub, args.private)}')
+        url = push(folder, args.push_to_hub, args.private, args.revision, args.create_pr, args.keep_readme)
+        print(f'Pushed to {url}')
 
 
 if __name__ == '__main__':

@@ -26,6 +26,7 @@ from timm_frozenmix.data.datasets import FASHION_MNIST, FASHION_MNIST_CLASSES, S
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.io.loading import load_model
 from timm_frozenmix.io.outputs import check_output_folder, staging_folder
+from timm_frozenmix.io.reporting import attack_name
 
 __all__ = ['export', 'push', 'render_model_card', 'check_can_push']
 
@@ -92,7 +93,7 @@ def _robust_table(measured: List[Tuple[Dict[str, Any], Dict[str, Any]]]) -> str:
     for robust, entry in measured:
         images = f'{entry["num_samples"]:,} of {robust["split"]}'
         for attack, values in entry['accuracy'].items():
-            lines += [f'| {attack} | {label} | {images} | {value:.2f} |'
+            lines += [f'| {attack_name(robust, attack)} | {label} | {images} | {value:.2f} |'
                       for label, value in zip(robust['eps_labels'], values)]
     return '\n'.join(lines)
 
@@ -115,16 +116,19 @@ def read_robust_results(paths: Sequence) -> List[Dict[str, Any]]:
     return results
 
 
-def render_model_card(loaded, checkpoint: Checkpoint, config: Dict[str, Any], repo_id: str,
-                      robust: Sequence[Dict[str, Any]] = (), provenance: Optional[Dict[str, Any]] = None) -> ModelCard:
+def render_model_card(loaded, checkpoint: Checkpoint, config: Dict[str, Any], repo_id: Optional[str],
+                      robust: Sequence[Dict[str, Any]] = (), provenance: Optional[Dict[str, Any]] = None,
+                      local_name: str = 'model') -> ModelCard:
     """The model card: Hub metadata (with a model-index of clean and robust accuracy) and the body sections.
 
     robust: eval_robust.py results (robust.json) that each hold an entry for this checkpoint, e.g. FGSM and PGD on
     the whole test set and AutoAttack on a subset. When they were measured on another split than the one that chose
     the epoch, the clean accuracy of the one with the most images is reported as that split's accuracy.
     provenance: optional 'pretrained_name' (the timm name the weights ship under), 'train_time_s' and
-    'machine' (what the training ran on), shown in the card.
+    'machine' (what the training ran on), shown in the card. Without a `repo_id` the card is a local export's,
+    named `local_name` (its folder) and loaded with `local-dir:`.
     """
+    model_name = repo_id.split('/')[-1] if repo_id else local_name
     train_args, arch = loaded.training, loaded.arch
     learn = learn_mode(loaded.model)
     if learn is None:
@@ -160,14 +164,14 @@ def render_model_card(loaded, checkpoint: Checkpoint, config: Dict[str, Any], re
         for attack, values in entry['accuracy'].items():
             for label, value in zip(results['eps_labels'], values):
                 eval_results.append(result(
-                    results['split'], f'top-1 accuracy under {attack}, eps {label}', value,
+                    results['split'], f'top-1 accuracy under {attack_name(results, attack)}, eps {label}', value,
                     metric_config=f'{attack.lower()}-eps-{label}',
                     metric_args={'attack': attack, 'eps': label, 'num_samples': entry['num_samples']}))
     card_data = ModelCardData(
         library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'),
         tags=['image-classification', 'timm', 'timm-frozenmix', f'learn-{learn}'],
         datasets=[hub_dataset] if hub_dataset in HUB_DATASETS.values() else None,
-        pipeline_tag='image-classification', model_name=repo_id.split('/')[-1], eval_results=eval_results)
+        pipeline_tag='image-classification', model_name=model_name, eval_results=eval_results)
 
     stem = ' and the patch-projection stem' if any(
         role == 'spatial' and not is_depthwise(conv) for _, conv, role in conv_roles(loaded.model)) else ''
@@ -180,7 +184,7 @@ def render_model_card(loaded, checkpoint: Checkpoint, config: Dict[str, Any], re
     provenance = provenance or {}
     return ModelCard.from_template(
         card_data, template_path=str(CARD_TEMPLATE),
-        model_name=repo_id.split('/')[-1], repo_id=repo_id, arch=arch, learn_title=learn_title,
+        model_name=model_name, repo_id=repo_id, arch=arch, learn_title=learn_title,
         learn_paragraph=learn_paragraph.format(stem=stem), dataset_title=dataset_title,
         roles=summarize(loaded.model, print_table=False),
         input_size='x'.join(map(str, pretrained_cfg['input_size'])),
@@ -220,18 +224,19 @@ def check_export_target(output) -> Path:
 
 
 def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=(), use_ema: bool = False,
-           provenance: Optional[Dict[str, Any]] = None) -> Path:
+           provenance: Optional[Dict[str, Any]] = None, keep_readme: bool = False) -> Path:
     """Write model.safetensors, config.json and README.md for one train.py checkpoint; all or nothing.
 
-    robust_json: one robust.json path or several (eval_robust.py runs of this checkpoint) for the card;
-    provenance: see `render_model_card`. The files are staged in a fresh temporary folder beside `output` and
-    moved in at the end. `output` must be new, empty or an earlier export; anything else of the user's there is
-    refused (UsageError), never replaced.
+    repo_id: the Hub repo (user/name) the card says it loads from; without one the card describes a local
+    export that loads with `local-dir:`. robust_json: one robust.json path or several (eval_robust.py runs of
+    this checkpoint) for the card; provenance: see `render_model_card`; keep_readme: when `output` holds an
+    earlier export, keep its README.md (a card edited by hand) instead of writing a new card. The files are
+    staged in a fresh temporary folder beside `output` and moved in at the end. `output` must be new, empty or
+    an earlier export; anything else of the user's there is refused (UsageError), never replaced.
     """
     output = check_export_target(output)
-    if not repo_id:
-        raise UsageError('name the Hub repo the model card loads from: pass --repo-id user/name '
-                         '(or --push-to-hub user/name)')
+    if repo_id is not None and (repo_id.count('/') != 1 or not all(repo_id.split('/'))):
+        raise UsageError(f'--repo-id takes a Hub repo id of the form user-or-org/name, got {repo_id!r}')
     checkpoint = Checkpoint.load(checkpoint_path)
     spec = checkpoint.spec
     if spec.separate:
@@ -240,14 +245,19 @@ def export(checkpoint_path, output, repo_id: Optional[str] = None, robust_json=(
     loaded = load_model(checkpoint_path=checkpoint_path, use_ema=use_ema)
     robust_paths = [robust_json] if isinstance(robust_json, (str, os.PathLike)) else list(robust_json or ())
     config = build_config(loaded)
-    card = render_model_card(loaded, checkpoint, config, repo_id, read_robust_results(robust_paths), provenance)
+    card = render_model_card(loaded, checkpoint, config, repo_id, read_robust_results(robust_paths), provenance,
+                             local_name=output.name)
+    kept_readme = output / 'README.md' if keep_readme and (output / 'README.md').is_file() else None
 
     with staging_folder(output.parent) as staging:
         folder = staging / output.name
         folder.mkdir()
         save_safetensors(loaded.model.state_dict(), folder / 'model.safetensors')
         (folder / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
-        card.save(folder / 'README.md')
+        if kept_readme:
+            shutil.copyfile(kept_readme, folder / 'README.md')
+        else:
+            card.save(folder / 'README.md')
         if output.exists():  # empty, or an earlier export: checked above
             shutil.rmtree(output)
         os.replace(folder, output)
@@ -264,10 +274,19 @@ def check_can_push(repo_id: str) -> None:
         raise UsageError('no Hugging Face token: run `hf auth login` or set HF_TOKEN to publish')
 
 
-def push(folder, repo_id: str, private: bool = False) -> str:
-    """Create the repo if needed and upload the export folder; returns the repo URL."""
-    api = HfApi()
-    url = api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message='Upload model from timm-frozenmix')
-    return str(url)
+def push(folder, repo_id: str, private: bool = False, revision: Optional[str] = None, create_pr: bool = False,
+         keep_readme: bool = False) -> str:
+    """Upload the export folder, as timm's push_to_hf_hub does; returns the URL of the commit or pull request.
 
+    The repo is created if needed; `revision` names the branch to commit to (created from main if it does not
+    exist), `create_pr` opens a pull request instead of committing; `keep_readme` leaves a README.md the repo
+    already has in place (the export's card is uploaded only where there is none).
+    """
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    skip = ['README.md'] if keep_readme and api.file_exists(repo_id, 'README.md', revision=revision) else None
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision, create_pr=create_pr,
+                               ignore_patterns=skip, commit_message='Upload model from timm-frozenmix')
+    return str(commit.pr_url or commit.commit_url)
