@@ -114,6 +114,8 @@ def test_autoattack_runs_and_is_at_least_as_strong_as_fgsm(checkpoints):
     assert result['accuracy']['AutoAttack'][0] == result['clean_accuracy']
     assert result['accuracy']['AutoAttack'][1] <= result['accuracy']['FGSM'][1]
     assert result['max_perturbation']['AutoAttack'][1] <= 0.1 + 1e-6
+    assert results['attacks']['AutoAttack']['version'] == 'standard'
+    assert len(results['indices']) == 16 and results['indices'] == sorted(set(results['indices']))
 
 
 def test_command_line_writes_json_table_and_plot_with_baseline(checkpoints, tmp_path, capsys):
@@ -132,6 +134,7 @@ def test_command_line_writes_json_table_and_plot_with_baseline(checkpoints, tmp_
     assert chans['relative_improvement']['FGSM'][2] == pytest.approx(expected)
     assert 'relative_improvement' not in full
     assert '| convmixer_128_4_ks5_p2_chans | PGD-2 |' in printed and 'Relative improvement over' in printed
+    assert len(results['indices']) == 32 and all(0 <= i < 1000 for i in results['indices'])
 
 
 def test_gradient_masking_is_flagged():

@@ -19,6 +19,7 @@ from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
 from timm_frozenmix.io.loading import model_from_checkpoint
 from timm_frozenmix.io.outputs import check_output_folder
+from timm_frozenmix.io.references import check_reference, is_reference
 from timm_frozenmix.io.reporting import write_json
 from timm_frozenmix.evaluation.spectral import (
     COMPARE_PLOT, LAYERS_PLOT, REFERENCE_BANKS, RESULTS, analyse_model, compare_banks, plot_comparison, plot_envelopes,
@@ -54,7 +55,9 @@ def check_args(args) -> None:
         raise UsageError('nothing to analyse: pass --checkpoint PATH, --model NAME, or --compare')
     if args.checkpoint and args.model:
         raise UsageError('pass --checkpoint or --model, not both (a checkpoint knows its model)')
-    if args.model and not (timm.is_model(args.model) or args.model.startswith(('hf-hub:', 'local-dir:'))):
+    if args.model and is_reference(args.model):
+        check_reference(args.model)
+    elif args.model and not timm.is_model(args.model):
         raise UsageError(f'unknown model {args.model!r}: see timm.list_models() (import timm_frozenmix first)')
     if not 0 < args.threshold < math.inf:
         raise UsageError(f'--threshold must be a finite number > 0, got {args.threshold:g}')

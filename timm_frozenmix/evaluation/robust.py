@@ -31,7 +31,7 @@ from timm_frozenmix.core.devices import check_device
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.io.loading import LoadedModel, load_model
 from timm_frozenmix.io.outputs import check_output_folder
-from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure, write_json, write_text
+from timm_frozenmix.io.reporting import attack_name, markdown_table, new_figure, save_figure, write_json, write_text
 
 _logger = logging.getLogger(__name__)
 
@@ -164,16 +164,26 @@ def autoattack_components(num_classes: int) -> List[str]:
     return ['APGD-CE', 'APGD-DLR', 'FAB-T', 'Square'] if num_classes == 3 else ['APGD-CE', 'FAB-T', 'Square']
 
 
+AUTOATTACK_STANDARD = ('standard (Croce & Hein 2020, as RobustBench runs it): APGD-CE and APGD-T 100 iterations, '
+                      'APGD-T and FAB-T at most 9 target classes, FAB-T 100 iterations, Square 5,000 queries '
+                      '(p_init 0.8), 1 restart each, each attack on the images still classified correctly')
+
+
 def make_autoattack(torchattacks, net: nn.Module, eps: float, num_classes: int, seed: int):
-    """torchattacks' standard AutoAttack, or the same components minus those the class count rules out."""
-    if num_classes >= 4:
-        return torchattacks.AutoAttack(net, norm='Linf', eps=eps, version='standard', n_classes=num_classes, seed=seed)
+    """Standard AutoAttack (`AUTOATTACK_STANDARD`) from torchattacks' components with the reference's parameters.
+
+    torchattacks' own `AutoAttack` runs its components with 10 iterations and `n_classes - 1` target classes,
+    which is not the standard suite RobustBench reports; its components take the standard settings. A model
+    with fewer than 4 classes runs the components `autoattack_components` allows.
+    """
+    targets = min(num_classes, 10)  # torchattacks targets its n_classes - 1 highest other classes: 9 at most
     common = dict(norm='Linf', eps=eps, seed=seed, n_restarts=1)
     attacks = {
-        'APGD-CE': lambda: torchattacks.APGD(net, loss='ce', **common),
-        'APGD-DLR': lambda: torchattacks.APGD(net, loss='dlr', **common),
-        'FAB-T': lambda: torchattacks.FAB(net, multi_targeted=True, n_classes=num_classes, **common),
-        'Square': lambda: torchattacks.Square(net, n_queries=5000, **common),
+        'APGD-CE': lambda: torchattacks.APGD(net, loss='ce', steps=100, rho=.75, **common),
+        'APGD-T': lambda: torchattacks.APGDT(net, steps=100, rho=.75, n_classes=targets, **common),
+        'APGD-DLR': lambda: torchattacks.APGD(net, loss='dlr', steps=100, rho=.75, **common),
+        'FAB-T': lambda: torchattacks.FAB(net, multi_targeted=True, steps=100, n_classes=targets, **common),
+        'Square': lambda: torchattacks.Square(net, n_queries=5000, p_init=.8, resc_schedule=False, **common),
     }
     return torchattacks.MultiAttack([attacks[name]() for name in autoattack_components(num_classes)])
 
@@ -284,12 +294,12 @@ def format_table(results: dict) -> str:
     left_out = len(results.get('unreadable', []))
     title = (f'Top-1 accuracy (%) on {results["num_samples"]} images of {results["dataset"]} ({results["split"]})'
              + (f', {left_out} unreadable image(s) left out' if left_out else ''))
-    rows = [[label, attack, f'{r["clean_accuracy"]:.2f}', *(f'{v:.2f}' for v in values)]
+    rows = [[label, attack_name(results, attack), f'{r["clean_accuracy"]:.2f}', *(f'{v:.2f}' for v in values)]
             for label, r in results['models'].items() for attack, values in r['accuracy'].items()]
     lines = [title, '', markdown_table(header, rows)]
     baseline = results['baseline']
     if baseline:
-        rows = [[label, attack, _signed(r['relative_improvement']['clean']),
+        rows = [[label, attack_name(results, attack), _signed(r['relative_improvement']['clean']),
                  *(_signed(v) for v in r['relative_improvement'][attack])]
                 for label, r in results['models'].items() if label != baseline for attack in r['accuracy']]
         lines += ['', f'Relative improvement over {baseline} (%)', '', markdown_table(header, rows)]
@@ -383,7 +393,7 @@ def evaluate(config: RobustConfig) -> dict:
     start = time.perf_counter()
     results = {
         'dataset': config.dataset, 'split': config.split, 'num_samples': len(dataset), 'requested_samples': requested,
-        'unreadable': unreadable, 'seed': config.seed, 'input_img_mode': img_mode,
+        'unreadable': unreadable, 'indices': list(dataset.indices), 'seed': config.seed, 'input_img_mode': img_mode,
         'eps': [value for _, value in config.eps], 'eps_labels': [label for label, _ in config.eps],
         'attacks': {attack_label(a, config): _attack_settings(a, config) for a in config.attacks},
         'baseline': baseline, 'device': config.device, 'torch': torch.__version__,
@@ -406,6 +416,6 @@ def _attack_settings(name: str, config: RobustConfig) -> dict:
         alpha = config.pgd_alpha if config.pgd_alpha is not None else '2.5 * eps / steps'
         return {'steps': config.pgd_steps, 'alpha': alpha, 'random_start': config.pgd_random_start}
     if name == 'autoattack':
-        return {'version': 'standard, with the components each model\'s class count allows (autoattack_components)',
-                'norm': 'Linf', 'seed': config.seed}
+        return {'version': 'standard', 'definition': AUTOATTACK_STANDARD, 'norm': 'Linf', 'seed': config.seed,
+                'engine': 'torchattacks components (APGD, APGDT, FAB, Square, MultiAttack)'}
     return {}

@@ -13,13 +13,11 @@ import torch.nn as nn
 from timm.data import resolve_data_config
 
 from timm_frozenmix.io.checkpoint import Checkpoint
+from timm_frozenmix.io.references import check_reference, is_reference
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.models.spec import ModelSpec, build_model
 
 __all__ = ['LoadedModel', 'load_model', 'model_from_checkpoint']
-
-_REFERENCE_PREFIXES = ('hf-hub:', 'local-dir:')
-
 
 @dataclass
 class LoadedModel:
@@ -70,17 +68,13 @@ def load_model(
 
     if model_name is None:
         raise UsageError('name a model (--model) or a train.py checkpoint (--checkpoint)')
-    is_reference = model_name.startswith(_REFERENCE_PREFIXES)
-    if not (is_reference or timm.is_model(model_name)):
+    reference = is_reference(model_name)
+    if reference:
+        check_reference(model_name)
+    elif not timm.is_model(model_name):
         raise UsageError(f'unknown model {model_name!r}: see timm.list_models() (import timm_frozenmix first)')
-    if not (pretrained or is_reference):
+    if not (pretrained or reference):
         raise UsageError(f'{model_name!r} alone has random weights: add --pretrained for its published weights, '
                          f'or pass --checkpoint')
-    try:
-        model = timm.create_model(model_name, pretrained=True)
-    except RuntimeError as e:
-        if not (is_reference and str(e).startswith('Unknown model')):
-            raise
-        raise UsageError(f'{model_name} names an architecture this installation does not know ({e}): '
-                         f'`import timm_frozenmix` first, or upgrade with `pip install -U timm timm-frozenmix`') from None
+    model = timm.create_model(model_name, pretrained=True)
     return LoadedModel(model.eval(), model_name, resolve_data_config({}, model=model))

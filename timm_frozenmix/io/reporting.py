@@ -22,6 +22,13 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return '\n'.join(lines)
 
 
+def attack_name(results: dict, attack: str) -> str:
+    """An attack's label in a robust.json (`results`) with its version where it names one: 'AutoAttack (standard)'.
+    Files written before versions were recorded (a sentence in their place) show the bare label."""
+    version = results.get('attacks', {}).get(attack, {}).get('version')
+    return f'{attack} ({version})' if isinstance(version, str) and ' ' not in version else attack
+
+
 def new_figure(rows: int = 1, columns: int = 1, figsize: Tuple[float, float] = (7, 4.5)) -> Tuple[Figure, np.ndarray]:
     """A figure with a rows x columns array of axes (always 2-D), laid out tightly when saved."""
     fig = Figure(figsize=figsize, layout='tight')
