@@ -185,7 +185,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     out.mkdir()
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
            str(REPO / 'tests' / 'ddp_worker.py'), str(out), '--output', str(tmp_path / 'train'),
-           '--experiment', 'ddp', *TINY, '--epochs', '2']
+           '--experiment', 'ddp', *TINY, '--epochs', '2', '--grad-accum-steps', '2']  # no_sync between batches
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     r0, r1 = (torch.load(out / f'rank{r}.pt', weights_only=True) for r in (0, 1))

@@ -14,7 +14,7 @@ from typing import Any, Dict
 from timm_frozenmix.cli import argparse_type
 from timm_frozenmix.training.config import flag_name
 
-__all__ = ['add_config_flags', 'given_settings']
+__all__ = ['add_config_flags', 'given_settings', 'settings_argv']
 
 
 class KeyValues(argparse.Action):
@@ -74,3 +74,25 @@ def given_settings(namespace: argparse.Namespace, config_cls) -> Dict[str, Any]:
     """The settings of `config_cls` that were given on the command line, by field name."""
     names = {f.name for f in fields(config_cls)}
     return {k: v for k, v in vars(namespace).items() if k in names}
+
+
+def settings_argv(settings: Dict[str, Any], config_cls) -> list:
+    """The flags that give `settings` (by field name), so a file of settings is parsed as the command line is:
+    True is the switch, False its --no- form, lists several values, dicts key=value pairs; None leaves the
+    default."""
+    kinds = {f.name: f for f in fields(config_cls)}
+    argv = []
+    for name, value in settings.items():
+        flag = flag_name(name)
+        if value is None or name not in kinds:
+            continue
+        if isinstance(value, bool):
+            if value or not name.startswith('no_'):
+                argv.append(flag if value else flag.replace('--', '--no-', 1))
+        elif isinstance(value, dict):
+            argv += [flag, *(f'{k}={v!r}' for k, v in value.items())]
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv

@@ -12,11 +12,11 @@ import torch
 from timm.utils import setup_default_logging
 
 from timm_frozenmix.cli import ArgumentParser, command_line
-from timm_frozenmix.cli.config_flags import add_config_flags, given_settings
+from timm_frozenmix.cli.config_flags import add_config_flags, given_settings, settings_argv
 from timm_frozenmix.core.errors import UsageError, exit_on_usage_error
 from timm_frozenmix.io.hub import check_can_push, export, push
 from timm_frozenmix.io.run_folder import BEST
-from timm_frozenmix.training.config import TrainConfig
+from timm_frozenmix.training.config import TrainConfig, read_settings_file
 from timm_frozenmix.training.loop import load_resume, setup, train
 from timm_frozenmix.training.resume import recorded_settings
 
@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog='train.py', description='Train a timm model whose spatial mixing is frozen at random init (or any timm model). '
                     'With --resume, the checkpoint\'s recorded settings are the defaults.')
+    parser.add_argument('-c', '--config', metavar='YAML',
+                        help='a YAML file of flag defaults, as timm\'s train.py reads one (an args.yaml a run wrote, or a '
+                             'timm recipe); what it leaves out takes timm\'s defaults where ours differ (see '
+                             'docs/training.md), and flags given beside it win')
     add_config_flags(parser, TrainConfig)
     group = parser.add_argument_group('Publishing')
     group.add_argument('--push-to-hub', metavar='REPO',
@@ -39,8 +43,13 @@ def parse_config(argv=None) -> tuple:
     With --resume, the settings the checkpoint recorded are the defaults, so the run continues as it was; flags
     given beside it must agree with them, except those `training.resume` lets change.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     given = given_settings(args, TrainConfig)
+    if args.config:  # the file's settings are parsed as flags are, then the flags typed beside it win
+        from_file = given_settings(parser.parse_args(settings_argv(read_settings_file(args.config), TrainConfig)),
+                                   TrainConfig)
+        given = {**from_file, **given}
     recorded = recorded_settings(load_resume(given['resume'], into_its_folder=not given.get('experiment'))) \
         if given.get('resume') else {}
     return TrainConfig(**{**recorded, **given}), args.push_to_hub, args.hub_private

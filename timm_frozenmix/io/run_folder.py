@@ -13,10 +13,16 @@ from typing import Callable, Dict, Optional
 
 from timm_frozenmix.io.outputs import replace_atomically
 
-__all__ = ['RunFolder', 'LAST', 'BEST', 'WEIGHTS', 'SUMMARY', 'SETTINGS']
+__all__ = ['RunFolder', 'LAST', 'BEST', 'WEIGHTS', 'SUMMARY', 'SETTINGS', 'history_name']
 
 LAST, BEST, WEIGHTS, SUMMARY, SETTINGS = (
     'last.pth.tar', 'model_best.pth.tar', 'model.safetensors', 'summary.csv', 'args.yaml')
+_HISTORY_PREFIX, _HISTORY_SUFFIX = 'checkpoint-', '.pth.tar'
+
+
+def history_name(epoch: int) -> str:
+    """The file of an epoch kept by --checkpoint-hist, named as timm's CheckpointSaver names it."""
+    return f'{_HISTORY_PREFIX}{epoch}{_HISTORY_SUFFIX}'
 _PENDING, _COMMITTED = '.pending-epoch', 'COMMITTED'
 
 # Test hook: called with the name of each step that changes the folder, so a test can kill the process there.
@@ -74,3 +80,19 @@ class RunFolder:
         _step('commit')
         replace_atomically(self._pending / _COMMITTED, lambda tmp: tmp.write_text('\n'.join(writers)))
         self.recover()
+
+    def history(self) -> Dict[int, Path]:
+        """The epoch checkpoints kept by --checkpoint-hist, by epoch."""
+        kept = {}
+        for path in self.path.glob(f'{_HISTORY_PREFIX}*{_HISTORY_SUFFIX}'):
+            number = path.name[len(_HISTORY_PREFIX):-len(_HISTORY_SUFFIX)]
+            if number.isdigit():
+                kept[int(number)] = path
+        return kept
+
+    def prune_history(self, keep) -> None:
+        """Remove the epoch checkpoints of every epoch not in `keep` (after a commit: a kill in between leaves
+        one file too many, never one too few)."""
+        for epoch, path in self.history().items():
+            if epoch not in keep:
+                path.unlink(missing_ok=True)

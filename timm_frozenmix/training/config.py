@@ -5,6 +5,7 @@ Each field is declared with `setting(...)`, whose metadata the command line read
 setting is one line here. `check_config` says what is wrong with a config, as a UsageError, before anything is
 built; it runs the task's own checks too.
 """
+import importlib.util
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import timm
 import torch
 import torch.nn as nn
+import yaml
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
@@ -22,11 +24,12 @@ from timm_frozenmix.core.learn import LEARN_ALIASES, LEARN_MODES, resolve_learn
 from timm_frozenmix.core.parsing import parse_fraction
 from timm_frozenmix.data.datasets import SAMPLE, check_dataset, dataset_info, is_known_dataset
 from timm_frozenmix.io.outputs import check_output_folder
+from timm_frozenmix.io.references import check_reference, is_reference
 from timm_frozenmix.layers.filters import SPATIAL_INITS
 from timm_frozenmix.models.spec import TASKS, ModelSpec
 from timm_frozenmix.training.tasks import task_for
 
-__all__ = ['TrainConfig', 'setting', 'check_config', 'COMPILE_BACKENDS', 'COMPILE_MODES', 'flag_name']
+__all__ = ['TrainConfig', 'setting', 'check_config', 'learning_rate', 'read_settings_file', 'TIMM_DEFAULTS', 'COMPILE_BACKENDS', 'COMPILE_MODES', 'flag_name']
 
 # torch.compile backends that ship with torch (eager and aot_eager trace without compiling), and its modes
 COMPILE_BACKENDS = ('inductor', 'cudagraphs', 'aot_eager', 'eager')
@@ -115,7 +118,13 @@ class TrainConfig:
     clip_grad: Optional[float] = setting(None, 'clip gradients at this norm or value', group=OPTIM)
     clip_mode: str = setting('norm', 'gradient clipping mode', group=OPTIM, choices=('norm', 'value', 'agc'))
     layer_decay: Optional[float] = setting(None, 'layer-wise learning rate decay', group=OPTIM)
-    lr: float = setting(3e-3, 'learning rate', group=OPTIM)
+    lr: Optional[float] = setting(None, 'learning rate (default: --lr-base scaled to the global batch)', group=OPTIM)
+    lr_base: float = setting(3e-3, 'learning rate at --lr-base-size images per update', group=OPTIM)
+    lr_base_size: int = setting(128, 'the global batch --lr-base is meant for', group=OPTIM)
+    lr_base_scale: str = setting('', 'how lr follows the global batch: linear, sqrt (default: sqrt for adaptive '
+                                     'optimizers, ada* and lamb, else linear)', group=OPTIM,
+                                 choices=('', 'linear', 'sqrt'))
+    grad_accum_steps: int = setting(1, 'batches whose gradients add up to one update', group=OPTIM)
     sched: str = setting('cosine', 'timm scheduler', group=OPTIM)
     sched_on_updates: bool = setting(False, 'step the schedule every update, not every epoch', group=OPTIM)
     epochs: int = setting(7, 'epochs to train', group=OPTIM)
@@ -168,9 +177,12 @@ class TrainConfig:
                                            '(faster, but seeded runs may then differ)', group=RUN)
     dist_bn: str = setting('reduce', 'how BatchNorm statistics are shared across ranks', group=RUN,
                            choices=('reduce', 'broadcast', ''))
+    sync_bn: bool = setting(False, 'synchronized BatchNorm across ranks (distributed runs)', group=RUN)
     workers: int = setting(2, 'data loading processes', group=RUN, flags=('-j',))
     pin_mem: bool = setting(False, 'pin CPU memory of batches', group=RUN)
     log_interval: int = setting(20, 'batches between log lines', group=RUN)
+    log_wandb: bool = setting(False, 'log every epoch\'s metrics to Weights & Biases (pip install wandb)', group=RUN)
+    checkpoint_hist: int = setting(0, 'also keep the N best epochs as checkpoint-EPOCH.pth.tar', group=RUN)
     output: str = setting('output/train', 'parent folder of the run folder', group=RUN)
     experiment: str = setting('', 'run folder name (default: time, model, task)', group=RUN)
     eval_metric: Optional[str] = setting(None, 'validation metric that picks the best epoch (default: the task\'s)',
@@ -200,13 +212,75 @@ class TrainConfig:
         return tuple(f.name for f in fields(cls))
 
 
+# Defaults that differ from timm's train.py: setting -> (timm's default, why ours differs). A `-c` file is read
+# over timm's values, so a timm recipe keeps timm's meaning; docs/training.md prints this table.
+TIMM_DEFAULTS: Dict[str, Tuple[Any, str]] = {
+    'opt': ('sgd', 'the recipe of the study and the shipped weights (AdamW, cosine schedule)'),
+    'weight_decay': (2e-5, "AdamW's decoupled decay takes larger values; 0.05 is that recipe's"),
+    'lr_base': (0.1, 'an AdamW rate: the default run (batch 128, one process) trains at 3e-3, as the recipe does'),
+    'lr_base_size': (256, 'the default batch, so --lr-base is the rate of the default run'),
+    'min_lr': (0.0, "the recipe's"),
+    'epochs': (300, 'the default run (the embedded Fashion-MNIST sample, on a CPU) takes minutes'),
+    'warmup_epochs': (5, 'runs of a few epochs would spend most of them warming up'),
+    'decay_epochs': (90, 'scaled to short runs (step schedules)'),
+    'decay_milestones': ([90, 180, 270], 'scaled to short runs (multistep schedule)'),
+    'scale': ([0.08, 1.0], 'a crop of 8% of a 28x28 image keeps about 8x8 pixels: too little of the object'),
+    'color_jitter': (0.4, 'the default data are grayscale'),
+    'model_ema_decay': (0.9998, 'short runs make few updates; 0.9998 averages over about 5,000'),
+    'checkpoint_hist': (10, 'the last and the best epoch are kept anyway; ten more copies fill disks'),
+    'workers': (4, 'the default machine is a 2-core CPU'),
+    'log_interval': (50, 'epochs of the default run are short'),
+}
+# timm train.py settings this train.py does not have, with timm's defaults: a -c file may carry them at these
+# values (timm's own args.yaml does) or switched off (None, False, 0, empty); any other value is refused
+TIMM_UNSUPPORTED = {
+    'worker_seeding': 'all', 'lr_noise_pct': 0.67, 'lr_noise_std': 1.0, 'lr_cycle_mul': 1.0, 'lr_cycle_decay': 0.5,
+    'lr_cycle_limit': 1, 'lr_k_decay': 1.0, 'amp_impl': 'native', 'dist_backend': 'nccl', 'dist_url': 'env://',
+    'prefetcher': True, 'train_split': 'train', 'val_split': 'validation',
+}
+
+
+def read_settings_file(path) -> Dict[str, Any]:
+    """The settings of a `-c` YAML file (flag names with underscores, as args.yaml holds them) over timm's
+    defaults where ours differ (`TIMM_DEFAULTS`). UsageError for an unreadable file, or for a setting this
+    train.py does not have unless it is off or at timm's default (`TIMM_UNSUPPORTED`)."""
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UsageError(f'-c {path} cannot be read as YAML ({type(e).__name__}): pass a file of flag defaults') from None
+    if not isinstance(values, dict):
+        raise UsageError(f'-c {path} holds a {type(values).__name__}, not a mapping of settings (name: value)')
+    known = set(TrainConfig.field_names())
+    refused = [f'{k}={v!r}' for k, v in values.items() if k not in known
+               and v not in (None, False, 0, '', [], {}) and TIMM_UNSUPPORTED.get(k, object()) != v]
+    if refused:
+        raise UsageError(f'-c {path} sets what this train.py does not do: {", ".join(refused)}; remove them (or set '
+                         f'them off) to train here')
+    return {**{k: timm for k, (timm, _) in TIMM_DEFAULTS.items()}, **{k: v for k, v in values.items() if k in known}}
+
+
+def learning_rate(config: TrainConfig, world_size: int = 1) -> float:
+    """--lr, or, when it is not given, timm's train.py rule: --lr-base times the global batch (batch size x ranks x
+    --grad-accum-steps) over --lr-base-size, that ratio square-rooted for adaptive optimizers (ada*, lamb) unless
+    --lr-base-scale says linear or sqrt."""
+    if config.lr is not None:
+        return config.lr
+    ratio = config.batch_size * world_size * config.grad_accum_steps / config.lr_base_size
+    scale = config.lr_base_scale or ('sqrt' if any(o in config.opt.lower() for o in ('ada', 'lamb')) else 'linear')
+    return config.lr_base * (ratio ** 0.5 if scale == 'sqrt' else ratio)
+
+
 def check_config(config: TrainConfig, task) -> None:
     """Every check that can fail on bad input, run before anything is built or written; raises UsageError.
 
     `task` is the run's `tasks.Task`, whose own checks run here too.
     """
-    if not (timm.is_model(config.model) or config.model.startswith(('hf-hub:', 'local-dir:'))):
+    if is_reference(config.model):
+        check_reference(config.model)
+    elif not timm.is_model(config.model):
         raise UsageError(f'unknown model {config.model!r}: see timm.list_models() (import timm_frozenmix first)')
+    if config.log_wandb and importlib.util.find_spec('wandb') is None:
+        raise UsageError('--log-wandb needs the wandb package: pip install wandb (or drop --log-wandb)')
     check_dataset(config.dataset, config.data_dir, config.dataset_download)
     check_output_folder(config.output)
     for f in fields(config):
@@ -220,7 +294,11 @@ def check_config(config: TrainConfig, task) -> None:
         (config.batch_size >= 1, f'--batch-size must be >= 1, got {config.batch_size}'),
         (config.validation_batch_size is None or config.validation_batch_size >= 1,
          f'--validation-batch-size must be >= 1, got {config.validation_batch_size}'),
-        (config.lr > 0, f'--lr must be > 0, got {config.lr:g}'),
+        (config.lr is None or config.lr > 0, f'--lr must be > 0, got {config.lr}'),
+        (config.lr_base > 0 and config.lr_base_size >= 1,
+         f'--lr-base must be > 0 and --lr-base-size >= 1, got {config.lr_base:g} and {config.lr_base_size}'),
+        (config.grad_accum_steps >= 1, f'--grad-accum-steps must be >= 1, got {config.grad_accum_steps}'),
+        (config.checkpoint_hist >= 0, f'--checkpoint-hist must be >= 0, got {config.checkpoint_hist}'),
         (config.weight_decay >= 0, f'--weight-decay must be >= 0, got {config.weight_decay:g}'),
         (config.workers >= 0, f'--workers must be >= 0, got {config.workers}'),
         (config.log_interval >= 1, f'--log-interval must be >= 1, got {config.log_interval}'),

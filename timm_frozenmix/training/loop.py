@@ -10,12 +10,13 @@ from files that agree.
 
 Models see [0, 1] pixels; normalization is their first layer (`Normalized`), as in the robustness evaluation.
 """
+import csv
 import logging
 import shutil
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 import torch.nn as nn
 import yaml
+from timm.layers import convert_sync_batchnorm
 from timm.data import create_loader, resolve_data_config
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
@@ -38,12 +40,12 @@ from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.data.datasets import Normalized, create_dataset, create_eval_loader, dataset_info
 from timm_frozenmix.io.checkpoint import WRITTEN_BY, Checkpoint, save_safetensors
 from timm_frozenmix.io.outputs import replace_atomically
-from timm_frozenmix.io.run_folder import BEST, LAST, SETTINGS, SUMMARY, WEIGHTS, RunFolder
+from timm_frozenmix.io.run_folder import BEST, LAST, SETTINGS, SUMMARY, WEIGHTS, RunFolder, history_name
 from timm_frozenmix.layers.tuning import tune_executions
 from timm_frozenmix.models.convert import format_summary, summarize
 from timm_frozenmix.models.spec import ModelSpec, build_model
 from timm_frozenmix.models.unshuffle_net import UnshuffleNet
-from timm_frozenmix.training.config import TrainConfig, check_config
+from timm_frozenmix.training.config import TrainConfig, check_config, learning_rate
 from timm_frozenmix.training.resume import check_resume
 from timm_frozenmix.training.tasks import Task, task_for
 
@@ -113,6 +115,8 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
         check_resume(config, resume)
     dist = init_distributed_device_so(device=config.device)
     device = torch.device(dist['device'])
+    # timm's rule when --lr is not given; the rate used is the one recorded, as timm's train.py records it
+    config = replace(config, lr=learning_rate(config, dist['world_size']))
 
     dataset_kwargs = dict(root=config.data_dir, download=config.dataset_download, batch_size=config.batch_size)
     if config.input_img_mode:
@@ -134,6 +138,14 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
         _logger.info(f'Model {config.model} created, parameters by role:\n'
                      + format_summary(summarize(model, print_table=False)))
     data_config = resolve_data(config, model, info)
+    if config.sync_bn and dist['distributed']:
+        if device.type != 'cuda':
+            raise UsageError(f'--sync-bn synchronizes BatchNorm with torch\'s SyncBatchNorm, which runs on CUDA '
+                             f'devices, not {device.type}: drop --sync-bn (--dist-bn still shares the statistics '
+                             f'after each epoch)')
+        model = convert_sync_batchnorm(model)
+    elif config.sync_bn and dist['global_rank'] == 0:
+        _logger.info('--sync-bn applies to distributed runs: this one runs in one process, so BatchNorm stays as it is')
     model = model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -159,7 +171,7 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
     loader_train, loader_eval = make_loaders(config, data_config, device, dist['distributed'], dataset_train,
                                              dataset_eval)
     scheduler, num_epochs = create_scheduler_v2(
-        optimizer, **scheduler_kwargs(config), updates_per_epoch=len(loader_train))
+        optimizer, **scheduler_kwargs(config), updates_per_epoch=updates_per_epoch(len(loader_train), config))
     start_epoch = config.start_epoch if config.start_epoch is not None else progress.get('start_epoch', 0)
     if start_epoch > 0:
         scheduler.step(start_epoch)
@@ -240,35 +252,51 @@ def restore(checkpoint: Checkpoint, config: TrainConfig, model, optimizer, scale
     return dict(start_epoch=start_epoch, best_metric=checkpoint.best_metric, best_epoch=checkpoint.best_epoch)
 
 
+def updates_per_epoch(num_batches: int, config: TrainConfig) -> int:
+    """Optimizer updates in an epoch of `num_batches` batches: one per --grad-accum-steps batches, and a last
+    one for the rest."""
+    return (num_batches + config.grad_accum_steps - 1) // config.grad_accum_steps
+
+
 def train_one_epoch(run: TrainingRun, epoch: int) -> OrderedDict:
+    """One pass over the training data; with --grad-accum-steps N, the gradients of N batches add up to one
+    update (the loss divided by N, the epoch's last update by the batches it has), as in timm's train.py."""
     config = run.config
     run.step.train()
     if run.distributed and hasattr(run.loader_train.sampler, 'set_epoch'):
         run.loader_train.sampler.set_epoch(epoch)
     # the running loss stays on the device: reading it every step would sync a GPU every step
     loss_sum, seen, batch_time = torch.zeros((), device=run.device), 0, AverageMeter()
-    num_updates = epoch * len(run.loader_train)
-    last_idx = len(run.loader_train) - 1
+    accum, num_batches = config.grad_accum_steps, len(run.loader_train)
+    num_updates = epoch * updates_per_epoch(num_batches, config)
+    last_idx = num_batches - 1
+    last_accum = num_batches - (num_batches - 1) // accum * accum  # batches in the epoch's last update
+    run.optimizer.zero_grad(set_to_none=True)
     end = time.time()
     for batch_idx, (input, target) in enumerate(run.loader_train):
+        update_now = (batch_idx + 1) % accum == 0 or batch_idx == last_idx
+        batches_in_update = last_accum if batch_idx >= num_batches - last_accum else accum
         input, target = run.task.prepare_batch(input.to(run.device), target.to(run.device), epoch)
         if config.channels_last:
             input = input.contiguous(memory_format=torch.channels_last)
-        with run.autocast():
+        with _gradient_sync(run.step, update_now), run.autocast():
             loss = run.step(input, target)['loss']
-        run.optimizer.zero_grad(set_to_none=True)
+        scaled = loss / batches_in_update
         if run.scaler is not None:
-            run.scaler(loss, run.optimizer, clip_grad=config.clip_grad, clip_mode=config.clip_mode,
-                       parameters=run.net.parameters())
+            run.scaler(scaled, run.optimizer, clip_grad=config.clip_grad, clip_mode=config.clip_mode,
+                       parameters=run.net.parameters(), need_update=update_now)
         else:
-            loss.backward()
-            if config.clip_grad is not None:
-                dispatch_clip_grad(run.net.parameters(), value=config.clip_grad, mode=config.clip_mode)
-            run.optimizer.step()
-        num_updates += 1
-        if run.ema is not None:
-            run.ema.update(run.net, step=num_updates)
-        run.scheduler.step_update(num_updates=num_updates)
+            scaled.backward()
+            if update_now:
+                if config.clip_grad is not None:
+                    dispatch_clip_grad(run.net.parameters(), value=config.clip_grad, mode=config.clip_mode)
+                run.optimizer.step()
+        if update_now:
+            run.optimizer.zero_grad(set_to_none=True)
+            num_updates += 1
+            if run.ema is not None:
+                run.ema.update(run.net, step=num_updates)
+            run.scheduler.step_update(num_updates=num_updates)
         loss_sum += loss.detach().float() * input.size(0)
         seen += input.size(0)
         batch_time.update(time.time() - end)
@@ -283,6 +311,13 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> OrderedDict:
                 f'Loss: {loss.item():#.4g} ({loss_sum.item() / seen:#.4g})  '
                 f'Time: {batch_time.val:.3f}s, {rate:>7.1f}/s  LR: {lr:.3e}')
     return OrderedDict(loss=loss_sum.item() / max(seen, 1))
+
+
+def _gradient_sync(step: TrainingTask, update_now: bool):
+    """DDP's no_sync between the batches of one accumulated update: gradients are all-reduced once, at its end."""
+    module = getattr(step, 'trainable_module', None)
+    is_ddp = isinstance(module, torch.nn.parallel.DistributedDataParallel)
+    return module.no_sync() if is_ddp and not update_now else nullcontext()
 
 
 def check_finite(loss_sum: torch.Tensor, epoch: int, batch_idx: int, config: TrainConfig) -> None:
@@ -326,12 +361,14 @@ def epoch_checkpoint(run: TrainingRun, epoch: int) -> Checkpoint:
 
 def save_epoch(run: TrainingRun, epoch: int, train_metrics: dict, eval_metrics: dict, lr: float) -> None:
     """Commit this epoch's files as one set: last and a summary row every epoch; best and its safetensors
-    weights (EMA weights where kept) when the eval metric improves."""
+    weights (EMA weights where kept) when the eval metric improves; with --checkpoint-hist N, this epoch's
+    checkpoint while it is among the N best. Then log the row to Weights & Biases with --log-wandb."""
     metric = eval_metrics[run.config.eval_metric]
     improved = run.best_metric is None or metric > run.best_metric
     if improved:
         run.best_metric, run.best_epoch = metric, epoch
     checkpoint = epoch_checkpoint(run, epoch)
+    folder = RunFolder(run.output_dir)
     summary = run.output_dir / SUMMARY
 
     def write_summary(path: Path) -> None:
@@ -344,7 +381,30 @@ def save_epoch(run: TrainingRun, epoch: int, train_metrics: dict, eval_metrics: 
         writers[BEST] = checkpoint.save
         writers[WEIGHTS] = partial(save_safetensors, checkpoint.weights(use_ema=run.ema is not None),
                                    metadata={'arch': run.spec.architecture})
-    RunFolder(run.output_dir).commit(writers)
+    keep = best_epochs(run, folder, epoch, metric)
+    if epoch in keep:
+        writers[history_name(epoch)] = checkpoint.save
+    folder.commit(writers)
+    folder.prune_history(keep)
+    if run.config.log_wandb:
+        import wandb
+        wandb.log({'epoch': epoch, **{f'train_{k}': v for k, v in train_metrics.items()},
+                   **{f'eval_{k}': v for k, v in eval_metrics.items()}, 'lr': lr})
+
+
+def best_epochs(run: TrainingRun, folder: RunFolder, epoch: int, metric: float) -> set:
+    """The --checkpoint-hist epochs to keep: the highest eval metric among the kept ones (read back from the
+    summary) and this epoch, the later epoch first on ties."""
+    if not run.config.checkpoint_hist:
+        return set()
+    column = f'eval_{run.config.eval_metric}'
+    metrics = {epoch: metric}
+    if (run.output_dir / SUMMARY).exists():
+        with open(run.output_dir / SUMMARY, newline='') as f:
+            rows = {int(row['epoch']): float(row[column]) for row in csv.DictReader(f)}
+        metrics.update({e: rows[e] for e in folder.history() if e in rows and e != epoch})
+    ranked = sorted(metrics, key=lambda e: (metrics[e], e), reverse=True)
+    return set(ranked[:run.config.checkpoint_hist])
 
 
 def train(run: TrainingRun) -> None:
@@ -353,6 +413,10 @@ def train(run: TrainingRun) -> None:
     if run.primary:
         settings = yaml.safe_dump(asdict(config), sort_keys=False)
         replace_atomically(run.output_dir / SETTINGS, lambda tmp: tmp.write_text(settings))
+        if config.log_wandb:
+            import wandb
+            wandb.init(project=config.experiment or None, name=run.output_dir.name, config=asdict(config),
+                       resume='allow' if config.resume else None)
         _logger.info(f'Training {config.model} on {config.dataset} for {run.num_epochs} epochs, '
                      f'writing to {run.output_dir}')
         if run.start_epoch >= run.num_epochs:  # schedules add cooldown epochs to --epochs: count those too
