@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from timm_frozenmix.data.datasets import (
     DEBIAN_FASHION_MNIST, FASHION_MNIST_FILES, SAMPLE, SAMPLE_DIR, Normalized, create_dataset, dataset_info)
@@ -85,9 +86,9 @@ def test_missing_fashion_mnist_folder_names_the_fix(tmp_path):
 
 
 def test_unknown_dataset_and_missing_data_dir():
-    with pytest.raises(ValueError, match="unknown dataset 'cifar-11'"):
+    with pytest.raises(UsageError, match="needs --data-dir"):  # timm would read it as a folder: it needs one
         create_dataset('cifar-11')
-    with pytest.raises(ValueError, match="unknown dataset 'torch/cifar11'"):
+    with pytest.raises(UsageError, match=r"timm cannot make dataset 'torch/cifar11' \(Unknown torchvision"):
         create_dataset('torch/cifar11', root='/tmp')
     with pytest.raises(ValueError, match='needs --data-dir'):
         create_dataset('torch/cifar10')
@@ -112,3 +113,40 @@ def test_normalized_applies_mean_and_std_inside():
     net = Normalized(torch.nn.Identity(), mean=(0.5,), std=(0.25,))
     torch.testing.assert_close(net(torch.ones(1, 1, 2, 2)), torch.full((1, 1, 2, 2), 2.0))
     assert not net.state_dict()  # normalization is not part of the weights
+
+
+def hf_parquet_dataset(folder, images: int = 24):
+    """A Hugging Face `datasets` folder (parquet) with timm-foreign field names: 'picture' and 'kind'."""
+    datasets = pytest.importorskip('datasets')
+    sample = create_dataset('fashion-mnist-sample', split='train')
+    features = datasets.Features({'picture': datasets.Image(), 'kind': datasets.ClassLabel(names=['a', 'b', 'c'])})
+    data = datasets.Dataset.from_dict(
+        {'picture': [Image.fromarray(sample.images[i]) for i in range(images)],
+         'kind': [int(sample.labels[i]) % 3 for i in range(images)]}, features=features)
+    folder.mkdir()
+    data.to_parquet(str(folder / 'train.parquet'))
+    return folder
+
+
+def test_hfds_takes_timms_keys_and_class_map_without_a_data_dir(tmp_path):
+    folder = hf_parquet_dataset(tmp_path / 'hf')
+    (tmp_path / 'classes.txt').write_text('c\nb\na\n')
+    dataset = create_dataset(f'hfds/{folder}', split='train', input_key='picture', target_key='kind',
+                             class_map=str(tmp_path / 'classes.txt'))
+    image, label = dataset[0]
+    assert len(dataset) == 24 and image.size == (28, 28)
+    assert dataset.reader.class_to_idx == {'c': 0, 'b': 1, 'a': 2}  # the class map's order, not the data's
+    with pytest.raises(UsageError, match="--class-map, --input-key apply to timm's datasets"):
+        create_dataset('fashion-mnist-sample', input_key='x', class_map='m.txt')
+
+
+def test_train_py_trains_on_an_hfds_folder_with_its_own_field_names(tmp_path):
+    from timm_frozenmix.cli.train import main
+    from timm_frozenmix.io.checkpoint import Checkpoint
+    folder = hf_parquet_dataset(tmp_path / 'hf')
+    main(['--dataset', f'hfds/{folder}', '--train-split', 'train[:16]', '--val-split', 'train[16:]',
+          '--input-key', 'picture', '--target-key', 'kind', '--input-img-mode', 'L', '--img-size', '28',
+          '--model', 'convmixer_128_4_ks5_p2_chans', '--model-kwargs', 'dim=16', 'depth=1', '-b', '8', '-j', '0',
+          '--epochs', '1', '--output', str(tmp_path / 'out'), '--experiment', 'hf'])
+    checkpoint = Checkpoint.load(tmp_path / 'out' / 'hf' / 'last.pth.tar')
+    assert checkpoint.spec.num_classes == 3 and checkpoint.settings['input_key'] == 'picture'

@@ -307,7 +307,7 @@ def test_torchvision_mnist_layout_passes_through_timm(tmp_path):
 
 BAD_INPUTS = {
     'unknown model': (['--model', 'convmixer_9_9_nope'], "unknown model 'convmixer_9_9_nope'"),
-    'unknown dataset': (['--dataset', 'cifar-11'], "unknown dataset 'cifar-11'"),
+    'unknown dataset': (['--dataset', 'torch/cifar11', '--data-dir', '/tmp'], "timm cannot make dataset 'torch/cifar11'"),
     'missing data dir': (['--dataset', 'torch/cifar10'], 'needs --data-dir'),
     'absent data dir': (['--dataset', 'folder', '--data-dir', '/no/such/dir'], 'does not exist'),
     'eps out of range': (['--adv-train', 'fgsm', '--adv-eps', '2'], '--adv-eps must lie in [0, 1]'),

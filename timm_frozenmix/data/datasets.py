@@ -44,11 +44,9 @@ FASHION_MNIST_CLASSES = (
 
 _TRAIN_SPLITS = ('train', 'training')
 _EVAL_SPLITS = ('test', 'val', 'valid', 'validation', 'eval', 'evaluation')
-_TIMM_TORCH_NAMES = (
-    'cifar10', 'cifar100', 'mnist', 'kmnist', 'fashion_mnist', 'qmnist', 'inaturalist', 'inat', 'places365',
-    'imagenet', 'image_folder', 'folder')
-_TIMM_READER_PREFIXES = ('hfds', 'hfids', 'tfds', 'wds')
-_TIMM_FOLDER_NAMES = ('', 'folder', 'imagenet')
+_HUB_READERS = ('hfds', 'hfids')  # timm's Hugging Face datasets readers: no local folder needed
+# what timm's create_dataset takes that the embedded and official Fashion-MNIST files have no use for
+_TIMM_ONLY_KWARGS = ('class_map', 'input_key', 'target_key', 'num_samples', 'trust_remote_code')
 
 
 @dataclass(frozen=True)
@@ -204,20 +202,6 @@ def parse_split(split: str) -> Tuple[str, slice]:
     return 'train' if name in _TRAIN_SPLITS else 'test', slice(start, stop)
 
 
-def _check_name(name: str) -> None:
-    prefix, sep, rest = name.partition('/')
-    if name in (SAMPLE, FASHION_MNIST) or name in _TIMM_FOLDER_NAMES:
-        return
-    if sep and prefix.lower() == 'torch' and rest.lower() in _TIMM_TORCH_NAMES:
-        return
-    if sep and prefix.lower() in _TIMM_READER_PREFIXES:
-        return
-    raise UsageError(
-        f'unknown dataset {name!r}: use {SAMPLE!r} (built in), {FASHION_MNIST!r} (official idx files), '
-        f"'torch/<name>' ({', '.join(_TIMM_TORCH_NAMES[:6])}, ...), 'folder' for an ImageNet-style folder, "
-        f"or a timm reader prefix ({', '.join(p + '/' for p in _TIMM_READER_PREFIXES)})")
-
-
 def _fashion_mnist_folder(root: Optional[str]) -> Path:
     folder = Path(root) if root else DEBIAN_FASHION_MNIST
     missing = [f for pair in FASHION_MNIST_FILES.values() for f in pair if not (folder / f).is_file()]
@@ -228,14 +212,21 @@ def _fashion_mnist_folder(root: Optional[str]) -> Path:
     return folder
 
 
+def _prefix(name: str) -> str:
+    prefix, sep, _ = name.partition('/')
+    return prefix.lower() if sep else ''
+
+
 def check_dataset(name: str, root: Optional[str] = None, download: bool = False) -> None:
-    """Fail early, in one line, on an unknown dataset or a missing data folder."""
-    _check_name(name)
+    """Fail early, in one line, on a missing data folder. Names are timm's to judge: anything its
+    create_dataset takes is taken (a name it refuses becomes one line when the dataset is made)."""
     if name == SAMPLE:
         return
     if name == FASHION_MNIST:
         _fashion_mnist_folder(root)
         return
+    if _prefix(name) in _HUB_READERS:
+        return  # Hugging Face datasets come from the Hub (or its cache); --data-dir only moves the cache
     if not root:
         raise UsageError(f'dataset {name!r} needs --data-dir (the folder that holds or receives its files)')
     if not download and not Path(root).exists():
@@ -243,14 +234,21 @@ def check_dataset(name: str, root: Optional[str] = None, download: bool = False)
 
 
 def create_dataset(name: str, root: Optional[str] = None, split: str = 'train', **kwargs):
-    """Our two Fashion-MNIST datasets, or timm's create_dataset with the same arguments."""
+    """Our two Fashion-MNIST datasets, or timm's create_dataset with the same arguments (class_map, input_key,
+    target_key, num_samples, seed, trust_remote_code, ... pass through; those timm's datasets take and ours do
+    not raise UsageError for ours)."""
     check_dataset(name, root, kwargs.get('download', False))
-    if name == SAMPLE:
-        return IdxImageDataset.from_folder(SAMPLE_DIR, split)
-    if name == FASHION_MNIST:
-        return IdxImageDataset.from_folder(_fashion_mnist_folder(root), split)
+    if name in (SAMPLE, FASHION_MNIST):
+        given = sorted(k for k in _TIMM_ONLY_KWARGS if kwargs.get(k) is not None)
+        if given:
+            raise UsageError(f'{", ".join("--" + k.replace("_", "-") for k in given)} apply to timm\'s datasets, '
+                             f'not to {name}: drop them')
+        return IdxImageDataset.from_folder(SAMPLE_DIR if name == SAMPLE else _fashion_mnist_folder(root), split)
     try:
         return timm_create_dataset(name, root=root, split=split, **kwargs)
+    except AssertionError as e:  # timm refuses names and settings by assertion ("Unknown torchvision dataset x")
+        reason = str(e) or "refused by timm's create_dataset"
+        raise UsageError(f'timm cannot make dataset {name!r} ({reason})') from None
     except RuntimeError as e:
         if not str(e).startswith('Found 0 images'):
             raise

@@ -68,11 +68,23 @@ class TrainConfig:
     data_dir: Optional[str] = setting(None, 'dataset folder (not needed for the embedded sample)', group=DATA,
                                       metavar='DIR')
     dataset: str = setting(SAMPLE, 'fashion-mnist-sample, fashion-mnist, or any timm dataset (torch/cifar10, '
-                                   'folder, hfds/..., ...)', group=DATA)
+                                   'folder, hfds/..., ...: any name timm\'s create_dataset takes)', group=DATA)
     train_split: str = setting('train', 'split to train on', group=DATA)
     val_split: str = setting('validation', 'split to validate on (chooses the best epoch)', group=DATA)
     dataset_download: bool = setting(False, 'let torchvision datasets download', group=DATA)
     input_img_mode: Optional[str] = setting(None, "image mode for folder datasets, e.g. 'L'", group=DATA)
+    class_map: str = setting('', "a file of class names, one per line, fixing timm datasets' class order",
+                             group=DATA)
+    input_key: Optional[str] = setting(None, 'image field of hfds/wds/tfds datasets (timm\'s default: image)',
+                                       group=DATA)
+    target_key: Optional[str] = setting(None, 'label field of hfds/wds/tfds datasets (timm\'s default: label)',
+                                        group=DATA)
+    train_num_samples: Optional[int] = setting(None, 'images per epoch of iterable datasets (hfids/wds/tfds)',
+                                               group=DATA)
+    val_num_samples: Optional[int] = setting(None, 'validation images of iterable datasets (hfids/wds/tfds)',
+                                             group=DATA)
+    dataset_trust_remote_code: bool = setting(False, 'let Hugging Face datasets run their loading code',
+                                              group=DATA)
     # model
     model: str = setting('convmixer_128_4_ks5_p2_chans', 'any timm model name', group=MODEL)
     pretrained: bool = setting(False, "start from the model's published weights", group=MODEL)

@@ -118,11 +118,14 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
     # timm's rule when --lr is not given; the rate used is the one recorded, as timm's train.py records it
     config = replace(config, lr=learning_rate(config, dist['world_size']))
 
-    dataset_kwargs = dict(root=config.data_dir, download=config.dataset_download, batch_size=config.batch_size)
+    dataset_kwargs = dict(root=config.data_dir, download=config.dataset_download, batch_size=config.batch_size,
+                          **timm_dataset_kwargs(config))
     if config.input_img_mode:
         dataset_kwargs['input_img_mode'] = config.input_img_mode
-    dataset_train = create_dataset(config.dataset, split=config.train_split, is_training=True, **dataset_kwargs)
-    dataset_eval = create_dataset(config.dataset, split=config.val_split, **dataset_kwargs)
+    dataset_train = create_dataset(config.dataset, split=config.train_split, is_training=True,
+                                   num_samples=config.train_num_samples, **dataset_kwargs)
+    dataset_eval = create_dataset(config.dataset, split=config.val_split, num_samples=config.val_num_samples,
+                                  **dataset_kwargs)
     info = dataset_info(config.dataset, dataset_train, config.input_img_mode)
     task.check_data(config, info)
     spec = config.model_spec().with_data(info.in_chans, info.num_classes)
@@ -184,6 +187,13 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
         step=step, loader_train=loader_train, loader_eval=loader_eval, scheduler=scheduler, num_epochs=num_epochs,
         output_dir=output_dir, start_epoch=start_epoch, best_metric=progress.get('best_metric'),
         best_epoch=progress.get('best_epoch'))
+
+
+def timm_dataset_kwargs(config: TrainConfig) -> dict:
+    """What timm's train.py hands its create_dataset beside the name and split (those left unset stay out)."""
+    kwargs = dict(class_map=config.class_map or None, input_key=config.input_key, target_key=config.target_key,
+                  seed=config.seed, trust_remote_code=config.dataset_trust_remote_code or None)
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def resolve_data(config: TrainConfig, model: nn.Module, info) -> dict:
