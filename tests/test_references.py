@@ -4,7 +4,6 @@ import struct
 
 import pytest
 import timm
-import torch
 from safetensors.torch import load_file, save_file
 from timm.models import save_for_hf
 
