@@ -126,7 +126,7 @@ for name in ("hf-hub:" + sys.argv[2], "local-dir:" + sys.argv[3]):
     assert not model.stem[0].weight.requires_grad, name
     print("loaded", name)
 try:  # a registered name without weights: an error, never a random model
-    timm.create_model("convmixer_512_7_chans", pretrained=True)
+    timm.create_model("convmixer_512_7_space", pretrained=True)
 except ValueError as e:
     print("refused", e)
 '''
@@ -144,7 +144,7 @@ def test_offline_loading_by_hub_reference_and_local_dir(trained, exported, tmp_p
         env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count('loaded') == 2
-    assert "refused no pretrained weights exist for 'convmixer_512_7_chans'" in result.stdout
+    assert "refused no pretrained weights exist for 'convmixer_512_7_space'" in result.stdout
 
 
 class RecordedHub:

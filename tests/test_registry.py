@@ -7,7 +7,7 @@ import torch
 import timm_frozenmix  # noqa: F401  registers the models
 from timm_frozenmix import SeparableConv2d, parameter_roles, smooth_filters
 from timm_frozenmix.core.errors import UsageError
-from timm_frozenmix.models.pretrained import WEIGHTS_DIR
+from timm_frozenmix.models.pretrained import WEIGHTS_DIR, shipped_names
 
 MODES = ('full', 'chans', 'space')
 CONVMIXERS = ('convmixer_512_7', 'convmixer_1536_20', 'convmixer_768_32', 'convmixer_1024_20_ks9_p14',
@@ -68,13 +68,13 @@ def test_full_convmixers_are_timms_architecture(name):
 def test_list_pretrained_names_only_weights_that_exist():
     ours = [n for n in timm.list_pretrained() if n.split('.')[0] in ALL]
     timms = [f'{name}_full.in1k' for name in CONVMIXERS[1:4]]  # timm's own ConvMixer weights
-    shipped = [f'convmixer_128_4_ks5_p2_{mode}.fashion_mnist' for mode in ('full', 'chans', 'space')]
+    shipped = list(shipped_names())  # the Fashion-MNIST weights inside the package
     assert sorted(ours) == sorted(timms + shipped)
     for name in timms:
         assert timm.get_pretrained_cfg(name.split('.')[0]).hf_hub_id.startswith('timm/')
     for name in shipped:  # inside the installed package, not in a cache or download folder
         assert Path(timm.get_pretrained_cfg(name).file).parent == WEIGHTS_DIR
-    for name in ('convmixer_512_7_chans', 'sep_resnet20_cifar_space'):
+    for name in ('convmixer_512_7_space', 'sep_resnet20_cifar_space'):
         cfg = timm.create_model(name).pretrained_cfg
         assert cfg['paper_ids'] == 'arxiv:2503.16760' and cfg['license']
         assert cfg['first_conv'] and cfg['classifier']
