@@ -7,12 +7,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import timm
 import torch
 import yaml
 
 from timm_frozenmix.cli.train import main, parse_config
+from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.training.config import TIMM_DEFAULTS, TrainConfig, learning_rate
-from timm_frozenmix.training.loop import setup, train as train_run
+from timm_frozenmix.training.loop import setup, sync_batchnorm, train as train_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ['--model', 'convmixer_128_4_ks5_p2_chans', '--model-kwargs', 'dim=16', 'depth=1', '-j', '0',
@@ -150,3 +152,15 @@ def test_the_training_page_lists_every_default_that_differs_from_timms():
         assert flag in rows, f'--{flag} is missing from the defaults table'
         ours = getattr(TrainConfig(), name)
         assert rows[flag].strip() == f'`{ours}`', f'--{flag}: the table says {rows[flag]}, the default is {ours}'
+
+
+def test_sync_bn_converts_batchnorm_for_distributed_cuda_runs_and_refuses_the_cpu():
+    """The conversion itself (timm's convert_sync_batchnorm) needs no GPU; running SyncBatchNorm does."""
+    model = timm.create_model('convmixer_128_4_ks5_p2_chans', dim=16, depth=1)
+    on = config('--sync-bn')
+    converted = sync_batchnorm(model, on, distributed=True, device=torch.device('cuda'))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in converted.modules())
+    with pytest.raises(UsageError, match='runs on CUDA devices, not cpu'):
+        sync_batchnorm(model, on, distributed=True, device=torch.device('cpu'))
+    assert sync_batchnorm(model, config(), distributed=True, device=torch.device('cuda')) is model

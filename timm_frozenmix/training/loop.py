@@ -141,15 +141,7 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
         _logger.info(f'Model {config.model} created, parameters by role:\n'
                      + format_summary(summarize(model, print_table=False)))
     data_config = resolve_data(config, model, info)
-    if config.sync_bn and dist['distributed']:
-        if device.type != 'cuda':
-            raise UsageError(f'--sync-bn synchronizes BatchNorm with torch\'s SyncBatchNorm, which runs on CUDA '
-                             f'devices, not {device.type}: drop --sync-bn (--dist-bn still shares the statistics '
-                             f'after each epoch)')
-        model = convert_sync_batchnorm(model)
-    elif config.sync_bn and dist['global_rank'] == 0:
-        _logger.info('--sync-bn applies to distributed runs: this one runs in one process, so BatchNorm stays as it is')
-    model = model.to(device)
+    model = sync_batchnorm(model, config, dist['distributed'], device).to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     net = Normalized(model, data_config['mean'], data_config['std']).to(device)
@@ -187,6 +179,20 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
         step=step, loader_train=loader_train, loader_eval=loader_eval, scheduler=scheduler, num_epochs=num_epochs,
         output_dir=output_dir, start_epoch=start_epoch, best_metric=progress.get('best_metric'),
         best_epoch=progress.get('best_epoch'))
+
+
+def sync_batchnorm(model: nn.Module, config: TrainConfig, distributed: bool, device: torch.device) -> nn.Module:
+    """With --sync-bn in a distributed run, the model with its BatchNorm layers turned into torch's SyncBatchNorm
+    (timm's convert_sync_batchnorm); UsageError off CUDA, where SyncBatchNorm does not run. Otherwise unchanged."""
+    if not config.sync_bn:
+        return model
+    if not distributed:
+        _logger.info('--sync-bn applies to distributed runs: this one runs in one process, so BatchNorm stays as it is')
+        return model
+    if device.type != 'cuda':
+        raise UsageError(f'--sync-bn synchronizes BatchNorm with torch\'s SyncBatchNorm, which runs on CUDA devices, '
+                         f'not {device.type}: drop --sync-bn (--dist-bn still shares the statistics after each epoch)')
+    return convert_sync_batchnorm(model)
 
 
 def timm_dataset_kwargs(config: TrainConfig) -> dict:
