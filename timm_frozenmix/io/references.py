@@ -20,7 +20,7 @@ from timm_frozenmix.core.errors import UsageError
 __all__ = ['REFERENCE_PREFIXES', 'check_reference', 'is_reference']
 
 REFERENCE_PREFIXES = ('hf-hub:', 'local-dir:')
-# the weights files timm's loader prefers, in its order (timm.models._hub), then any file of these extensions
+# the weights files timm's loader prefers, in its order, then any file of these extensions
 WEIGHTS_FILES = ('model.safetensors', 'pytorch_model.bin', 'pytorch_model.pth', 'model.pth')
 WEIGHTS_EXTENSIONS = ('.safetensors', '.pth', '.pth.tar', '.bin')
 MAX_SIZE_ARGUMENT = 2 ** 16  # no integer argument of a real model (width, depth, classes) comes near
