@@ -17,14 +17,18 @@ PACKAGE_DIR = Path(timm_frozenmix.__file__).parent
 MODULES = sorted(m.name for m in pkgutil.walk_packages([str(PACKAGE_DIR)], prefix='timm_frozenmix.'))
 
 
-def declared_distributions() -> set:
-    """The distributions timm-frozenmix requires, by normalized name (extras excluded)."""
+def declared_distributions(extra: str = '') -> set:
+    """The distributions timm-frozenmix requires, by normalized name: the required ones, and those of `extra`."""
     names = set()
     for text in metadata.requires('timm-frozenmix') or []:
         requirement = Requirement(text)
-        if requirement.marker is None or requirement.marker.evaluate({'extra': ''}):
+        if requirement.marker is None or requirement.marker.evaluate({'extra': extra}):
             names.add(requirement.name.lower().replace('_', '-'))
     return names
+
+
+# optional features: imported only when asked for, a one-line error without them (train.py --log-wandb)
+OPTIONAL_IMPORTS = {'wandb': 'wandb'}
 
 
 def imported_top_level_modules(folder: Path) -> set:
@@ -72,6 +76,9 @@ def test_every_third_party_import_is_a_declared_dependency(source):
     missing = {}
     ignored = {source, 'torchattacks', '__future__'}  # torchattacks is installed by README's command, --no-deps
     for module in imported_top_level_modules(folder) - set(sys.stdlib_module_names) - ignored:
+        if module in OPTIONAL_IMPORTS and source == 'timm_frozenmix':
+            assert module in declared_distributions(extra=OPTIONAL_IMPORTS[module]), f'extra {module} undeclared'
+            continue
         distributions = {d.lower().replace('_', '-') for d in providers.get(module, [])}
         if not distributions & declared:
             missing[module] = sorted(distributions) or 'not installed'
