@@ -20,3 +20,5 @@ torch.save({
     'frozen': [n for n, p in run.model.named_parameters() if not p.requires_grad],
     'trainable': [n for n, p in run.model.named_parameters() if p.requires_grad],
 }, f'{out_dir}/rank{run.rank}.pt')
+if run.distributed:  # as train.py ends: gloo's threads are joined before the interpreter exits
+    torch.distributed.destroy_process_group()
