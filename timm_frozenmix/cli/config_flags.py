@@ -80,11 +80,11 @@ def settings_argv(settings: Dict[str, Any], config_cls) -> list:
     """The flags that give `settings` (by field name), so a file of settings is parsed as the command line is:
     True is the switch, False its --no- form, lists several values, dicts key=value pairs; None leaves the
     default."""
-    kinds = {f.name: f for f in fields(config_cls)}
+    names = {f.name for f in fields(config_cls)}
     argv = []
     for name, value in settings.items():
         flag = flag_name(name)
-        if value is None or name not in kinds:
+        if value is None or name not in names:
             continue
         if isinstance(value, bool):
             if value or not name.startswith('no_'):
