@@ -164,3 +164,11 @@ def test_sync_bn_converts_batchnorm_for_distributed_cuda_runs_and_refuses_the_cp
     with pytest.raises(UsageError, match='runs on CUDA devices, not cpu'):
         sync_batchnorm(model, on, distributed=True, device=torch.device('cpu'))
     assert sync_batchnorm(model, config(), distributed=True, device=torch.device('cuda')) is model
+
+
+def test_a_resumed_run_without_checkpoint_hist_leaves_the_kept_epochs_alone(tmp_path):
+    main(['--output', str(tmp_path), '--experiment', 'h', *TINY, '--epochs', '2', '--checkpoint-hist', '2'])
+    kept = sorted(p.name for p in (tmp_path / 'h').glob('checkpoint-*.pth.tar'))
+    main(['--resume', str(tmp_path / 'h' / 'last.pth.tar'), '--epochs', '3', '--checkpoint-hist', '0'])
+    assert sorted(p.name for p in (tmp_path / 'h').glob('checkpoint-*.pth.tar')) == kept == \
+        ['checkpoint-0.pth.tar', 'checkpoint-1.pth.tar']

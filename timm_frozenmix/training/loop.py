@@ -401,7 +401,8 @@ def save_epoch(run: TrainingRun, epoch: int, train_metrics: dict, eval_metrics: 
     if epoch in keep:
         writers[history_name(epoch)] = checkpoint.save
     folder.commit(writers)
-    folder.prune_history(keep)
+    if run.config.checkpoint_hist:  # without a history to keep, earlier runs' epoch checkpoints are left alone
+        folder.prune_history(keep)
     if run.config.log_wandb:
         import wandb
         wandb.log({'epoch': epoch, **{f'train_{k}': v for k, v in train_metrics.items()},
