@@ -129,10 +129,11 @@ def machine() -> str:
 def ship(architecture: str, mode: str, output: Path = OUTPUT) -> Path:
     """Exports the best checkpoint as `python -m timm_frozenmix.cli.hub` does: weights into the package, card into CARDS."""
     check_trained([(architecture, mode)], output)
-    run_dir, name, path = output / f'{architecture}_{mode}', f'{architecture}_{mode}.{TAG}', weights_path(architecture, mode)
+    run_dir, name = output / f'{architecture}_{mode}', f'{architecture}_{mode}.{TAG}'
+    path = weights_path(architecture, mode)
     robust = [robust_json(run_dir, part) for part in ROBUST]
     best = run_dir / 'model_best.pth.tar'
-    if not all(path.exists() and path.stat().st_mtime > best.stat().st_mtime for path in robust):
+    if not all(result.exists() and result.stat().st_mtime > best.stat().st_mtime for result in robust):
         sys.exit(f'{run_dir.name}: robustness results missing or older than {best}; run `evaluate` first')
     times = json.loads((run_dir / TIMES).read_text())
     if len(times) > 1:
