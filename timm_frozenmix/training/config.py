@@ -248,7 +248,7 @@ TIMM_DEFAULTS: Dict[str, Tuple[Any, str]] = {
 TIMM_UNSUPPORTED = {
     'worker_seeding': 'all', 'lr_noise_pct': 0.67, 'lr_noise_std': 1.0, 'lr_cycle_mul': 1.0, 'lr_cycle_decay': 0.5,
     'lr_cycle_limit': 1, 'lr_k_decay': 1.0, 'amp_impl': 'native', 'dist_backend': 'nccl', 'dist_url': 'env://',
-    'prefetcher': True, 'train_split': 'train', 'val_split': 'validation',
+    'prefetcher': True,
 }
 
 
