@@ -76,9 +76,14 @@ def _with_shipped_weights(cfgs: dict) -> dict:
     """Each mode whose Fashion-MNIST weights ship in the package gets the `.fashion_mnist` tag, carrying the file
     and the 28x28 grayscale data config, in place of its untagged config: the tag is then the name's default."""
     shipped = shipped_names()
-    return {(f'{name}.{TAG}' if f'{name}.{TAG}' in shipped else name):
-            (_cfg(file=str(shipped[f'{name}.{TAG}']), **_FASHION_MNIST_CFG) if f'{name}.{TAG}' in shipped else cfg)
-            for name, cfg in cfgs.items()}
+    tagged = {}
+    for name, cfg in cfgs.items():
+        weights = shipped.get(f'{name}.{TAG}')
+        if weights is None:
+            tagged[name] = cfg
+        else:
+            tagged[f'{name}.{TAG}'] = _cfg(file=str(weights), **_FASHION_MNIST_CFG)
+    return tagged
 
 
 default_cfgs = generate_default_cfgs(_with_shipped_weights({
