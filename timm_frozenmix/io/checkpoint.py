@@ -165,4 +165,4 @@ def _from_timm_train(data: Dict[str, Any], path) -> Checkpoint:
     return Checkpoint(
         spec=spec, state_dict=data['state_dict'], settings=args, command=None, epoch=data.get('epoch'),
         best_metric=best_metric, best_epoch=best_epoch, optimizer=data.get('optimizer'),
-        state_dict_ema=data.get('state_dict_ema'), written_by=TIMM_TRAIN)
+        scaler=data.get('amp_scaler'), state_dict_ema=data.get('state_dict_ema'), written_by=TIMM_TRAIN)

@@ -29,7 +29,7 @@ from timm_frozenmix.layers.filters import SPATIAL_INITS
 from timm_frozenmix.models.spec import TASKS, ModelSpec
 from timm_frozenmix.training.tasks import task_for
 
-__all__ = ['TrainConfig', 'setting', 'check_config', 'learning_rate', 'read_settings_file', 'TIMM_DEFAULTS', 'COMPILE_BACKENDS', 'COMPILE_MODES', 'flag_name']
+__all__ = ['TrainConfig', 'setting', 'check_config', 'learning_rate', 'read_settings_file', 'timm_settings', 'TIMM_DEFAULTS', 'COMPILE_BACKENDS', 'COMPILE_MODES', 'flag_name']
 
 # torch.compile backends that ship with torch (eager and aot_eager trace without compiling), and its modes
 COMPILE_BACKENDS = ('inductor', 'cudagraphs', 'aot_eager', 'eager')
@@ -248,27 +248,37 @@ TIMM_DEFAULTS: Dict[str, Tuple[Any, str]] = {
 TIMM_UNSUPPORTED = {
     'worker_seeding': 'all', 'lr_noise_pct': 0.67, 'lr_noise_std': 1.0, 'lr_cycle_mul': 1.0, 'lr_cycle_decay': 0.5,
     'lr_cycle_limit': 1, 'lr_k_decay': 1.0, 'amp_impl': 'native', 'dist_backend': 'nccl', 'dist_url': 'env://',
-    'prefetcher': True,
 }
 
 
+# what timm's train.py writes into its flags while it runs (its checkpoints pickle them so): how that run was
+# launched, not what it trained; a resumed run takes them from its own launch
+TIMM_RUNTIME = frozenset({'world_size', 'rank', 'local_rank', 'distributed', 'prefetcher'})
+
+
+def timm_settings(values: Dict[str, Any], source: str, remedy: str) -> Dict[str, Any]:
+    """timm train.py's settings `values` (its flag names with underscores, as args.yaml and its checkpoints hold
+    them) as this train.py's, over timm's defaults where ours differ (`TIMM_DEFAULTS`), so they keep timm's
+    meaning. UsageError "`source` sets what this train.py does not do: ...; `remedy`" for a setting this train.py
+    does not have unless it is off or at timm's default (`TIMM_UNSUPPORTED`)."""
+    known = set(TrainConfig.field_names())
+    refused = [f'{k}={v!r}' for k, v in values.items() if k not in known and k not in TIMM_RUNTIME
+               and v not in (None, False, 0, '', [], {}) and TIMM_UNSUPPORTED.get(k, object()) != v]
+    if refused:
+        raise UsageError(f'{source} sets what this train.py does not do: {", ".join(refused)}; {remedy}')
+    return {**{k: timm for k, (timm, _) in TIMM_DEFAULTS.items()}, **{k: v for k, v in values.items() if k in known}}
+
+
 def read_settings_file(path) -> Dict[str, Any]:
-    """The settings of a `-c` YAML file (flag names with underscores, as args.yaml holds them) over timm's
-    defaults where ours differ (`TIMM_DEFAULTS`). UsageError for an unreadable file, or for a setting this
-    train.py does not have unless it is off or at timm's default (`TIMM_UNSUPPORTED`)."""
+    """The settings of a `-c` YAML file, read as timm's train.py reads one (`timm_settings`). UsageError for an
+    unreadable file or a setting this train.py does not have."""
     try:
         values = yaml.safe_load(Path(path).read_text(encoding='utf-8'))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise UsageError(f'-c {path} cannot be read as YAML ({type(e).__name__}): pass a file of flag defaults') from None
     if not isinstance(values, dict):
         raise UsageError(f'-c {path} holds a {type(values).__name__}, not a mapping of settings (name: value)')
-    known = set(TrainConfig.field_names())
-    refused = [f'{k}={v!r}' for k, v in values.items() if k not in known
-               and v not in (None, False, 0, '', [], {}) and TIMM_UNSUPPORTED.get(k, object()) != v]
-    if refused:
-        raise UsageError(f'-c {path} sets what this train.py does not do: {", ".join(refused)}; remove them (or set '
-                         f'them off) to train here')
-    return {**{k: timm for k, (timm, _) in TIMM_DEFAULTS.items()}, **{k: v for k, v in values.items() if k in known}}
+    return timm_settings(values, f'-c {path}', 'remove them (or set them off) to train here')
 
 
 def learning_rate(config: TrainConfig, world_size: int = 1) -> float:

@@ -90,15 +90,11 @@ class TrainingRun:
 def load_resume(path, into_its_folder: bool = True) -> Checkpoint:
     """The checkpoint to resume from. A run that continues in the checkpoint's folder first finishes (or drops)
     an epoch it was killed writing; one that goes to another folder (--experiment) leaves that folder alone, as
-    its run may still be going."""
+    its run may still be going. Recovery touches only a set of files this package was writing: the folder of
+    timm's train.py stays as timm left it (a run resumed from it writes to a new folder)."""
     if into_its_folder:
         RunFolder(Path(path).resolve().parent).recover()
-    checkpoint = Checkpoint.load(path)
-    if checkpoint.written_by != WRITTEN_BY:
-        raise UsageError(f'{path} was written by {checkpoint.written_by}, whose settings this train.py cannot '
-                         f'continue: resume it with the script that wrote it (eval_robust.py and the Hub export '
-                         f'read it as it is)')
-    return checkpoint
+    return Checkpoint.load(path)
 
 
 def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
@@ -171,7 +167,7 @@ def setup(config: TrainConfig, command: Optional[str] = None) -> TrainingRun:
     if start_epoch > 0:
         scheduler.step(start_epoch)
 
-    output_dir = make_output_dir(config, resumed=resume is not None) if dist['global_rank'] == 0 else None
+    output_dir = make_output_dir(config, resume) if dist['global_rank'] == 0 else None
     return TrainingRun(
         config=config, spec=spec, command=command, device=device, rank=dist['global_rank'],
         world_size=dist['world_size'], distributed=dist['distributed'], model=model, net=net,
@@ -246,25 +242,32 @@ def make_loaders(config: TrainConfig, data_config: dict, device: torch.device, d
     return loader_train, loader_eval
 
 
-def make_output_dir(config: TrainConfig, resumed: bool) -> Path:
-    if resumed and not config.experiment:
+def make_output_dir(config: TrainConfig, resume: Optional[Checkpoint]) -> Path:
+    """The run folder: a resumed run of ours continues in its checkpoint's folder (unless --experiment names
+    another); a new run, or one resumed from timm's train.py, gets a new folder under --output."""
+    if resume is not None and resume.written_by == WRITTEN_BY and not config.experiment:
         return Path(config.resume).resolve().parent
     name = config.experiment or '-'.join([
         datetime.now().strftime('%Y%m%d-%H%M%S'), config.model.replace('/', '_'), config.task])
-    return Path(get_outdir(config.output, name, inc=not resumed)).resolve()
+    return Path(get_outdir(config.output, name, inc=not (resume is not None and config.experiment))).resolve()
 
 
 def restore(checkpoint: Checkpoint, config: TrainConfig, model, optimizer, scaler, ema) -> dict:
-    """Model, optimizer, scaler and EMA state from a train.py checkpoint; the epoch to start at and the best."""
+    """Model, optimizer, scaler and EMA state from a train.py checkpoint (ours or timm's); the epoch to start at
+    and the best. UsageError when the optimizer state does not fit the optimizer these settings build."""
     model.load_state_dict(checkpoint.state_dict)
     if not config.no_resume_opt:
-        optimizer.load_state_dict(checkpoint.optimizer)
+        try:
+            optimizer.load_state_dict(checkpoint.optimizer)
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f'the optimizer state in {config.resume} does not fit a {config.opt} optimizer of this '
+                             f'model ({e}); resume with --no-resume-opt to start the optimizer afresh') from None
         if scaler is not None and checkpoint.scaler is not None:
             scaler.load_state_dict(checkpoint.scaler)
     if ema is not None and checkpoint.state_dict_ema is not None:
         ema.module.model.load_state_dict(checkpoint.state_dict_ema)
     start_epoch = checkpoint.epoch + 1
-    _logger.info(f'Resumed from {config.resume} at epoch {start_epoch}')
+    _logger.info(f'Resumed from {config.resume} ({checkpoint.written_by}) at epoch {start_epoch}')
     return dict(start_epoch=start_epoch, best_metric=checkpoint.best_metric, best_epoch=checkpoint.best_epoch)
 
 

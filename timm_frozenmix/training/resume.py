@@ -5,13 +5,17 @@ frozen mixing, the data, the optimizer, the schedule, augmentation, the task) mu
 would change one of them is refused by name instead of being recorded while the old value runs. What only
 affects how the run executes (where it runs, how fast, how long, how it logs) may change, and the new value is
 recorded.
+
+A checkpoint of timm's own train.py resumes too: its pickled flags are read as `-c` reads timm's args.yaml (timm's
+defaults where ours differ; a setting this train.py does not have is refused unless off), so the run continues
+with timm's optimizer, schedule and augmentation.
 """
 from dataclasses import fields
 from typing import Any, Dict
 
 from timm_frozenmix.core.errors import UsageError
-from timm_frozenmix.io.checkpoint import Checkpoint
-from timm_frozenmix.training.config import TrainConfig, flag_name
+from timm_frozenmix.io.checkpoint import WRITTEN_BY, Checkpoint
+from timm_frozenmix.training.config import TrainConfig, flag_name, timm_settings
 
 __all__ = ['MAY_CHANGE_ON_RESUME', 'NOT_INHERITED', 'recorded_settings', 'check_resume']
 
@@ -27,9 +31,14 @@ NOT_INHERITED = frozenset({'resume', 'output', 'experiment', 'device', 'start_ep
 
 
 def recorded_settings(checkpoint: Checkpoint) -> Dict[str, Any]:
-    """The checkpoint's recorded settings that a resumed TrainConfig starts from."""
+    """The checkpoint's recorded settings that a resumed TrainConfig starts from. UsageError when a checkpoint
+    of timm's train.py used a setting this train.py does not have."""
+    settings = checkpoint.settings
+    if checkpoint.written_by != WRITTEN_BY:
+        settings = timm_settings(settings, f"{checkpoint.written_by}'s checkpoint",
+                                 f'resume it with {checkpoint.written_by} (eval_robust.py and the Hub export read it)')
     known = set(TrainConfig.field_names()) - NOT_INHERITED
-    return {k: v for k, v in checkpoint.settings.items() if k in known}
+    return {k: v for k, v in settings.items() if k in known}
 
 
 def _same(a, b) -> bool:
@@ -39,15 +48,20 @@ def _same(a, b) -> bool:
 
 
 def check_resume(config: TrainConfig, checkpoint: Checkpoint) -> None:
-    """UsageError naming the first flag whose value differs from the one the checkpoint's run recorded."""
-    recorded = TrainConfig(**recorded_settings(checkpoint)) if checkpoint.settings else None
+    """UsageError naming the first flag whose value differs from the one the checkpoint's run recorded.
+
+    A setting that our older files do not record (it is newer than they are) is not compared; timm's train.py
+    lacks our settings, so its run had our defaults of them (timm's where `TIMM_DEFAULTS` says they differ)."""
+    if checkpoint.epoch is None:
+        raise UsageError(f'checkpoint {config.resume} holds weights only; resume needs last.pth.tar')
+    settings = recorded_settings(checkpoint)
+    recorded = TrainConfig(**settings)
+    ours = checkpoint.written_by == WRITTEN_BY
     for f in fields(TrainConfig):
-        if f.name in MAY_CHANGE_ON_RESUME or f.name not in checkpoint.settings:
+        if f.name in MAY_CHANGE_ON_RESUME or (ours and f.name not in settings):
             continue
         old, new = getattr(recorded, f.name), getattr(config, f.name)
         if not _same(old, new):
             raise UsageError(
                 f'{flag_name(f.name)} {new!r} differs from {old!r}, which {config.resume} was trained with: a '
                 f'resumed run continues as recorded, so drop {flag_name(f.name)} (or start a new run without --resume)')
-    if checkpoint.epoch is None:
-        raise UsageError(f'checkpoint {config.resume} holds weights only; resume needs last.pth.tar')
