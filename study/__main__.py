@@ -24,7 +24,7 @@ from timm_frozenmix.io.outputs import check_output_folder
 from timm_frozenmix.io.reporting import write_json
 
 from .parts import PARTS
-from .recipe import FULL, QUICK
+from .recipe import FULL, QUICK, same_recipe
 from .report import RESULTS, part_times, update_readme, write_report
 from .runs import run_part
 
@@ -62,7 +62,8 @@ def load_results(path: Path, quick: bool, recipe) -> dict:
     results = read_results(path) if path.is_file() else {}
     if results.get('quick') != quick:
         results = {}
-    parts = {name: part for name, part in results.get('parts', {}).items() if part.get('recipe') == recipe}
+    parts = {name: part for name, part in results.get('parts', {}).items()
+             if same_recipe(part.get('recipe') or {}, recipe)}
     return dict(quick=quick, parts=parts)
 
 

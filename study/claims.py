@@ -23,6 +23,11 @@ class Claim:
     compare: Callable[[dict], List[Comparison]]
     bar: str  # the rule, in words
     verdict: Callable[[List[Comparison]], str] = None  # from the comparisons; default: combine over them
+    needs_all: bool = False  # judged only once every part in `needs` has run (default: once any has)
+
+    def ready(self, parts) -> bool:
+        """Whether the parts that have run (names) are enough to judge the claim."""
+        return (all if self.needs_all else any)(part in parts for part in self.needs)
 
     def judge(self, comparisons: List[Comparison]) -> str:
         return (self.verdict or (lambda cs: combine(c.verdict for c in cs)))(comparisons)

@@ -20,6 +20,7 @@ from timm_frozenmix.io.reporting import markdown_table, replace_between_markers
 
 from .claims import Claim, Comparison
 from .parts import CLAIMS, PARTS
+from .rules import PREREGISTRATION, rules
 from .sections import recipe_of
 from .stats import FAILS, HOLDS, OPEN, PARTLY
 
@@ -30,7 +31,7 @@ def judge(results: dict) -> List[Tuple[Claim, Optional[str], List[Comparison]]]:
     """Every claim with its verdict and comparisons; verdict None when a part it needs has not run."""
     out = []
     for claim in CLAIMS:
-        if not any(part in results['parts'] for part in claim.needs):
+        if not claim.ready(results['parts']):
             out.append((claim, None, []))
             continue
         comparisons = claim.compare(results)
@@ -80,6 +81,7 @@ def render(results: dict) -> str:
     if not parts:
         return '# Reproducing "Rethinking the Role of Spatial Mixing" on Fashion-MNIST\n\nNo part has run yet.\n'
     recipe, machine = recipe_of(results), next(iter(parts.values()))['machine']
+    nearly = rules()['nearly']
     judged = judge(results)
     times = part_times(results)
     out = ['# Reproducing "Rethinking the Role of Spatial Mixing" on Fashion-MNIST', '']
@@ -102,13 +104,15 @@ def render(results: dict) -> str:
         'test images for all models.', '',
         '## Verdicts', '',
         'Every verdict reads a paired 95% t interval over the seeds (over interleaved timing rounds for speed) '
-        f'against the claim\'s bar. "Nearly" means within {recipe["margin"]:g} points of top-1 '
-        f'({recipe["psnr_margin"]:g} dB of PSNR), and "far worse" means more than {recipe["margin"]:g} points '
-        'worse; both margins, the smoothing sigma and the attacks were fixed before any run. A difference whose '
-        'interval contains 0 is never a ranking: such a claim is "not established". Over several configurations, '
-        'the verdict is "partly" when some hold and others do not. Each interval is a 95% interval on its own, '
-        'not corrected for the several comparisons behind one claim: with eight comparisons, one of them may '
-        'exclude 0 by chance.', '',
+        'against the claim\'s bar. Whether Chans is "nearly" as accurate as Full follows the rule registered in '
+        f'`study/{PREREGISTRATION.name}` (printed below): at the longest training length, within '
+        f'{nearly["absolute_points"]:g} points of top-1 and an error ratio below {nearly["error_ratio"]:g}, with '
+        'Holm\'s correction before it is called "does not hold". Elsewhere "nearly" means within '
+        f'{recipe["psnr_margin"]:g} dB of PSNR and "far worse" more than {recipe["margin"]:g} points worse. A '
+        'difference whose interval contains 0 is never a ranking: such a claim is "not established". Over several '
+        'configurations, the verdict is "partly" when some hold and others do not. Except for the "nearly" rule, '
+        'each interval is a 95% interval on its own, not corrected for the several comparisons behind one claim: '
+        'with eight comparisons, one of them may exclude 0 by chance.', '',
         markdown_table(['claim (paper)', 'verdict here', 'rule', 'intervals'],
                        [[claim.text, f'**{verdict}**' if verdict else 'not run yet', claim.bar,
                          '; '.join(_short(c) for c in comparisons)] for claim, verdict, comparisons in judged]), '',
@@ -119,6 +123,10 @@ def render(results: dict) -> str:
         if part.section and part.shown(results):
             out += part.section(results, verdicts)
     out += _scope(results)
+    out += ['## Rules registered in advance', '',
+            f'`study/{PREREGISTRATION.name}` as it stands; a changed rule is appended to its `changes`, with the '
+            'verdicts before and after.', '', '```yaml', PREREGISTRATION.read_text(encoding='utf-8').rstrip(), '```',
+            '']
     return '\n'.join(out) + '\n'
 
 
@@ -147,17 +155,21 @@ def _scope(results: dict) -> List[str]:
     seeds = len(recipe_of(results)['seeds'])
     factor = student_t.ppf(0.975, seeds - 1) if seeds > 1 else math.inf
     runs = {name: run for part in results['parts'].values() for name, run in part['runs'].items()}
-    last = sum(run['best_epoch'] == len(run['val_curve']) - 1 for run in runs.values())
+    budgets: Dict[Tuple[str, int], List[dict]] = {}
+    for run in runs.values():
+        budgets.setdefault((run['settings']['train_split'], run['settings']['epochs']), []).append(run)
+    lines = []
+    for (split, epochs), group in sorted(budgets.items(), key=lambda item: (item[0][1], item[0][0])):
+        last = sum(run['best_epoch'] == len(run['val_curve']) - 1 for run in group)
+        lines.append(f'- {len(group)} runs of {epochs} epochs on `{split}`: validation chose the last epoch for '
+                     f'{last}' + (' (every one may still have been improving).' if last == len(group) else '.'))
     return ['## What this does and does not show', '',
-            f'Validation chose the last epoch for {last} of the {len(runs)} runs: '
-            + ('every model was' if last == len(runs) else 'most models were' if 2 * last > len(runs) else 'some were')
-            + ' still improving when its budget ended, so the accuracies here are those of short training, not of '
-              'converged models.',
-            '',
-            'It shows, for small models trained briefly on Fashion-MNIST with a few seeds, which of the paper\'s '
+            'How often validation chose the last epoch, by training budget (a model whose last epoch is its best '
+            'may still have been improving when the budget ended):', '', *lines, '',
+            'It shows, for small models trained on Fashion-MNIST with a few seeds, which of the paper\'s '
             'differences are larger than the seed-to-seed noise of this setting, and which are not. It does not show '
-            'what happens at convergence, at ImageNet scale or on a GPU: a claim that is "not established" here may '
-            f'hold with more seeds or longer training, and one that fails here may hold in the paper\'s setting. '
+            'what happens at ImageNet scale or on a GPU: a claim that is "not established" here may hold with more '
+            'seeds or longer training, and one that fails here may hold in the paper\'s setting. '
             f'{seeds} seeds give wide t intervals (the t factor is {factor:.1f}), so only large effects are '
             'established. The robustness numbers use one fixed subset of test images and attacks of a fixed budget; '
             'AutoAttack runs on one seed only, as a check for gradient masking, not as a verdict.', '']

@@ -58,11 +58,12 @@ class Study:
         self.trained: List[str] = []
 
     def settings(self, job: Job) -> dict:
-        """The TrainConfig fields of one run of this study (JSON, so a finished run can be recognised)."""
+        """The TrainConfig fields of one run of this study (JSON, so a finished run can be recognised); the job's
+        `extra` fields override the recipe's (a convergence run's training split and length)."""
         r = self.recipe
-        return dict(model=job.model, model_kwargs=job.model_kwargs, dataset=r.dataset, train_split=r.train_split,
-                    val_split=r.val_split, epochs=r.epochs, seed=job.seed, workers=self.workers, **TRAIN_SETTINGS,
-                    **job.extra)
+        return {**dict(model=job.model, model_kwargs=job.model_kwargs, dataset=r.dataset, train_split=r.train_split,
+                       val_split=r.val_split, epochs=r.epochs, seed=job.seed, workers=self.workers, **TRAIN_SETTINGS),
+                **job.extra}
 
     def train_all(self, part: str, jobs: List[Job]) -> Dict[str, dict]:
         """Every job of a part, finished runs reused; logs progress with the expected time left."""
@@ -116,7 +117,8 @@ class Study:
             val_metric=run.best_metric, best_epoch=run.best_epoch, val_curve=validation_curve(folder, config),
             test_metric=test, checkpoint=str(folder / BEST),
             trainable_params=sum(p.numel() for p in run.model.parameters() if p.requires_grad),
-            params=sum(p.numel() for p in run.model.parameters()), wall_time_s=time.perf_counter() - start)
+            params=sum(p.numel() for p in run.model.parameters()), wall_time_s=time.perf_counter() - start,
+            optimizer_steps=config.epochs * training.updates_per_epoch(len(run.loader_train), config))
         write_json(folder / 'study_run.json', result)
         self.runs[job.name] = result
         self.trained.append(job.name)

@@ -57,6 +57,30 @@ def ratio(a: List[float], b: List[float]) -> Interval:
     return Interval(math.exp(logs.mean), math.exp(logs.low), math.exp(logs.high), logs.n)
 
 
+def p_above(values: Sequence[float], bar: float) -> float:
+    """One-sided p-value of "the true mean of `values` is above `bar`": Student's t test of H0 mean <= bar
+    (n - 1 degrees of freedom); 1.0 with fewer than 2 values (no evidence either way)."""
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return 1.0
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    if sd == 0:
+        return 0.0 if mean > bar else 1.0
+    return float(student_t.sf((mean - bar) / (sd / math.sqrt(len(values))), len(values) - 1))
+
+
+def holm(pvalues: Sequence[float], alpha: float = 1 - CONFIDENCE) -> List[bool]:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise level `alpha`, in the given order: the
+    k-th smallest p-value (k = 0, 1, ...) is compared with alpha / (m - k) until one is not below it."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    rejected = [False] * len(pvalues)
+    for k, i in enumerate(order):
+        if pvalues[i] >= alpha / (len(pvalues) - k):
+            break
+        rejected[i] = True
+    return rejected
+
+
 def exceeds(interval: Interval, bar: float = 0.0) -> str:
     """Verdict on the claim "the true difference is above `bar`" (bar >= 0, e.g. "Space is far worse").
 

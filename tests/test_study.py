@@ -13,11 +13,13 @@ import pytest
 from study import report as study_report
 from study.parts import PARTS
 from study.parts.filters import compare_coverage
-from study.parts.modes import compare_chans_full, compare_space
+from study.parts.convergence import CHANS_NEAR_FULL, compare_nearly
+from study.parts.modes import compare_space
 from study.parts.robustness import attack_models
 from study.recipe import CONVMIXER, MODES, QUICK, convmixer_kwargs
 from study.runs import Job, Study
-from study.stats import FAILS, HOLDS, OPEN, PARTLY, Interval, combine, exceeds, paired, ratio, t_interval, within
+from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, combine, exceeds, holm, p_above, paired, ratio,
+                         t_interval, within)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,12 +85,46 @@ def _modes(full, chans, space):
                                                    wall_time_s=1.0)}}
 
 
-def test_chans_near_full_reads_the_interval_against_the_margin():
-    verdict = compare_chans_full
-    assert verdict(_modes([90, 91, 89], [89, 90, 88.5], [80, 80, 80]))[0].verdict == HOLDS
-    assert verdict(_modes([90, 91, 89], [80, 81, 79.5], [70, 70, 70]))[0].verdict == FAILS
-    noisy = verdict(_modes([90, 91, 89], [84, 91, 88], [70, 70, 70]))[0]
-    assert noisy.verdict == OPEN and noisy.interval.low < 2.0 < noisy.interval.high
+def _convergence(convmixer, resnet):
+    """Both convergence parts, each a dict {updates: (Full per-seed test top-1, Chans per-seed test top-1)}."""
+    def part(family, lengths):
+        rows = [dict(mode=mode, epochs=i + 1, optimizer_steps=steps, run=f'{family}-{mode}-{steps}',
+                     test={str(s): v for s, v in enumerate(values)}, val={str(s): v for s, v in enumerate(values)},
+                     best_epoch={str(s): i for s in range(len(values))}, trainable_params=1, params=2)
+                for i, (steps, pair) in enumerate(lengths.items()) for mode, values in zip(('full', 'chans'), pair)]
+        return dict(family=family, config=family, train_split='train[:38400]', rows=rows, wall_time_s=1.0)
+    return {'quick': False, 'parts': {'convergence_convmixer': part('ConvMixer', convmixer),
+                                      'convergence_resnet': part('SepResNet', resnet)}}
+
+
+def test_nearly_reads_the_longest_length_against_both_registered_margins():
+    short_gap = ([80, 81, 79], [70, 71, 69])  # far apart after 300 updates: not what is judged
+    close = ([91.0, 91.4, 90.8], [90.4, 90.9, 90.1])
+    judged = compare_nearly(_convergence({300: short_gap, 2400: close}, {300: short_gap, 2400: close}))
+    assert [c.config for c in judged] == ['ConvMixer, 2,400 updates'] * 2 + ['SepResNet, 2,400 updates'] * 2
+    assert [c.verdict for c in judged] == [HOLDS] * 4 and CHANS_NEAR_FULL.judge(judged) == HOLDS
+    # within 2 points but 40% more errors: the relative margin decides (the gap rows still hold)
+    relative = ([96.0, 96.2, 95.9], [94.4, 94.6, 94.3])
+    judged = compare_nearly(_convergence({2400: close}, {2400: relative}))
+    assert [c.verdict for c in judged] == [HOLDS, HOLDS, HOLDS, FAILS]
+    assert CHANS_NEAR_FULL.judge(judged) == FAILS
+    # one noisy family: not established there, so the claim holds only partly
+    noisy = ([91.0, 91.4, 90.8], [86.0, 91.3, 90.0])
+    judged = compare_nearly(_convergence({2400: close}, {2400: noisy}))
+    assert [c.verdict for c in judged][2:] == [OPEN, OPEN] and CHANS_NEAR_FULL.judge(judged) == PARTLY
+
+
+def test_nearly_waits_for_both_convergence_parts():
+    results = _convergence({2400: ([91.0] * 3, [90.5] * 3)}, {2400: ([91.0] * 3, [90.5] * 3)})
+    del results['parts']['convergence_resnet']
+    assert not CHANS_NEAR_FULL.ready(results['parts'])
+
+
+def test_holm_rejects_step_down_and_p_above_is_one_sided():
+    assert holm([0.01, 0.04, 0.03]) == [True, False, False]  # 0.01 < 0.05/3, then 0.03 >= 0.05/2 stops
+    assert holm([0.01, 0.02, 0.04]) == [True, True, True]  # 0.01 < 0.0167, 0.02 < 0.025, 0.04 < 0.05
+    assert p_above([3.0, 3.5, 4.0], 2.0) == pytest.approx(0.0175, abs=1e-4)  # t = 5.20 with 2 df
+    assert p_above([1.0, 1.5, 2.0], 2.0) > 0.5 and p_above([5.0], 2.0) == 1.0
 
 
 def test_space_far_worse_needs_more_than_the_margin():
@@ -216,13 +252,20 @@ def test_quick_study_end_to_end(tmp_path):
     runs = {name: run for part in parts.values() for name, run in part['runs'].items()}
     for name, run in runs.items():
         assert (tmp_path / 'runs' / 'runs' / name / 'model_best.pth.tar').is_file()
-        assert run['settings']['train_split'] == QUICK.train_split and run['settings']['val_split'] == QUICK.val_split
-        assert len(run['val_curve']) == QUICK.epochs
+        long = name.startswith('convergence-')  # the convergence parts' runs train longer, on more images
+        assert run['settings']['train_split'] == (QUICK.convergence_train_split if long else QUICK.train_split)
+        assert run['settings']['val_split'] == QUICK.val_split
+        assert len(run['val_curve']) == run['settings']['epochs']
+        assert run['settings']['epochs'] in (QUICK.convergence_epochs if long else (QUICK.epochs,))
+        assert run['optimizer_steps'] == run['settings']['epochs'] * (512 // 128)  # train[:512], batch 128
         assert run['val_metric'] == max(run['val_curve']) and run['best_epoch'] == run['val_curve'].index(max(run['val_curve']))
     for row in parts['modes']['rows']:
         assert sorted(row['test']) == [str(s) for s in QUICK.seeds]
     assert {r['mode'] for r in parts['modes']['rows']} == {*MODES, 'dense'}
     assert {r['base_width'] for r in parts['widths']['rows']} == set(QUICK.base_widths)
+    for name in ('convergence_convmixer', 'convergence_resnet'):
+        assert {(r['mode'], r['optimizer_steps']) for r in parts[name]['rows']} == {
+            (mode, epochs * 4) for mode in ('full', 'chans') for epochs in QUICK.convergence_epochs}
     assert {r['mode'] for r in parts['widths']['rows']} == set(MODES)
     robustness = parts['robustness']['families']
     assert set(robustness) == {'SepResNet', 'ConvMixer'}

@@ -91,7 +91,7 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
     cost = results['parts']['cost']
     body = [[r['family'], MODE_NAMES[r['mode']], r['execution'], f'{1000 * statistics.median(r["seconds"]):.1f}',
              f'{r["trainable_params"]:,}'] for r in cost['rows']]
-    return ['## 5. Training cost', '',
+    return ['## 6. Training cost', '',
             'Paper: Chans trains faster per step (no gradients for the frozen spatial filters).', '',
             f'One SGD step at batch {cost["batch"]} on 28x28 channels-last images, {cost["steps"]} interleaved '
             'rounds in one process; "naive" is the paper\'s layer (depthwise conv, then pointwise conv), "ours" '

@@ -94,7 +94,7 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
     growth = filters['growth']
     growth_body = [[n, *(f'{growth[k][i]:.3f}' for k in growth if k != 'filters')]
                    for i, n in enumerate(growth['filters'])]
-    return ['## 2. Filter structure and spectral coverage', '',
+    return ['## 3. Filter structure and spectral coverage', '',
             'Paper (CIFAR-100, depth-2 separable ResNet, Chans): different random filters per channel > the same 9 '
             'random kernels repeated for every input channel > box filters > identity filters (catastrophic). '
             'Sec. 3.1 explains the quality of random filters by the spectral coverage of their bank: each filter '

@@ -159,7 +159,7 @@ def setting(recipe: dict) -> List[str]:
 
 def section(results: dict, verdicts: Verdicts) -> List[str]:
     robustness = results['parts']['robustness']
-    out = ['## 3. Robustness', '',
+    out = ['## 4. Robustness', '',
            'Paper: Chans is more robust than Full to FGSM and PGD-2, and stays so with FGSM-defended training; '
            'smoothing the frozen random filters raises robustness further (over 25% relative at the largest eps) '
            'without hurting clean accuracy.', '']

@@ -105,7 +105,7 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
     body = [[MODE_NAMES[r['mode']], mean_cell(r['test']), mean_cell(r['val'])] for r in u['rows']]
     for name in next(iter(u['baselines'].values())):
         body.append([f'{name} (no learning)', mean_cell({s: b[name] for s, b in u['baselines'].items()}), ''])
-    return ['## 4. Pixel un-shuffling', '',
+    return ['## 5. Pixel un-shuffling', '',
             'Paper: Chans ConvMixers learn to undo a fixed random pixel permutation nearly as well as Full ones.', '',
             f'{u["model"]}: receptive field {u["receptive_field"]} pixels, so every output pixel sees the whole '
             f'{u["size"]}x{u["size"]} image. One permutation per seed. Mean test PSNR (dB) ± 95% interval:', '',

@@ -1,0 +1,167 @@
+""" Parts `convergence_convmixer` and `convergence_resnet`: Full and Chans trained for four lengths
+
+The short runs of part `modes` stop after a few hundred updates, where the Full-Chans gap tracks the error rate;
+the "nearly" verdict reads the longest length here instead, under the margins of `preregistration.yaml`. Every
+length is a run of its own (its cosine schedule ends where it stops), three paired seeds each, on a training
+split sized so that an epoch is a round number of optimizer updates; each run records its update count. The
+two families are two parts so that each runs (and is committed) within an hour.
+"""
+import math
+from pathlib import Path
+from typing import Dict, List
+
+from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
+
+from ..claims import Claim, Comparison
+from ..part import Part
+from ..recipe import CONVMIXER, convmixer_kwargs, resnet_kwargs, resnet_model
+from ..rules import rules
+from ..runs import Study
+from ..sections import Verdicts, mean_cell, verdict_blocks
+from ..stats import FAILS, HOLDS, OPEN, PARTLY, holm, p_above, paired, ratio, within
+
+MODES = ('full', 'chans')
+FAMILIES = {'convergence_convmixer': 'ConvMixer', 'convergence_resnet': 'SepResNet'}
+FIGURE = 'reproduction_convergence.png'
+
+
+def _measure(part: str):
+    def measure(study: Study) -> dict:
+        r = study.recipe
+        if FAMILIES[part] == 'ConvMixer':
+            config = f'ConvMixer depth {r.convmixer_depth}'
+            models = {mode: (f'convmixer-d{r.convmixer_depth}', CONVMIXER.format(mode=mode), convmixer_kwargs(r))
+                      for mode in MODES}
+        else:
+            n = r.resnet_depths[0]
+            config = f'SepResNet n = {n}, base width {r.resnet_base}'
+            models = {mode: (f'resnet-n{n}-b{r.resnet_base}', resnet_model(mode), resnet_kwargs(n, r.resnet_base))
+                      for mode in MODES}
+        names = {(epochs, mode): f'convergence-{models[mode][0]}-{mode}-e{epochs}'
+                 for epochs in r.convergence_epochs for mode in MODES}
+        jobs = [job for (epochs, mode), name in names.items()
+                for job in study.seeds(name, *models[mode][1:], train_split=r.convergence_train_split, epochs=epochs)]
+        runs = study.train_all(part, jobs)
+        rows = []
+        for (epochs, mode), name in names.items():
+            row = study.row(runs, name)
+            steps = {runs[f'{name}-s{seed}']['optimizer_steps'] for seed in r.seeds}
+            rows.append(dict(mode=mode, epochs=epochs, optimizer_steps=steps.pop(), **row))
+        return dict(family=FAMILIES[part], config=config, train_split=r.convergence_train_split, rows=rows)
+    return measure
+
+
+def _by_length(part: dict) -> Dict[int, Dict[str, dict]]:
+    """Rows by optimizer steps, then by mode, shortest first."""
+    lengths: Dict[int, Dict[str, dict]] = {}
+    for row in part['rows']:
+        lengths.setdefault(row['optimizer_steps'], {})[row['mode']] = row
+    return dict(sorted(lengths.items()))
+
+
+def _errors(row: dict) -> Dict[str, float]:
+    return {seed: 100.0 - accuracy for seed, accuracy in row['test'].items()}
+
+
+def compare_nearly(results: dict) -> List[Comparison]:
+    """At the longest length of each family: Full - Chans against the absolute margin, and the Chans/Full error
+    ratio against the relative one; "does not hold" only where Holm's correction over all of them allows."""
+    nearly = rules()['nearly']
+    tests = []
+    for name in FAMILIES:
+        part = results['parts'][name]
+        steps, rows = list(_by_length(part).items())[-1]
+        full, chans = rows['full'], rows['chans']
+        config = f'{part["config"]}, {steps:,} updates'
+        gap = paired(full['test'], chans['test'])
+        gaps = [full['test'][s] - chans['test'][s] for s in full['test'] if s in chans['test']]
+        tests.append((config, 'Full - Chans, test top-1', gap, ' points', nearly['absolute_points'],
+                      p_above(gaps, nearly['absolute_points'])))
+        seeds = [s for s in full['test'] if s in chans['test']]
+        errors_full, errors_chans = _errors(full), _errors(chans)
+        error_ratio = ratio([errors_chans[s] for s in seeds], [errors_full[s] for s in seeds])
+        log_ratios = [math.log(errors_chans[s] / errors_full[s]) for s in seeds]
+        tests.append((config, 'Chans / Full test error', error_ratio, 'x', nearly['error_ratio'],
+                      p_above(log_ratios, math.log(nearly['error_ratio']))))
+    above = holm([p for *_, p in tests])
+    return [Comparison(config, measure, iv, unit, FAILS if rejected else
+                       (HOLDS if within(iv, bar) == HOLDS else OPEN))
+            for (config, measure, iv, unit, bar, _), rejected in zip(tests, above)]
+
+
+def nearly_verdict(comparisons: List[Comparison]) -> str:
+    verdicts = [c.verdict for c in comparisons]
+    if FAILS in verdicts:
+        return FAILS
+    if all(v == HOLDS for v in verdicts):
+        return HOLDS
+    return PARTLY if HOLDS in verdicts else OPEN
+
+
+CHANS_NEAR_FULL = Claim(
+    'chans_near_full', 'Chans reaches nearly the accuracy of Full', tuple(FAMILIES), compare_nearly,
+    'at the longest training length, for both families, Full - Chans lies below {absolute_points:g} points and the '
+    'Chans/Full error ratio below {error_ratio:g} (holds); does not hold when one lies above its margin '
+    '(Holm-corrected one-sided tests); partly when some hold'.format(**rules()['nearly']),
+    verdict=nearly_verdict, needs_all=True)
+
+
+def section(results: dict, verdicts: Verdicts) -> List[str]:
+    nearly = rules()['nearly']
+    out = ['## 2. Accuracy against training length: Full and Chans', '',
+           'The short runs above stop after a few hundred updates. Here Full and Chans train for four lengths, each '
+           'a run of its own whose cosine schedule ends where it stops, three paired seeds each, on '
+           f'`{next(results["parts"][p]["train_split"] for p in FAMILIES if p in results["parts"])}`. The verdict '
+           f'on "nearly" reads the longest length, against the margins registered before these runs '
+           f'({nearly["absolute_points"]:g} points, error ratio {nearly["error_ratio"]:g}).', '']
+    header = ['configuration', 'updates', 'Full test top-1 (%)', 'Chans test top-1 (%)', 'Full - Chans (points)',
+              'Chans / Full error', 'best epochs (Full; Chans)']
+    body = []
+    for name in FAMILIES:
+        if name not in results['parts']:
+            continue
+        part = results['parts'][name]
+        for steps, rows in _by_length(part).items():
+            full, chans = rows['full'], rows['chans']
+            seeds = [s for s in full['test'] if s in chans['test']]
+            error_ratio = ratio([_errors(chans)[s] for s in seeds], [_errors(full)[s] for s in seeds])
+            body.append([part['config'], f'{steps:,}', mean_cell(full['test']), mean_cell(chans['test']),
+                         paired(full['test'], chans['test']).text(), error_ratio.text('x'),
+                         f'{", ".join(map(str, full["best_epoch"].values()))}; '
+                         f'{", ".join(map(str, chans["best_epoch"].values()))} of {rows["full"]["epochs"]}'])
+    out += [markdown_table(header, body), '', f'![Full - Chans against training length]({FIGURE})', '']
+    out += verdict_blocks(verdicts, CHANS_NEAR_FULL.key)
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    nearly = rules()['nearly']
+    fig, axes = new_figure(1, 2, figsize=(10, 4))
+    for name in FAMILIES:
+        if name not in results['parts']:
+            continue
+        part = results['parts'][name]
+        lengths = _by_length(part)
+        steps = list(lengths)
+        gaps = [paired(rows['full']['test'], rows['chans']['test']) for rows in lengths.values()]
+        ratios = []
+        for rows in lengths.values():
+            seeds = [s for s in rows['full']['test'] if s in rows['chans']['test']]
+            ratios.append(ratio([_errors(rows['chans'])[s] for s in seeds], [_errors(rows['full'])[s] for s in seeds]))
+        for ax, ivs in zip(axes[0], (gaps, ratios)):
+            ax.errorbar(steps, [iv.mean for iv in ivs], capsize=3, marker='o', label=part['config'],
+                        yerr=[[iv.mean - iv.low for iv in ivs], [iv.high - iv.mean for iv in ivs]])
+    for ax, bar, neutral, label in ((axes[0][0], nearly['absolute_points'], 0.0, 'Full - Chans, test top-1 (points)'),
+                                    (axes[0][1], nearly['error_ratio'], 1.0, 'Chans / Full test error')):
+        ax.axhline(bar, color='red', linestyle='--', linewidth=1, label='registered margin')
+        ax.axhline(neutral, color='gray', linewidth=0.8)
+        ax.set_xscale('log', base=2)
+        ax.set_xlabel('optimizer updates (log scale)')
+        ax.set_ylabel(f'{label}, mean and 95% interval')
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+CONVMIXER_PART = Part('convergence_convmixer', _measure('convergence_convmixer'), shows=tuple(FAMILIES),
+                      section=section, figures={FIGURE: plot})
+RESNET_PART = Part('convergence_resnet', _measure('convergence_resnet'))
