@@ -18,8 +18,8 @@ BATCH = 128  # training and timing batch size
 class Recipe:
     """Model sizes, data and budgets of one scale of the study; everything else is shared by every run.
 
-    `margin` (accuracy points) and `psnr_margin` (dB) say what "nearly as good" means; they, `sigma` and the
-    attacks were fixed before any run of this recipe.
+    The margins that turn its numbers into verdicts are not here: they are registered in
+    `study/preregistration.yaml` (`study.rules`).
     """
     dataset: str
     train_split: str
@@ -44,14 +44,15 @@ class Recipe:
     strong_eps: str
     timing_steps: int
     spectral_size: int
-    margin: float
-    psnr_margin: float
     convergence_train_split: str  # sized so that an epoch is a round number of updates
     convergence_epochs: Tuple[int, ...]  # the training lengths of the convergence parts
 
 
 # fields added after parts had run with the recipe: a part recorded without them never read them
 ADDED_FIELDS = frozenset({'convergence_train_split', 'convergence_epochs'})
+# fields parts were recorded with that no longer exist: the margins, which moved to study/preregistration.yaml
+# (they never changed what a part measured)
+REMOVED_FIELDS = frozenset({'margin', 'psnr_margin'})
 
 
 FULL = Recipe(
@@ -59,14 +60,14 @@ FULL = Recipe(
     convmixer_dim=64, convmixer_depth=2, convmixer_kernel=5, resnet_base=16, resnet_depths=(1,),
     base_widths=(8, 16, 24), filter_depth=2, sigma=1.0, unshuffle_size=14, unshuffle_dim=32, unshuffle_depth=4,
     unshuffle_kernel=9, robust_samples=500, autoattack_samples=32, eps='0,2/255,4/255,8/255', strong_eps='8/255',
-    timing_steps=10, spectral_size=128, margin=2.0, psnr_margin=1.0,
+    timing_steps=10, spectral_size=128,
     convergence_train_split='train[:38400]', convergence_epochs=(1, 2, 4, 8))  # 300, 600, 1200, 2400 updates
 QUICK = Recipe(
     dataset=SAMPLE, train_split='train[:512]', val_split='train[5744:]', epochs=3, seeds=(0, 1),
     convmixer_dim=16, convmixer_depth=1, convmixer_kernel=5, resnet_base=4, resnet_depths=(1,),
     base_widths=(2, 4), filter_depth=1, sigma=1.0, unshuffle_size=14, unshuffle_dim=8, unshuffle_depth=4,
     unshuffle_kernel=9, robust_samples=64, autoattack_samples=2, eps='0,8/255', strong_eps='8/255',
-    timing_steps=2, spectral_size=64, margin=2.0, psnr_margin=1.0,
+    timing_steps=2, spectral_size=64,
     convergence_train_split='train[:512]', convergence_epochs=(1, 2, 3, 4))
 
 # shared by every run: one epoch-based cosine schedule stepped per update, no augmentation (few epochs),
@@ -77,8 +78,9 @@ TRAIN_SETTINGS = dict(sched='cosine', sched_on_updates=True, opt='adamw', lr=3e-
 
 def same_recipe(recorded: dict, recipe: dict) -> bool:
     """Whether a part recorded with `recorded` ran with `recipe` (both JSON): equal, except the `ADDED_FIELDS`
-    that a part recorded before they existed lacks."""
-    return recorded == {k: v for k, v in recipe.items() if k in recorded or k not in ADDED_FIELDS}
+    that a part recorded before they existed lacks and the `REMOVED_FIELDS` it still has."""
+    return {k: v for k, v in recorded.items() if k not in REMOVED_FIELDS} == \
+        {k: v for k, v in recipe.items() if k in recorded or k not in ADDED_FIELDS}
 
 
 def as_flags(settings: dict) -> List[str]:

@@ -81,7 +81,8 @@ def render(results: dict) -> str:
     if not parts:
         return '# Reproducing "Rethinking the Role of Spatial Mixing" on Fashion-MNIST\n\nNo part has run yet.\n'
     recipe, machine = recipe_of(results), next(iter(parts.values()))['machine']
-    nearly = rules()['nearly']
+    registered = rules()
+    nearly = registered['nearly']
     judged = judge(results)
     times = part_times(results)
     out = ['# Reproducing "Rethinking the Role of Spatial Mixing" on Fashion-MNIST', '']
@@ -108,7 +109,9 @@ def render(results: dict) -> str:
         f'`study/{PREREGISTRATION.name}` (printed below): at the longest training length, within '
         f'{nearly["absolute_points"]:g} points of top-1 and an error ratio below {nearly["error_ratio"]:g}, with '
         'Holm\'s correction before it is called "does not hold". Elsewhere "nearly" means within '
-        f'{recipe["psnr_margin"]:g} dB of PSNR and "far worse" more than {recipe["margin"]:g} points worse. A '
+        f'{registered["unshuffle"]["psnr_db"]:g} dB of PSNR, "far worse" more than '
+        f'{registered["far_worse"]["points"]:g} points worse, and smoothing must gain more than '
+        f'{registered["smoothing"]["relative_gain"] - 1:.0%} relative (the paper\'s bar). A '
         'difference whose interval contains 0 is never a ranking: such a claim is "not established". Over several '
         'configurations, the verdict is "partly" when some hold and others do not. Except for the "nearly" rule, '
         'each interval is a 95% interval on its own, not corrected for the several comparisons behind one claim: '

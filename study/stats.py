@@ -99,6 +99,15 @@ def exceeds(interval: Interval, bar: float = 0.0) -> str:
     return OPEN
 
 
+def exceeds_ratio(interval: Interval, bar: float = 1.0) -> str:
+    """`exceeds` for a ratio interval (from `ratio`): read on the log scale, where no change is 0 and the bar
+    log(bar) (e.g. bar 1.25: "over 25% more")."""
+    if interval.n < 2 or not interval.low > 0:
+        return OPEN
+    return exceeds(Interval(math.log(interval.mean), math.log(interval.low), math.log(interval.high), interval.n),
+                   math.log(bar))
+
+
 def within(interval: Interval, bar: float) -> str:
     """Verdict on the claim "the true difference is below `bar`" (e.g. Full - Chans under the "nearly" bar).
 

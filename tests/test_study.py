@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,10 @@ from study.parts import PARTS
 from study.parts.filters import compare_coverage
 from study.parts.convergence import CHANS_NEAR_FULL, compare_nearly
 from study.parts.modes import compare_space
-from study.parts.robustness import attack_models
-from study.recipe import CONVMIXER, MODES, QUICK, convmixer_kwargs
+from study.parts.robustness import SMOOTHING, attack_models, compare_smoothing
+from study.recipe import CONVMIXER, FULL, MODES, QUICK, convmixer_kwargs, same_recipe
 from study.runs import Job, Study
-from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, combine, exceeds, holm, p_above, paired, ratio,
+from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, combine, exceeds, exceeds_ratio, holm, p_above, paired, ratio,
                          t_interval, within)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,8 +82,7 @@ def _modes(full, chans, space):
                  test={str(s): v for s, v in enumerate(values)}, val={str(s): v for s, v in enumerate(values)},
                  best_epoch={'0': 2, '1': 2, '2': 2}, trainable_params=1, params=2)
             for mode, values in zip(MODES, (full, chans, space))]
-    return {'quick': False, 'parts': {'modes': dict(rows=rows, resnet_base=16, recipe=dict(margin=2.0),
-                                                   wall_time_s=1.0)}}
+    return {'quick': False, 'parts': {'modes': dict(rows=rows, resnet_base=16, wall_time_s=1.0)}}
 
 
 def _convergence(convmixer, resnet):
@@ -114,10 +114,50 @@ def test_nearly_reads_the_longest_length_against_both_registered_margins():
     assert [c.verdict for c in judged][2:] == [OPEN, OPEN] and CHANS_NEAR_FULL.judge(judged) == PARTLY
 
 
+def test_parts_recorded_before_the_margins_moved_or_the_convergence_fields_came_still_count():
+    recipe = json.loads(json.dumps(asdict(FULL)))
+    old = {k: v for k, v in recipe.items() if not k.startswith('convergence_')}
+    assert same_recipe(dict(old, margin=2.0, psnr_margin=1.0), recipe)
+    assert not same_recipe(dict(old, margin=2.0, robust_samples=1000), recipe)
+    assert not same_recipe(dict(recipe, convergence_epochs=[1, 2]), recipe)
+
+
 def test_nearly_waits_for_both_convergence_parts():
     results = _convergence({2400: ([91.0] * 3, [90.5] * 3)}, {2400: ([91.0] * 3, [90.5] * 3)})
     del results['parts']['convergence_resnet']
     assert not CHANS_NEAR_FULL.ready(results['parts'])
+
+
+def _robustness(smoothed_fgsm, clean_cost):
+    """A robustness part of one family: plain Chans at 40% under every attack; smoothed Chans at
+    `smoothed_fgsm` per seed under FGSM (60% under the others), `clean_cost` points less clean accuracy."""
+    def seed(i):
+        def models(attacks, gained):
+            return {'chans': dict(clean_accuracy=80.0, accuracy={a: [80.0, 40.0] for a in attacks}),
+                    'chans, sigma 1': dict(clean_accuracy=80.0 - clean_cost[i],
+                                           accuracy={a: [80.0, gained.get(a, 60.0)] for a in attacks})}
+        return {'weak': dict(eps=[0, 8 / 255], eps_labels=['0', '8/255'],
+                             models=models(('FGSM', 'PGD-2'), {'FGSM': smoothed_fgsm[i]})),
+                'strong': dict(eps=[0, 8 / 255], eps_labels=['0', '8/255'], models=models(('PGD-10',), {}))}
+    return {'parts': {'robustness': dict(sigma=1.0, families={'SepResNet': dict(seeds={str(i): seed(i)
+                                                                                       for i in range(3)})})}}
+
+
+def test_smoothing_is_judged_at_the_papers_relative_bar():
+    judged = compare_smoothing(_robustness([60.0, 61.0, 59.0], [0.2, -0.1, 0.3]))
+    assert [c.verdict for c in judged] == [HOLDS] * 4 and SMOOTHING.judge(judged) == HOLDS  # 1.5x everywhere
+    judged = compare_smoothing(_robustness([46.0, 45.0, 47.0], [0.2, -0.1, 0.3]))  # +15%: a gain, not 25%
+    assert judged[0].verdict == PARTLY and SMOOTHING.judge(judged) != HOLDS
+    judged = compare_smoothing(_robustness([60.0, 61.0, 59.0], [3.0, 3.2, 2.9]))  # costs 3 points clean
+    assert judged[-1].verdict == FAILS and SMOOTHING.judge(judged) == FAILS
+
+
+def test_a_ratio_exceeds_its_bar_on_the_log_scale():
+    assert exceeds_ratio(Interval(1.5, 1.3, 1.7, 3), 1.25) == HOLDS
+    assert exceeds_ratio(Interval(1.25, 1.09, 1.43, 3), 1.25) == OPEN  # above 1x, but 1.25x is inside
+    assert exceeds_ratio(Interval(1.1, 1.05, 1.2, 3), 1.25) == PARTLY  # a gain, smaller than registered
+    assert exceeds_ratio(Interval(0.9, 0.8, 1.1, 3), 1.25) == FAILS
+    assert exceeds_ratio(Interval(1.5, 0.0, 2.0, 3), 1.25) == OPEN  # a zero accuracy: no log interval
 
 
 def test_holm_rejects_step_down_and_p_above_is_one_sided():

@@ -12,8 +12,9 @@ from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 from ..claims import Claim, Comparison
 from ..part import Part
 from ..recipe import CONVMIXER, DENSE, MODES, convmixer_kwargs, resnet_kwargs, resnet_model, resnet_name
+from ..rules import rules
 from ..runs import Study
-from ..sections import MODE_NAMES, Verdicts, mean_cell, recipe_of, verdict_blocks
+from ..sections import MODE_NAMES, Verdicts, mean_cell, verdict_blocks
 from ..stats import exceeds, paired, t_interval
 
 ACCURACY_FIGURE = 'reproduction_accuracy.png'
@@ -53,7 +54,7 @@ def accuracy_configs(results: dict) -> List[Tuple[str, Dict[str, dict]]]:
 
 
 def compare_space(results: dict) -> List[Comparison]:
-    margin = recipe_of(results)['margin']
+    margin = rules()['far_worse']['points']
     return [Comparison(config, 'Chans - Space, test top-1', iv, ' points', exceeds(iv, margin))
             for config, rows in accuracy_configs(results)
             for iv in [paired(rows['chans']['test'], rows['space']['test'])]]
@@ -61,8 +62,8 @@ def compare_space(results: dict) -> List[Comparison]:
 
 SPACE_FAR_WORSE = Claim(
     'space_far_worse', 'Space is far worse than Chans', ('modes', 'widths'), compare_space,
-    'holds when Chans - Space lies above the margin; partly when above 0 but below the margin; '
-    'fails when below the margin with 0 inside or below')
+    f'holds when Chans - Space lies above {rules()["far_worse"]["points"]:g} points; partly when above 0 but '
+    'below that margin; fails when below the margin with 0 inside or below')
 
 
 def mode_table(configs: List[Tuple[str, Dict[str, dict]]], unit_test: str = 'test top-1 (%)') -> str:

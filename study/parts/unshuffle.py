@@ -17,8 +17,9 @@ from timm_frozenmix.io.reporting import markdown_table
 from ..claims import Claim, Comparison
 from ..part import Part
 from ..recipe import CONVMIXER, MODES
+from ..rules import rules
 from ..runs import Job, Study
-from ..sections import MODE_NAMES, Verdicts, mean_cell, recipe_of, verdict_blocks
+from ..sections import MODE_NAMES, Verdicts, mean_cell, verdict_blocks
 from ..stats import FAILS, HOLDS, OPEN, exceeds, paired, within
 
 UNSHUFFLE_GRID = 'reproduction_unshuffle.png'
@@ -80,7 +81,7 @@ def compare_unshuffle(results: dict) -> List[Comparison]:
     trivial = {s: max(b.values()) for s, b in unshuffle['baselines'].items()}
     near = paired(rows['full']['test'], rows['chans']['test'])
     learned = paired(rows['chans']['test'], trivial)
-    return [Comparison('Full - Chans', 'test PSNR', near, ' dB', within(near, recipe_of(results)['psnr_margin'])),
+    return [Comparison('Full - Chans', 'test PSNR', near, ' dB', within(near, rules()['unshuffle']['psnr_db'])),
             Comparison('Chans - best trivial reconstruction', 'test PSNR', learned, ' dB', exceeds(learned))]
 
 
@@ -92,7 +93,8 @@ def unshuffle_verdict(comparisons: List[Comparison]) -> str:
 
 UNSHUFFLE = Claim(
     'unshuffle', 'Chans ConvMixers un-shuffle pixels nearly as well as Full ones', ('unshuffle',), compare_unshuffle,
-    'Full - Chans PSNR below the dB margin, once Chans lies above the best trivial reconstruction', unshuffle_verdict)
+    f'Full - Chans PSNR below {rules()["unshuffle"]["psnr_db"]:g} dB, once Chans lies above the best trivial '
+    'reconstruction', unshuffle_verdict)
 
 
 def setting(recipe: dict) -> List[str]:
