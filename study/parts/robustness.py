@@ -185,7 +185,10 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
         aa = family['autoattack']
         aa_body = [[label, f'{r["clean_accuracy"]:.2f}', f'{r["accuracy"]["PGD-10"][-1]:.2f}',
                     f'{r["accuracy"]["AutoAttack"][-1]:.2f}'] for label, r in aa['models'].items()]
-        warnings = [w for runs in family['seeds'].values() for w in runs['strong']['warnings']] + aa['warnings']
+        # every evaluation's warnings, the weak attacks' included: PGD-2 weaker than FGSM is a masking sign too
+        warnings = [f'seed {seed}, {w}' for seed, runs in family['seeds'].items()
+                    for evaluation in ('weak', 'strong') for w in runs[evaluation]['warnings']]
+        warnings += [f'seed {robustness["autoattack"]["seed"]}, {w}' for w in aa['warnings']]
         out += [f'### {name}', '',
                 f'Top-1 (%) on {weak["num_samples"]} fixed test images, mean ± 95% interval half-width over seeds:',
                 '', markdown_table(header, body), '',
@@ -193,7 +196,8 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
                 f'{aa["eps_labels"][-1]}:', '',
                 markdown_table(['model', 'clean', 'PGD-10', 'AutoAttack'], aa_body), '',
                 (f'Gradient-masking warnings: {"; ".join(warnings)}' if warnings else
-                 'No gradient-masking warning: PGD-10 is at least as strong as FGSM for every seed, and AutoAttack '
+                 'No gradient-masking warning: PGD-2 and PGD-10 are at least as strong as FGSM for every seed and '
+                 'eps, and AutoAttack '
                  f'stays within {robustness["masking_gap"]:g} points of PGD-10.'), '']
     out += [f'![robustness]({ROBUSTNESS_FIGURE})', '']
     return out + verdict_blocks(verdicts, ROBUST.key, SMOOTHING.key)
