@@ -46,7 +46,7 @@ def readme_summary(results: dict) -> str:
     lines = []
     judged = judge(results)
     for verdict in (HOLDS, PARTLY, FAILS, OPEN):
-        claims = [f'{claim.text} ({"; ".join(_short(c) for c in comparisons)})'
+        claims = [f'{claim.text}{_budget(results, claim)} ({"; ".join(_short(c) for c in comparisons)})'
                   for claim, v, comparisons in judged if v == verdict]
         if claims:
             lines.append(f'- **{verdict[0].upper()}{verdict[1:]}:** ' + '; '.join(claims) + '.')
@@ -62,6 +62,22 @@ SUMMARY_START, SUMMARY_END = '<!-- study summary -->', '<!-- end of study summar
 def update_readme(readme: Path, results: dict) -> bool:
     """Replace the summary between README's study markers by `readme_summary`; False if it has no markers."""
     return replace_between_markers(readme, SUMMARY_START, SUMMARY_END, readme_summary(results))
+
+
+def _budget(results: dict, claim: Claim) -> str:
+    """The training its verdict read, in a few words (' after 3 epochs on train[:10000], 3 seeds'); '' for a
+    claim on no training run. A claim judged at the longest length reads that length only."""
+    runs = [run for part in claim.needs if part in results['parts'] for run in results['parts'][part]['runs'].values()]
+    if not runs:
+        return ''
+    if claim.needs_all:  # judged at the longest training of its parts
+        longest = max(run['settings']['epochs'] for run in runs)
+        runs = [run for run in runs if run['settings']['epochs'] == longest]
+    budgets = sorted({(run['settings']['epochs'], run['settings']['train_split'],
+                       run.get('optimizer_steps')) for run in runs})
+    seeds = len({run['seed'] for run in runs})
+    return ' after ' + ' or '.join(f'{epochs} epochs on `{split}`' + (f' ({steps:,} updates)' if steps else '')
+                                   for epochs, split, steps in budgets) + f', {seeds} seeds'
 
 
 def _short(c: Comparison) -> str:
