@@ -57,16 +57,25 @@ def ratio(a: List[float], b: List[float]) -> Interval:
     return Interval(math.exp(logs.mean), math.exp(logs.low), math.exp(logs.high), logs.n)
 
 
-def p_above(values: Sequence[float], bar: float) -> float:
-    """One-sided p-value of "the true mean of `values` is above `bar`": Student's t test of H0 mean <= bar
-    (n - 1 degrees of freedom); 1.0 with fewer than 2 values (no evidence either way)."""
-    values = [float(v) for v in values]
-    if len(values) < 2:
+def beyond_p(interval: Interval, bar: float, above: bool) -> float:
+    """One-sided p-value of "the true value lies above `bar`" (`above`) or below it, read from a t interval
+    (its half-width is t x standard error, n - 1 degrees of freedom): the test behind a "does not hold".
+    1.0 without an interval."""
+    if interval.n < 2 or not math.isfinite(interval.low):
         return 1.0
-    mean, sd = statistics.fmean(values), statistics.stdev(values)
-    if sd == 0:
-        return 0.0 if mean > bar else 1.0
-    return float(student_t.sf((mean - bar) / (sd / math.sqrt(len(values))), len(values) - 1))
+    df = interval.n - 1
+    se = (interval.high - interval.low) / (2 * student_t.ppf(0.5 + CONFIDENCE / 2, df))
+    if se == 0:
+        return 0.0 if (interval.mean > bar if above else interval.mean < bar) else 1.0
+    t = (interval.mean - bar) / se
+    return float(student_t.sf(t, df) if above else student_t.cdf(t, df))
+
+
+def log_interval(interval: Interval) -> Interval:
+    """A ratio interval (from `ratio`) on the log scale, where it is a t interval; a zero bound has no log."""
+    if interval.n < 2 or not interval.low > 0:
+        return Interval(math.log(interval.mean) if interval.mean > 0 else -math.inf, math.nan, math.nan, 1)
+    return Interval(math.log(interval.mean), math.log(interval.low), math.log(interval.high), interval.n)
 
 
 def holm(pvalues: Sequence[float], alpha: float = 1 - CONFIDENCE) -> List[bool]:
@@ -102,10 +111,7 @@ def exceeds(interval: Interval, bar: float = 0.0) -> str:
 def exceeds_ratio(interval: Interval, bar: float = 1.0) -> str:
     """`exceeds` for a ratio interval (from `ratio`): read on the log scale, where no change is 0 and the bar
     log(bar) (e.g. bar 1.25: "over 25% more")."""
-    if interval.n < 2 or not interval.low > 0:
-        return OPEN
-    return exceeds(Interval(math.log(interval.mean), math.log(interval.low), math.log(interval.high), interval.n),
-                   math.log(bar))
+    return exceeds(log_interval(interval), math.log(bar))
 
 
 def within(interval: Interval, bar: float) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from study import report as study_report
+from study.claims import Comparison
 from study.parts import PARTS
 from study.parts.filters import compare_coverage
 from study.parts.convergence import CHANS_NEAR_FULL, compare_nearly
@@ -19,8 +20,8 @@ from study.parts.modes import compare_space
 from study.parts.robustness import SMOOTHING, attack_models, compare_smoothing
 from study.recipe import CONVMIXER, FULL, MODES, QUICK, convmixer_kwargs, same_recipe
 from study.runs import Job, Study
-from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, combine, exceeds, exceeds_ratio, holm, p_above, paired, ratio,
-                         t_interval, within)
+from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, beyond_p, combine, exceeds, exceeds_ratio, holm, paired,
+                         ratio, t_interval, within)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,17 +101,18 @@ def _convergence(convmixer, resnet):
 def test_nearly_reads_the_longest_length_against_both_registered_margins():
     short_gap = ([80, 81, 79], [70, 71, 69])  # far apart after 300 updates: not what is judged
     close = ([91.0, 91.4, 90.8], [90.4, 90.9, 90.1])
-    judged = compare_nearly(_convergence({300: short_gap, 2400: close}, {300: short_gap, 2400: close}))
+    judged = CHANS_NEAR_FULL.corrected(compare_nearly(_convergence({300: short_gap, 2400: close},
+                                                                   {300: short_gap, 2400: close})))
     assert [c.config for c in judged] == ['ConvMixer, 2,400 updates'] * 2 + ['SepResNet, 2,400 updates'] * 2
     assert [c.verdict for c in judged] == [HOLDS] * 4 and CHANS_NEAR_FULL.judge(judged) == HOLDS
     # within 2 points but 40% more errors: the relative margin decides (the gap rows still hold)
     relative = ([96.0, 96.2, 95.9], [94.4, 94.6, 94.3])
-    judged = compare_nearly(_convergence({2400: close}, {2400: relative}))
+    judged = CHANS_NEAR_FULL.corrected(compare_nearly(_convergence({2400: close}, {2400: relative})))
     assert [c.verdict for c in judged] == [HOLDS, HOLDS, HOLDS, FAILS]
     assert CHANS_NEAR_FULL.judge(judged) == FAILS
     # one noisy family: not established there, so the claim holds only partly
     noisy = ([91.0, 91.4, 90.8], [86.0, 91.3, 90.0])
-    judged = compare_nearly(_convergence({2400: close}, {2400: noisy}))
+    judged = CHANS_NEAR_FULL.corrected(compare_nearly(_convergence({2400: close}, {2400: noisy})))
     assert [c.verdict for c in judged][2:] == [OPEN, OPEN] and CHANS_NEAR_FULL.judge(judged) == PARTLY
 
 
@@ -160,11 +162,23 @@ def test_a_ratio_exceeds_its_bar_on_the_log_scale():
     assert exceeds_ratio(Interval(1.5, 0.0, 2.0, 3), 1.25) == OPEN  # a zero accuracy: no log interval
 
 
-def test_holm_rejects_step_down_and_p_above_is_one_sided():
+def test_a_does_not_hold_must_survive_holm_over_its_claims_comparisons():
+    def comparison(verdict, fail_p):
+        return Comparison('c', 'm', _iv(1.0, 2.0), ' points', verdict, fail_p)
+    claim = CHANS_NEAR_FULL
+    weak = [comparison(FAILS, 0.02), comparison(FAILS, 0.03), comparison(HOLDS, 0.99), comparison(OPEN, 0.4)]
+    assert [c.verdict for c in claim.corrected(weak)] == [OPEN, OPEN, HOLDS, OPEN]  # 0.02 >= 0.05 / 4
+    strong = [comparison(FAILS, 0.001), comparison(FAILS, 0.03), comparison(HOLDS, 0.99)]
+    assert [c.verdict for c in claim.corrected(strong)] == [FAILS, OPEN, HOLDS]  # then 0.03 >= 0.05 / 2
+
+
+def test_holm_rejects_step_down_and_beyond_p_is_one_sided():
     assert holm([0.01, 0.04, 0.03]) == [True, False, False]  # 0.01 < 0.05/3, then 0.03 >= 0.05/2 stops
     assert holm([0.01, 0.02, 0.04]) == [True, True, True]  # 0.01 < 0.0167, 0.02 < 0.025, 0.04 < 0.05
-    assert p_above([3.0, 3.5, 4.0], 2.0) == pytest.approx(0.0175, abs=1e-4)  # t = 5.20 with 2 df
-    assert p_above([1.0, 1.5, 2.0], 2.0) > 0.5 and p_above([5.0], 2.0) == 1.0
+    iv = t_interval([3.0, 3.5, 4.0])  # mean 3.5, standard error 0.289
+    assert beyond_p(iv, 2.0, above=True) == pytest.approx(0.0175, abs=1e-4)  # t = 5.20 with 2 df
+    assert beyond_p(iv, 2.0, above=False) == pytest.approx(1 - 0.0175, abs=1e-4)
+    assert beyond_p(t_interval([5.0]), 2.0, above=True) == 1.0  # one value: no evidence
 
 
 def test_space_far_worse_needs_more_than_the_margin():

@@ -15,12 +15,12 @@ from timm_frozenmix.evaluation.step_time import time_interleaved_samples
 from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 from timm_frozenmix.layers.separable import SeparableConv2d
 
-from ..claims import Claim, Comparison
+from ..claims import Claim, Comparison, compared
 from ..part import Part
 from ..recipe import BATCH, CONVMIXER, MODES, RESNET, convmixer_kwargs, resnet_kwargs
 from ..runs import Study
 from ..sections import MODE_NAMES, Verdicts, verdict_blocks
-from ..stats import FAILS, HOLDS, OPEN, Interval, ratio
+from ..stats import ratio
 
 _logger = logging.getLogger('study')
 
@@ -56,13 +56,6 @@ def measure(study: Study) -> dict:
     return dict(batch=BATCH, steps=r.timing_steps, rows=rows)
 
 
-def faster(iv: Interval) -> str:
-    """Verdict on "a step-time ratio below 1" from the interval of the geometric-mean ratio."""
-    if iv.n < 2:
-        return OPEN
-    return HOLDS if iv.high < 1 else FAILS if iv.low > 1 else OPEN
-
-
 def cost_rows(results: dict) -> Dict[Tuple[str, str, str], dict]:
     return {(r['family'], r['mode'], r['execution']): r for r in results['parts']['cost']['rows']}
 
@@ -73,8 +66,8 @@ def compare_cost(results: dict) -> List[Comparison]:
     for family, mode, execution in rows:
         if mode == 'chans':
             iv = ratio(rows[family, 'chans', execution]['seconds'], rows[family, 'full', execution]['seconds'])
-            out.append(Comparison(f'{family}, {"paper" if execution == "naive" else "this package"}\'s layer',
-                                  'Chans / Full, seconds per training step', iv, 'x', faster(iv)))
+            out.append(compared(f'{family}, {"paper" if execution == "naive" else "this package"}\'s layer',
+                                'Chans / Full, seconds per training step', iv, 'x', 'below_ratio', 1.0))
     return out
 
 

@@ -14,12 +14,12 @@ from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 from timm_frozenmix.layers.filters import spectral_coverage, spectral_envelope
 from timm_frozenmix.evaluation.spectral import FILTER_COUNTS, coverage_growth, spatial_banks
 
-from ..claims import Claim, Comparison, all_required
+from ..claims import Claim, Comparison, all_required, compared
 from ..part import Part
 from ..recipe import resnet_kwargs, resnet_model, resnet_name
 from ..runs import Study
 from ..sections import Verdicts, mean_cell, verdict_blocks
-from ..stats import FAILS, HOLDS, OPEN, exceeds, paired, t_interval
+from ..stats import FAILS, HOLDS, OPEN, beyond_p, paired, t_interval
 
 FILTER_INITS = ('random', 'same', 'box', 'identity')
 FILTERS_FIGURE = 'reproduction_filters.png'
@@ -53,7 +53,7 @@ def frozen_bank_coverage(study: Study, runs: Dict[str, dict], name: str) -> floa
 
 def compare_filters(results: dict) -> List[Comparison]:
     rows = results['parts']['filters']['rows']
-    return [Comparison(f'{a["init"]} vs {b["init"]}', 'test top-1 difference', iv, ' points', exceeds(iv))
+    return [compared(f'{a["init"]} vs {b["init"]}', 'test top-1 difference', iv, ' points', 'exceeds')
             for a, b in zip(rows, rows[1:]) for iv in [paired(a['test'], b['test'])]]
 
 
@@ -68,14 +68,16 @@ def compare_coverage(results: dict) -> List[Comparison]:
         if init == 'random':
             continue
         iv = paired(random['test'], row['test'])
+        covers = row['coverage'] >= random['coverage']  # then it fails by lower accuracy, else by higher
         if iv.n < 2:
             verdict = OPEN
-        elif row['coverage'] >= random['coverage']:
+        elif covers:
             verdict = FAILS if iv.low > 0 else OPEN if iv.high > 0 else HOLDS
         else:  # less coverage: the claim expects lower accuracy
             verdict = HOLDS if iv.low > 0 else FAILS if iv.high < 0 else OPEN
         out.append(Comparison(f'{init} (coverage {row["coverage"]:.3f} vs {random["coverage"]:.3f})',
-                              'random - this bank, test top-1', iv, ' points', verdict))
+                              'random - this bank, test top-1', iv, ' points', verdict,
+                              beyond_p(iv, 0.0, above=covers)))
     return out
 
 

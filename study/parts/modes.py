@@ -9,13 +9,13 @@ from typing import Dict, List, Tuple
 
 from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 
-from ..claims import Claim, Comparison
+from ..claims import Claim, Comparison, compared
 from ..part import Part
 from ..recipe import CONVMIXER, DENSE, MODES, convmixer_kwargs, resnet_kwargs, resnet_model, resnet_name
 from ..rules import rules
 from ..runs import Study
 from ..sections import MODE_NAMES, Verdicts, mean_cell, verdict_blocks
-from ..stats import exceeds, paired, t_interval
+from ..stats import paired, t_interval
 
 ACCURACY_FIGURE = 'reproduction_accuracy.png'
 
@@ -55,7 +55,7 @@ def accuracy_configs(results: dict) -> List[Tuple[str, Dict[str, dict]]]:
 
 def compare_space(results: dict) -> List[Comparison]:
     margin = rules()['far_worse']['points']
-    return [Comparison(config, 'Chans - Space, test top-1', iv, ' points', exceeds(iv, margin))
+    return [compared(config, 'Chans - Space, test top-1', iv, ' points', 'exceeds', margin)
             for config, rows in accuracy_configs(results)
             for iv in [paired(rows['chans']['test'], rows['space']['test'])]]
 

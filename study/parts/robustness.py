@@ -13,13 +13,13 @@ from typing import Dict, List, Tuple
 from timm_frozenmix.evaluation import robust
 from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 
-from ..claims import Claim, Comparison, all_required
+from ..claims import Claim, Comparison, all_required, compared
 from ..part import Part
 from ..recipe import CONVMIXER, convmixer_kwargs, resnet_kwargs, resnet_model, resnet_name
 from ..rules import rules
 from ..runs import Study
 from ..sections import Verdicts, mean_cell, verdict_blocks
-from ..stats import combine, exceeds, exceeds_ratio, paired, ratio, within
+from ..stats import combine, paired, ratio
 
 _logger = logging.getLogger('study')
 
@@ -110,8 +110,8 @@ def compare_robust(results: dict) -> List[Comparison]:
             for attack in ('FGSM', 'PGD-2'):
                 iv = paired(attack_accuracy(family, chans, 'weak', attack, i),
                             attack_accuracy(family, full, 'weak', attack, i))
-                out.append(Comparison(f'{name}{", FGSM-trained" if "FGSM" in chans else ""}, {attack}',
-                                      f'Chans - Full, accuracy at {eps}', iv, ' points', exceeds(iv)))
+                out.append(compared(f'{name}{", FGSM-trained" if "FGSM" in chans else ""}, {attack}',
+                                    f'Chans - Full, accuracy at {eps}', iv, ' points', 'exceeds'))
     return out
 
 
@@ -129,12 +129,12 @@ def compare_smoothing(results: dict) -> List[Comparison]:
             gained, plain = (attack_accuracy(family, label, evaluation, attack, i) for label in (smoothed, 'chans'))
             seeds = [s for s in gained if s in plain]
             iv = ratio([gained[s] for s in seeds], [plain[s] for s in seeds])
-            out.append(Comparison(f'{name}, {attack}', f'smoothed / Chans, accuracy at {eps}', iv, 'x',
-                                  exceeds_ratio(iv, rule['relative_gain'])))
+            out.append(compared(f'{name}, {attack}', f'smoothed / Chans, accuracy at {eps}', iv, 'x',
+                                'exceeds_ratio', rule['relative_gain']))
         iv = paired(attack_accuracy(family, 'chans', 'weak', 'clean', 0),
                     attack_accuracy(family, smoothed, 'weak', 'clean', 0))
-        out.append(Comparison(f'{name}, clean', 'Chans - smoothed, clean accuracy', iv, ' points',
-                              within(iv, rule['clean_cost_points'])))
+        out.append(compared(f'{name}, clean', 'Chans - smoothed, clean accuracy', iv, ' points', 'within',
+                            rule['clean_cost_points']))
     return out
 
 

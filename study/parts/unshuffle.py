@@ -14,13 +14,13 @@ from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.io.loading import model_from_checkpoint
 from timm_frozenmix.io.reporting import markdown_table
 
-from ..claims import Claim, Comparison
+from ..claims import Claim, Comparison, compared
 from ..part import Part
 from ..recipe import CONVMIXER, MODES
 from ..rules import rules
 from ..runs import Job, Study
 from ..sections import MODE_NAMES, Verdicts, mean_cell, verdict_blocks
-from ..stats import FAILS, HOLDS, OPEN, exceeds, paired, within
+from ..stats import FAILS, HOLDS, OPEN, paired
 
 UNSHUFFLE_GRID = 'reproduction_unshuffle.png'
 
@@ -81,8 +81,8 @@ def compare_unshuffle(results: dict) -> List[Comparison]:
     trivial = {s: max(b.values()) for s, b in unshuffle['baselines'].items()}
     near = paired(rows['full']['test'], rows['chans']['test'])
     learned = paired(rows['chans']['test'], trivial)
-    return [Comparison('Full - Chans', 'test PSNR', near, ' dB', within(near, rules()['unshuffle']['psnr_db'])),
-            Comparison('Chans - best trivial reconstruction', 'test PSNR', learned, ' dB', exceeds(learned))]
+    return [compared('Full - Chans', 'test PSNR', near, ' dB', 'within', rules()['unshuffle']['psnr_db']),
+            compared('Chans - best trivial reconstruction', 'test PSNR', learned, ' dB', 'exceeds')]
 
 
 def unshuffle_verdict(comparisons: List[Comparison]) -> str:

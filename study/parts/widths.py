@@ -5,11 +5,11 @@ whether the Full-Chans gap shrinks as the ResNet gets wider.
 """
 from typing import List
 
-from ..claims import Claim, Comparison
+from ..claims import Claim, Comparison, compared
 from ..part import Part
 from ..recipe import MODES, resnet_kwargs, resnet_model, resnet_name
 from ..runs import Study
-from ..stats import exceeds, paired
+from ..stats import paired
 
 
 def measure(study: Study) -> dict:
@@ -32,8 +32,8 @@ def compare_width(results: dict) -> List[Comparison]:
         return {s: full[s] - chans[s] for s in full if s in chans}
     narrow, wide = bases[0], bases[-1]
     iv = paired(gap(narrow), gap(wide))
-    return [Comparison(f'SepResNet n = {widths["depth"]}, base width {narrow} vs {wide}',
-                       'Full-Chans gap at the narrowest minus at the widest', iv, ' points', exceeds(iv))]
+    return [compared(f'SepResNet n = {widths["depth"]}, base width {narrow} vs {wide}',
+                     'Full-Chans gap at the narrowest minus at the widest', iv, ' points', 'exceeds')]
 
 
 WIDTH = Claim('width', 'The Full-Chans gap shrinks as ResNets get wider', ('widths',), compare_width,
