@@ -14,7 +14,6 @@ import pytest
 from study import report as study_report
 from study.claims import Comparison
 from study.parts import PARTS
-from study.parts.filters import compare_coverage
 from study.parts.convergence import CHANS_NEAR_FULL, compare_nearly
 from study.parts.modes import compare_space
 from study.parts.robustness import SMOOTHING, attack_models, compare_smoothing
@@ -186,16 +185,6 @@ def test_space_far_worse_needs_more_than_the_margin():
     assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [80, 81, 80.5]))[0].verdict == HOLDS
     assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [88, 88.7, 88.1]))[0].verdict == PARTLY
     assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [89.5, 88.9, 89.3]))[0].verdict == FAILS
-
-
-def test_coverage_verdict_can_fail():
-    def filters(random, identity, identity_coverage):
-        rows = [dict(init=init, test={str(s): v for s, v in enumerate(values)}, coverage=coverage)
-                for init, values, coverage in (('random', random, 0.8), ('identity', identity, identity_coverage))]
-        return {'parts': {'filters': dict(rows=rows)}}
-    # identity filters cover the plane yet are far worse: coverage does not account for accuracy
-    assert combine(c.verdict for c in compare_coverage(filters([80, 81, 80], [35, 34, 36], 1.0))) == FAILS
-    assert combine(c.verdict for c in compare_coverage(filters([80, 81, 80], [35, 34, 36], 0.2))) == HOLDS
 
 
 def test_render_only_without_results_is_a_one_line_error(tmp_path):

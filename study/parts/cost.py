@@ -60,19 +60,23 @@ def cost_rows(results: dict) -> Dict[Tuple[str, str, str], dict]:
     return {(r['family'], r['mode'], r['execution']): r for r in results['parts']['cost']['rows']}
 
 
-def compare_cost(results: dict) -> List[Comparison]:
+def step_time_ratios(results: dict, executions=('naive', 'ours')) -> List[Comparison]:
+    """Chans / Full seconds per step of each family, for each of `executions` it was timed with."""
     rows = cost_rows(results)
-    out = []
-    for family, mode, execution in rows:
-        if mode == 'chans':
-            iv = ratio(rows[family, 'chans', execution]['seconds'], rows[family, 'full', execution]['seconds'])
-            out.append(compared(f'{family}, {"paper" if execution == "naive" else "this package"}\'s layer',
-                                'Chans / Full, seconds per training step', iv, 'x', 'below_ratio', 1.0))
-    return out
+    return [compared(f'{family}, {"paper" if execution == "naive" else "this package"}\'s layer',
+                     'Chans / Full, seconds per training step',
+                     ratio(rows[family, 'chans', execution]['seconds'], rows[family, 'full', execution]['seconds']),
+                     'x', 'below_ratio', 1.0)
+            for family, mode, execution in rows if mode == 'chans' and execution in executions]
+
+
+def compare_cost(results: dict) -> List[Comparison]:
+    """The paper's claim is about its layer (depthwise, then pointwise): only the naive execution is judged."""
+    return step_time_ratios(results, ('naive',))
 
 
 COST = Claim('cost', 'Chans trains faster per step than Full', ('cost',), compare_cost,
-             'holds when the interval of the step-time ratio lies below 1x, fails when above')
+             'holds when the interval of the step-time ratio of the paper\'s layer lies below 1x, fails when above')
 
 
 def setting(recipe: dict) -> List[str]:
@@ -90,11 +94,14 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
             'rounds in one process; "naive" is the paper\'s layer (depthwise conv, then pointwise conv), "ours" '
             'this package\'s execution choice. A ConvMixer\'s layers are plain convolutions, so it has one.', '',
             markdown_table(['model', 'mode', 'execution', 'median ms/step', 'trainable parameters'], body), '',
-            f'![training cost]({COST_FIGURE})', '', *verdict_blocks(verdicts, COST.key)]
+            f'![training cost]({COST_FIGURE})', '', *verdict_blocks(verdicts, COST.key),
+            'This package\'s execution is an engineering choice, not the paper\'s layer, so it is shown, not judged: '
+            + '; '.join(f'{c.config}: {c.interval.text(c.unit)}' for c in step_time_ratios(results, ('ours',)))
+            + '.', '']
 
 
 def plot_cost(results: dict, path: Path) -> None:
-    comparisons = compare_cost(results)
+    comparisons = step_time_ratios(results)
     fig, axes = new_figure(1, 1, figsize=(6.5, 3.5))
     ax = axes[0][0]
     for i, c in enumerate(comparisons):

@@ -1,7 +1,7 @@
 """ Part `filters`: the structure of the frozen filters, and the spectral coverage of each kind of bank
 
-The paper ranks four kinds of frozen filters by accuracy and explains the ranking by spectral coverage
-(Sec. 3.1); this part judges both, the explanation by whether coverage predicts which banks do worse.
+The paper ranks four kinds of frozen filters by accuracy and explains the ranking, in part, by spectral coverage
+(Sec. 3.1); this part judges the ranking and shows the coverage of each bank beside it.
 """
 from pathlib import Path
 from typing import Dict, List
@@ -14,12 +14,12 @@ from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 from timm_frozenmix.layers.filters import spectral_coverage, spectral_envelope
 from timm_frozenmix.evaluation.spectral import FILTER_COUNTS, coverage_growth, spatial_banks
 
-from ..claims import Claim, Comparison, all_required, compared
+from ..claims import Claim, Comparison, compared
 from ..part import Part
 from ..recipe import resnet_kwargs, resnet_model, resnet_name
 from ..runs import Study
 from ..sections import Verdicts, mean_cell, verdict_blocks
-from ..stats import FAILS, HOLDS, OPEN, beyond_p, paired, t_interval
+from ..stats import paired, t_interval
 
 FILTER_INITS = ('random', 'same', 'box', 'identity')
 FILTERS_FIGURE = 'reproduction_filters.png'
@@ -57,41 +57,14 @@ def compare_filters(results: dict) -> List[Comparison]:
             for a, b in zip(rows, rows[1:]) for iv in [paired(a['test'], b['test'])]]
 
 
-def compare_coverage(results: dict) -> List[Comparison]:
-    """A bank covering at least as much of the plane as random filters should not be worse than them: each such
-    bank with a lower accuracy (interval above 0) is a counterexample to coverage explaining accuracy; a bank
-    covering less should be worse."""
-    rows = {r['init']: r for r in results['parts']['filters']['rows']}
-    random = rows['random']
-    out = []
-    for init, row in rows.items():
-        if init == 'random':
-            continue
-        iv = paired(random['test'], row['test'])
-        covers = row['coverage'] >= random['coverage']  # then it fails by lower accuracy, else by higher
-        if iv.n < 2:
-            verdict = OPEN
-        elif covers:
-            verdict = FAILS if iv.low > 0 else OPEN if iv.high > 0 else HOLDS
-        else:  # less coverage: the claim expects lower accuracy
-            verdict = HOLDS if iv.low > 0 else FAILS if iv.high < 0 else OPEN
-        out.append(Comparison(f'{init} (coverage {row["coverage"]:.3f} vs {random["coverage"]:.3f})',
-                              'random - this bank, test top-1', iv, ' points', verdict,
-                              beyond_p(iv, 0.0, above=covers)))
-    return out
-
-
 FILTER_ORDER = Claim(
     'filters', 'Different random filters > the same 9 repeated > box > identity', ('filters',), compare_filters,
     'each neighbour in the order must lie above the next (interval above 0)')
-COVERAGE = Claim(
-    'coverage', 'Spectral coverage accounts for the quality of the frozen filters (Sec. 3.1)', ('filters',),
-    compare_coverage, 'a bank covering at least as much as random filters must not be worse, and one that '
-                      'covers less must be worse: one counterexample refutes it', all_required)
 
 
 def section(results: dict, verdicts: Verdicts) -> List[str]:
     filters = results['parts']['filters']
+    rows = {r['init']: r for r in filters['rows']}
     body = [[r['init'], mean_cell(r['test']), mean_cell(r['val']), f'{r["coverage"]:.3f}'] for r in filters['rows']]
     growth = filters['growth']
     growth_body = [[n, *(f'{growth[k][i]:.3f}' for k in growth if k != 'filters')]
@@ -109,7 +82,13 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
             'shrink, so it is shown, not judged):', '',
             markdown_table(['filters', *(f'{k} random' for k in growth if k != 'filters')], growth_body), '',
             f'![filters]({FILTERS_FIGURE})', '',
-            *verdict_blocks(verdicts, FILTER_ORDER.key, COVERAGE.key)]
+            *verdict_blocks(verdicts, FILTER_ORDER.key),
+            'Whether coverage explains the ranking is shown, not judged: this measure gives the identity (delta) '
+            f'filters a coverage of {rows["identity"]["coverage"]:.3f} against {rows["random"]["coverage"]:.3f} for '
+            'random ones, though they are the worst, so it cannot test the paper\'s "in part" explanation (that needs '
+            'a measure that sees the rank of a bank). Random - each bank, test top-1: ' + '; '.join(
+                f'{init} (coverage {row["coverage"]:.3f}): {paired(rows["random"]["test"], row["test"]).text(" points")}'
+                for init, row in rows.items() if init != 'random') + '.', '']
 
 
 def plot_filters(results: dict, path: Path) -> None:
