@@ -24,7 +24,7 @@ from timm_frozenmix.io.outputs import check_output_folder
 from timm_frozenmix.io.reporting import write_json
 
 from .parts import PARTS
-from .recipe import FULL, QUICK, same_recipe
+from .recipe import FULL, QUICK, part_ran_with
 from .report import RESULTS, part_times, update_readme, write_report
 from .runs import run_part
 
@@ -58,12 +58,13 @@ def read_results(path: Path) -> dict:
 
 
 def load_results(path: Path, quick: bool, recipe) -> dict:
-    """The parts finished so far with this recipe; parts of another recipe are dropped (they are rerun)."""
+    """The parts finished so far that hold for this recipe (`recipe.part_ran_with`); the others are dropped
+    (they are rerun)."""
     results = read_results(path) if path.is_file() else {}
     if results.get('quick') != quick:
         results = {}
     parts = {name: part for name, part in results.get('parts', {}).items()
-             if same_recipe(part.get('recipe') or {}, recipe)}
+             if part_ran_with(part, recipe)}
     return dict(quick=quick, parts=parts)
 
 

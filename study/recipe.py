@@ -76,6 +76,28 @@ TRAIN_SETTINGS = dict(sched='cosine', sched_on_updates=True, opt='adamw', lr=3e-
                       no_aug=True, batch_size=BATCH, channels_last=True, log_interval=100)
 
 
+class RecipeReads:
+    """A recipe that records which of its fields are read: a part's numbers depend on those fields alone, so a
+    change of any other field leaves the part standing (`part_ran_with`)."""
+
+    def __init__(self, recipe: Recipe):
+        self.__dict__.update(_recipe=recipe, read=set())
+
+    def __getattr__(self, name):
+        value = getattr(self.__dict__['_recipe'], name)
+        self.__dict__['read'].add(name)
+        return value
+
+
+def part_ran_with(part: dict, recipe: dict) -> bool:
+    """Whether a finished part (its JSON) holds for `recipe` (JSON): the fields it read (`recipe_read`) are
+    unchanged; a part recorded before parts recorded their reads needs the whole recipe unchanged."""
+    read, recorded = part.get('recipe_read'), part.get('recipe') or {}
+    if read is None:
+        return same_recipe(recorded, recipe)
+    return all(name in recipe and name in recorded and recorded[name] == recipe[name] for name in read)
+
+
 def same_recipe(recorded: dict, recipe: dict) -> bool:
     """Whether a part recorded with `recorded` ran with `recipe` (both JSON): equal, except the `ADDED_FIELDS`
     that a part recorded before they existed lacks and the `REMOVED_FIELDS` it still has."""

@@ -33,7 +33,7 @@ from timm_frozenmix.data.datasets import create_dataset, create_eval_loader
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.io.reporting import write_json
 
-from .recipe import TRAIN_SETTINGS, Recipe, as_flags
+from .recipe import TRAIN_SETTINGS, Recipe, RecipeReads, as_flags
 
 _logger = logging.getLogger('study')
 
@@ -165,14 +165,16 @@ def machine() -> dict:
 
 
 def run_part(measure: Callable[[Study], dict], recipe: Recipe, output: Path, workers: int) -> dict:
-    """One part's numbers (what `measure` returns), with its recipe, machine and times: `wall_time_s` of this
-    invocation, of which `training_s` trained the runs in `trained_runs`; every run records its own training time."""
-    study = Study(recipe, output, workers)
+    """One part's numbers (what `measure` returns), with its recipe and the fields of it that `measure` read
+    (`recipe_read`), machine and times: `wall_time_s` of this invocation, of which `training_s` trained the runs in
+    `trained_runs`; every run records its own training time."""
+    tracked = RecipeReads(recipe)
+    study = Study(tracked, output, workers)
     started = datetime.now(timezone.utc)
     start = time.perf_counter()
     numbers = measure(study)
     elapsed = time.perf_counter() - start
-    return dict(numbers, recipe=asdict(recipe), train_flags=as_flags(TRAIN_SETTINGS), machine=machine(),
+    return dict(numbers, recipe=asdict(recipe), recipe_read=sorted(tracked.read), train_flags=as_flags(TRAIN_SETTINGS), machine=machine(),
                 started=started.isoformat(timespec='seconds'), wall_time_s=elapsed,
                 reused_runs=study.reused, trained_runs=study.trained,
                 training_s=sum(study.runs[name]['wall_time_s'] for name in study.trained), runs=study.runs)

@@ -17,7 +17,7 @@ from study.parts import PARTS
 from study.parts.convergence import CHANS_NEAR_FULL, compare_nearly
 from study.parts.modes import compare_space
 from study.parts.robustness import SMOOTHING, attack_models, compare_smoothing
-from study.recipe import CONVMIXER, FULL, MODES, QUICK, convmixer_kwargs, same_recipe
+from study.recipe import CONVMIXER, FULL, MODES, QUICK, RecipeReads, convmixer_kwargs, part_ran_with, same_recipe
 from study.runs import Job, Study
 from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, beyond_p, combine, exceeds, exceeds_ratio, holm, paired,
                          ratio, t_interval, within)
@@ -121,6 +121,17 @@ def test_parts_recorded_before_the_margins_moved_or_the_convergence_fields_came_
     assert same_recipe(dict(old, margin=2.0, psnr_margin=1.0), recipe)
     assert not same_recipe(dict(old, margin=2.0, robust_samples=1000), recipe)
     assert not same_recipe(dict(recipe, convergence_epochs=[1, 2]), recipe)
+
+
+def test_a_part_stands_while_the_recipe_fields_it_read_are_unchanged():
+    tracked = RecipeReads(QUICK)
+    assert convmixer_kwargs(tracked)['dim'] == QUICK.convmixer_dim
+    assert tracked.read == {'convmixer_dim', 'convmixer_depth', 'convmixer_kernel'}
+    recipe = json.loads(json.dumps(asdict(QUICK)))
+    part = dict(recipe=recipe, recipe_read=sorted(tracked.read))
+    assert part_ran_with(part, dict(recipe, base_widths=[2, 4, 8], robust_samples=1))  # fields it never read
+    assert not part_ran_with(part, dict(recipe, convmixer_dim=32))
+    assert not part_ran_with(dict(recipe=recipe), dict(recipe, robust_samples=1))  # no record: the whole recipe
 
 
 def test_nearly_waits_for_both_convergence_parts():
@@ -301,6 +312,7 @@ def test_quick_study_end_to_end(tmp_path):
     report = (report_dir / 'reproduction.md').read_text()
     parts = results['parts']
     assert set(parts) == set(PARTS)
+    assert all({'seeds', 'dataset'} <= set(part['recipe_read']) for name, part in parts.items() if name != 'cost')
 
     # every configuration with every seed, trained by train.py into its own run folder, best epoch on validation
     runs = {name: run for part in parts.values() for name, run in part['runs'].items()}
