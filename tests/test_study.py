@@ -17,7 +17,9 @@ from study.parts import PARTS
 from study.parts.convergence import CHANS_NEAR_FULL, compare_nearly
 from study.parts.modes import compare_space
 from study.parts.robustness import SMOOTHING, attack_models, compare_smoothing
+from study.parts.widths import shrink_per_doubling
 from study.recipe import CONVMIXER, FULL, MODES, QUICK, RecipeReads, convmixer_kwargs, part_ran_with, same_recipe
+from study.rules import rules
 from study.runs import Job, Study
 from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, beyond_p, combine, exceeds, exceeds_ratio, holm, paired,
                          ratio, t_interval, within)
@@ -132,6 +134,12 @@ def test_a_part_stands_while_the_recipe_fields_it_read_are_unchanged():
     assert part_ran_with(part, dict(recipe, base_widths=[2, 4, 8], robust_samples=1))  # fields it never read
     assert not part_ran_with(part, dict(recipe, convmixer_dim=32))
     assert not part_ran_with(dict(recipe=recipe), dict(recipe, robust_samples=1))  # no record: the whole recipe
+
+
+def test_the_width_trend_reads_every_width_and_the_registered_sweep_is_the_recipes():
+    assert shrink_per_doubling({8: 3.0, 16: 2.0, 32: 1.0}) == pytest.approx(1.0)  # one point per doubling
+    assert shrink_per_doubling({8: 1.0, 16: 4.0, 32: 1.0}) == pytest.approx(0.0)  # a bump in the middle is no trend
+    assert rules()['width']['widths'] == list(FULL.base_widths)
 
 
 def test_nearly_waits_for_both_convergence_parts():
