@@ -55,6 +55,19 @@ def test_same_seed_gives_identical_numbers(checkpoints):
         label: dict(r, wall_time_s=first['models'][label]['wall_time_s']) for label, r in second['models'].items()}
 
 
+def test_pgd_restarts_count_an_image_robust_only_if_every_restart_fails(checkpoints):
+    """One batch, one seed: the first restart draws the single run's random start, so the restarts can only find
+    more adversarial examples, and they do at a radius where PGD does not win everywhere."""
+    argv = ('--checkpoint', str(checkpoints['chans']), '--attacks', 'pgd', '--eps', '0,0.03', '--pgd-steps', '2',
+            '-b', '64')
+    single = evaluate(robust_args(*argv))
+    restarted = evaluate(robust_args(*argv, '--pgd-restarts', '4'))
+    (one,), (four,) = single['models'].values(), restarted['models'].values()
+    assert four['accuracy']['PGD-2'][0] == one['accuracy']['PGD-2'][0] == one['clean_accuracy']
+    assert four['accuracy']['PGD-2'][1] <= one['accuracy']['PGD-2'][1]
+    assert restarted['attacks']['PGD-2']['restarts'] == 4 and single['attacks']['PGD-2']['restarts'] == 1
+
+
 class BatchNormNet(nn.Module):
     """Records the mode of its batch norm at every forward."""
 
@@ -171,6 +184,9 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(checkpoints, tmp_path, c
            "is for 'convmixer_128_4_ks5_p2_chans', not 'convmixer_128_4_ks5_p2_full'")
     _fails(['--checkpoint', chans, '--eps', '0,8/255,2'], capsys, tmp_path, 'eps 2 is outside [0, 1]')
     _fails(['--checkpoint', chans, '--attacks', 'fgsm,cw'], capsys, tmp_path, "unknown attack 'cw'")
+    _fails(['--checkpoint', chans, '--pgd-restarts', '3', '--no-pgd-random-start'], capsys, tmp_path,
+           'without a random start repeats one attack')
+    _fails(['--checkpoint', chans, '--pgd-restarts', '0'], capsys, tmp_path, '--pgd-restarts must be >= 1')
     _fails(['--model', 'convmixer_128_4_ks5_p2_chans'], capsys, tmp_path, 'add --pretrained')
     _fails(['--model', 'convmixer_128_4_p1_chans', '--pretrained'], capsys, tmp_path,
            "no pretrained weights exist for 'convmixer_128_4_p1_chans'")

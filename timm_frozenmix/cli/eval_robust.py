@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help='PGD step size in pixel units (default 2.5 * eps / steps)')
     group.add_argument('--pgd-random-start', action=argparse.BooleanOptionalAction,
                        help='start PGD at a random point of the eps ball')
+    group.add_argument('--pgd-restarts', type=int,
+                       help='PGD runs from independent random starts; an image is robust only if all fail (default 1)')
     group.add_argument('--masking-gap', type=float,
                        help='flag gradient masking when AutoAttack accuracy is this many points below PGD')
     group = parser.add_argument_group('Output')

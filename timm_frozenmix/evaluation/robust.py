@@ -68,6 +68,7 @@ class RobustConfig:
     pgd_steps: int = 10
     pgd_alpha: Optional[float] = None
     pgd_random_start: bool = True
+    pgd_restarts: int = 1  # random restarts: an image counts as robust only if every restart fails on it
     masking_gap: float = 10.0
     baseline: Optional[str] = None
     output: str = 'output/robust'
@@ -103,6 +104,10 @@ def check_config(config: RobustConfig) -> None:
         raise UsageError(f'eps {", ".join(outside) or "(none)"} outside [0, 1]: eps is in pixel units, e.g. 8/255')
     if config.pgd_steps < 1:
         raise UsageError(f'--pgd-steps must be >= 1, got {config.pgd_steps}')
+    if config.pgd_restarts < 1:
+        raise UsageError(f'--pgd-restarts must be >= 1, got {config.pgd_restarts}')
+    if config.pgd_restarts > 1 and not config.pgd_random_start:
+        raise UsageError('--pgd-restarts without a random start repeats one attack: add --pgd-random-start')
     if config.pgd_alpha is not None and not 0 < config.pgd_alpha <= 1:
         raise UsageError(f'--pgd-alpha must lie in (0, 1] (pixel units), got {config.pgd_alpha:g}')
     if config.batch_size < 1:
@@ -193,7 +198,10 @@ def make_attack(torchattacks, name: str, net: nn.Module, eps: float, config: Rob
         attack = torchattacks.FGSM(net, eps=eps)
     elif name == 'pgd':
         alpha = config.pgd_alpha if config.pgd_alpha is not None else 2.5 * eps / config.pgd_steps
-        attack = torchattacks.PGD(net, eps=eps, alpha=alpha, steps=config.pgd_steps, random_start=config.pgd_random_start)
+        restarts = [torchattacks.PGD(net, eps=eps, alpha=alpha, steps=config.pgd_steps,
+                                     random_start=config.pgd_random_start) for _ in range(config.pgd_restarts)]
+        # MultiAttack runs each restart on the images the earlier ones left correctly classified
+        attack = restarts[0] if len(restarts) == 1 else torchattacks.MultiAttack(restarts)
     else:
         attack = make_autoattack(torchattacks, net, eps, num_classes, config.seed)
     if attack.normalization_used is not None:
@@ -414,7 +422,8 @@ def evaluate(config: RobustConfig) -> dict:
 def _attack_settings(name: str, config: RobustConfig) -> dict:
     if name == 'pgd':
         alpha = config.pgd_alpha if config.pgd_alpha is not None else '2.5 * eps / steps'
-        return {'steps': config.pgd_steps, 'alpha': alpha, 'random_start': config.pgd_random_start}
+        return {'steps': config.pgd_steps, 'alpha': alpha, 'random_start': config.pgd_random_start,
+                'restarts': config.pgd_restarts}
     if name == 'autoattack':
         return {'version': 'standard', 'definition': AUTOATTACK_STANDARD, 'norm': 'Linf', 'seed': config.seed,
                 'engine': 'torchattacks components (APGD, APGDT, FAB, Square, MultiAttack)'}
