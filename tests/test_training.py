@@ -18,7 +18,7 @@ from timm_frozenmix.models.spec import ModelSpec
 from timm_frozenmix.cli.train import main, parse_config
 from timm_frozenmix.training.config import TrainConfig
 from timm_frozenmix.training.loop import setup, train as train_run
-from timm_frozenmix.training.tasks import FGSMClassificationTask
+from timm_frozenmix.training.tasks import FGSMClassificationTask, pgd_examples
 
 
 def parse_args(argv):
@@ -238,10 +238,25 @@ def test_fgsm_examples_stay_in_the_eps_ball_and_in_pixel_range():
     assert task.trainable_module.lin.weight.grad is not None
 
 
-def test_fgsm_training_runs(tmp_path):
-    run_dir = train(tmp_path, '--adv-train', 'fgsm', '--adv-eps', '8/255')
+def test_fgsm_training_runs_and_monitors_pgd_accuracy_each_epoch(tmp_path):
+    run_dir = train(tmp_path, '--adv-train', 'fgsm', '--adv-eps', '8/255', '--epochs', '2')
     checkpoint = Checkpoint.load(run_dir / 'last.pth.tar')
     assert checkpoint.settings['adv_train'] == 'fgsm' and checkpoint.settings['adv_eps'] == pytest.approx(8 / 255)
+    rows = summary_rows(run_dir)  # the catastrophic-overfitting monitor: PGD top-1 beside clean top-1, every epoch
+    assert len(rows) == 2 and all(0 <= float(r['eval_pgd_top1']) < float(r['eval_top1']) for r in rows)
+    off = train(tmp_path, '--adv-train', 'fgsm', '--adv-val-pgd-steps', '0', experiment='off')
+    assert 'eval_pgd_top1' not in summary_rows(off)[0]
+
+
+def test_pgd_examples_stay_in_the_ball_and_beat_a_linear_model():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.rand(64, 1, 4, 4), torch.randint(0, 3, (64,))
+    adversarial = pgd_examples(net, x, y, eps=0.1, steps=5)
+    assert (adversarial - x).abs().max() <= 0.1 + 1e-6 and adversarial.min() >= 0 and adversarial.max() <= 1
+    loss = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        assert loss(net(adversarial), y) > loss(net(x), y)
 
 
 @pytest.mark.parametrize('mode', ['full', 'chans', 'space'])

@@ -121,6 +121,10 @@ class TrainConfig:
                              choices=('none', 'fgsm'))
     adv_eps: float = setting(8 / 255, 'FGSM epsilon in pixel units (8/255 accepted)', group=TASK,
                              parse=parse_fraction)
+    adv_val_pgd_steps: int = setting(5, 'with --adv-train fgsm, validation also measures top-1 under PGD with '
+                                        'this many steps at --adv-eps (pgd_top1), each epoch: a collapse of it '
+                                        'while clean top-1 holds is catastrophic overfitting; 0 turns it off',
+                                     group=TASK)
     # optimizer and schedule
     opt: str = setting('adamw', 'timm optimizer', group=OPTIM)
     opt_eps: Optional[float] = setting(None, 'optimizer epsilon', group=OPTIM)
@@ -324,6 +328,7 @@ def check_config(config: TrainConfig, task) -> None:
         (config.weight_decay >= 0, f'--weight-decay must be >= 0, got {config.weight_decay:g}'),
         (config.workers >= 0, f'--workers must be >= 0, got {config.workers}'),
         (config.log_interval >= 1, f'--log-interval must be >= 1, got {config.log_interval}'),
+        (config.adv_val_pgd_steps >= 0, f'--adv-val-pgd-steps must be >= 0, got {config.adv_val_pgd_steps}'),
         (0.0 <= config.adv_eps <= 1.0, f'--adv-eps must lie in [0, 1] (pixel units, e.g. 8/255), got {config.adv_eps:g}'),
         (0.0 <= config.smoothing < 1.0, f'--smoothing must lie in [0, 1), got {config.smoothing:g}'),
         (0.0 <= config.drop < 1.0, f'--drop must lie in [0, 1), got {config.drop:g}'),

@@ -24,7 +24,7 @@ MAY_CHANGE_ON_RESUME = frozenset({
     'epochs', 'resume', 'no_resume_opt', 'start_epoch', 'device', 'workers', 'pin_mem', 'log_interval', 'output',
     'experiment', 'validation_batch_size', 'torchcompile', 'torchcompile_mode', 'tune_executions', 'channels_last',
     'amp', 'amp_dtype', 'dist_bn', 'sync_bn', 'data_dir', 'dataset_download',  # the same data may lie elsewhere
-    'log_wandb', 'checkpoint_hist',
+    'log_wandb', 'checkpoint_hist', 'adv_val_pgd_steps',  # what is measured, not what is learned
 })
 # settings the command line does not take from the checkpoint: where the run writes and runs is this machine's
 NOT_INHERITED = frozenset({'resume', 'output', 'experiment', 'device', 'start_epoch'})

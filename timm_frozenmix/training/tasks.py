@@ -16,7 +16,7 @@ from timm.utils import accuracy, unwrap_model
 from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.evaluation.unshuffle import PixelPermutation, psnr, save_unshuffle_grid
 
-__all__ = ['Task', 'Classification', 'FGSMClassification', 'Unshuffling', 'task_for',
+__all__ = ['Task', 'Classification', 'FGSMClassification', 'Unshuffling', 'task_for', 'pgd_examples',
            'FGSMClassificationTask', 'UnshuffleTask']
 
 
@@ -125,11 +125,38 @@ class Classification(Task):
         return OrderedDict(loss=nn.functional.cross_entropy(output, target), top1=top1, top5=top5)
 
 
+def pgd_examples(net: nn.Module, input: torch.Tensor, target: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """l-inf PGD in [0, 1] pixel space from a random start in the eps ball, step 2.5 eps / steps (Madry et al.
+    2018): the attack of the catastrophic-overfitting monitor, gradients enabled inside `torch.no_grad`."""
+    alpha = 2.5 * eps / steps
+    x = (input + torch.empty_like(input).uniform_(-eps, eps)).clamp(0, 1)
+    with torch.enable_grad():
+        for _ in range(steps):
+            x = x.detach().requires_grad_(True)
+            grad, = torch.autograd.grad(nn.functional.cross_entropy(net(x).float(), target), x)
+            x = torch.min(torch.max(x + alpha * grad.sign(), input - eps), input + eps).clamp(0, 1)
+    return x.detach()
+
+
 class FGSMClassification(Classification):
-    """Classification trained on FGSM examples ("FGSM-defended"), validated on clean images."""
+    """Classification trained on FGSM examples ("FGSM-defended"), validated on clean images and, with
+    `pgd_steps`, under PGD at the training eps (`pgd_top1`): FGSM training can collapse into catastrophic
+    overfitting (robust to FGSM, not to PGD) within one epoch, which only a multi-step attack shows."""
+
+    def __init__(self, eps: float = 8 / 255, pgd_steps: int = 0):
+        super().__init__()
+        self.eps, self.pgd_steps = eps, pgd_steps
+        self.metrics = Classification.metrics + (('pgd_top1',) if pgd_steps else ())
 
     def _step(self, net, config, **kwargs) -> TrainingTask:
-        return FGSMClassificationTask(net, eps=config.adv_eps, **kwargs)
+        return FGSMClassificationTask(net, eps=self.eps, **kwargs)
+
+    def evaluate(self, net, input, target):
+        metrics = super().evaluate(net, input, target)
+        if self.pgd_steps:
+            adversarial = pgd_examples(net, input, target, self.eps, self.pgd_steps)
+            metrics['pgd_top1'] = accuracy(net(adversarial).float(), target, topk=(1,))[0]
+        return metrics
 
 
 class Unshuffling(Task):
@@ -163,4 +190,6 @@ def task_for(config) -> Task:
     """The task that `config.task` and `config.adv_train` describe."""
     if config.task == 'unshuffle':
         return Unshuffling()
-    return FGSMClassification() if config.adv_train == 'fgsm' else Classification()
+    if config.adv_train == 'fgsm':
+        return FGSMClassification(config.adv_eps, config.adv_val_pgd_steps)
+    return Classification()
