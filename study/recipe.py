@@ -58,7 +58,7 @@ REMOVED_FIELDS = frozenset({'margin', 'psnr_margin'})
 FULL = Recipe(
     dataset=FASHION_MNIST, train_split='train[:10000]', val_split='train[55000:]', epochs=3, seeds=(0, 1, 2),
     convmixer_dim=64, convmixer_depth=2, convmixer_kernel=5, resnet_base=16, resnet_depths=(1,),
-    base_widths=(8, 16, 24, 32), filter_depth=2, sigma=1.0, unshuffle_size=14, unshuffle_dim=32, unshuffle_depth=4,
+    base_widths=(8, 16, 24, 32), filter_depth=2, sigma=1.0, unshuffle_size=14, unshuffle_dim=96, unshuffle_depth=4,
     unshuffle_kernel=9, robust_samples=500, autoattack_samples=32, eps='0,2/255,4/255,8/255', strong_eps='8/255',
     timing_steps=10, spectral_size=128,
     convergence_train_split='train[:38400]', convergence_epochs=(1, 2, 4, 8))  # 300, 600, 1200, 2400 updates
