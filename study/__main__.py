@@ -1,6 +1,6 @@
 """ The reproduction study of "Rethinking the Role of Spatial Mixing", run from the repository
 
-    python -m study                       # every part not yet in docs/reproduction.json, then the report
+    python -m study                       # every part docs/reproduction.json lacks or holds stale, then the report
     python -m study --part modes widths   # these parts (again), then the report
     python -m study --quick               # the same experiments, tiny, on the embedded sample (minutes)
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reproduce the paper's claims on Fashion-MNIST and write an honest report.")
     parser.add_argument('--quick', action='store_true', help='tiny models on the embedded sample, a few minutes')
     parser.add_argument('--part', nargs='+', choices=list(PARTS), default=None,
-                        help='run these parts, even if the report holds them (default: every part it lacks)')
+                        help='run these parts, even if the report holds them (default: each part it lacks or holds stale)')
     parser.add_argument('--output', default=None, help='folder for the training runs (default output/study[-quick])')
     parser.add_argument('--report-dir', default=None,
                         help='folder for reproduction.md/.json and figures (default docs, or <output>/report with --quick)')
@@ -58,14 +58,14 @@ def read_results(path: Path) -> dict:
 
 
 def load_results(path: Path, quick: bool, recipe) -> dict:
-    """The parts finished so far that hold for this recipe (`recipe.part_ran_with`); the others are dropped
-    (they are rerun)."""
+    """The parts finished so far at this scale, with `stale` naming those that no longer hold for this recipe
+    (`recipe.part_ran_with`): they stay in the report, marked, until they are rerun."""
     results = read_results(path) if path.is_file() else {}
     if results.get('quick') != quick:
         results = {}
-    parts = {name: part for name, part in results.get('parts', {}).items()
-             if part_ran_with(part, recipe)}
-    return dict(quick=quick, parts=parts)
+    parts = results.get('parts', {})
+    return dict(quick=quick, parts=parts, stale=[name for name, part in parts.items()
+                                                 if not part_ran_with(part, recipe)])
 
 
 def main(argv=None) -> None:
@@ -89,9 +89,11 @@ def main(argv=None) -> None:
             check_dataset(recipe.dataset)
             robust.import_torchattacks()
             results = load_results(path, args.quick, json.loads(json.dumps(recipe.__dict__)))
-            parts = args.part or [name for name in PARTS if name not in results['parts']]
+            parts = args.part or [name for name in PARTS
+                                  if name not in results['parts'] or name in results['stale']]
             for name in parts:
                 results['parts'][name] = run_part(PARTS[name].measure, recipe, output, args.workers)
+                results['stale'] = [stale for stale in results['stale'] if stale != name]
                 report_dir.mkdir(parents=True, exist_ok=True)
                 write_json(path, results)  # a finished part is kept even if a later one fails
             drawn = {name: output / name for part in PARTS.values() for name in part.drawn

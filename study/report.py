@@ -116,6 +116,9 @@ def render(results: dict) -> str:
         + ', '.join(f'{name} {times[name] / 60:.1f}' for name in PARTS if name in times)
         + ' min). A part counts the training time each of its runs took when it was trained (a run shared by '
         'two parts counts in the first), plus its own evaluation.',
+        *([f'- **Stale:** {", ".join(results["stale"])}: run with an earlier recipe (recipe fields they read have '
+           'changed since; see the registered changes). Their numbers are shown as measured; `python -m study` '
+           'reruns them.'] if results.get('stale') else []),
         f'- Seeds {", ".join(map(str, recipe["seeds"]))} for every configuration. One seed fixes the model '
         'initialization and the data order, so the models of one seed are paired; attacks use one fixed subset of '
         'test images for all models.', '',

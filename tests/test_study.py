@@ -142,6 +142,16 @@ def test_the_width_trend_reads_every_width_and_the_registered_sweep_is_the_recip
     assert rules()['width']['widths'] == list(FULL.base_widths)
 
 
+def test_a_part_whose_read_fields_changed_stays_in_the_report_marked_stale(tmp_path):
+    from study.__main__ import load_results
+    recipe = json.loads(json.dumps(asdict(QUICK)))
+    parts = {'widths': dict(recipe=dict(recipe, base_widths=[2]), recipe_read=['base_widths', 'seeds'], runs={}),
+             'cost': dict(recipe=dict(recipe, base_widths=[2]), recipe_read=['timing_steps'], runs={})}
+    (tmp_path / 'reproduction.json').write_text(json.dumps(dict(quick=True, parts=parts)))
+    results = load_results(tmp_path / 'reproduction.json', True, recipe)
+    assert set(results['parts']) == {'widths', 'cost'} and results['stale'] == ['widths']
+
+
 def test_nearly_waits_for_both_convergence_parts():
     results = _convergence({2400: ([91.0] * 3, [90.5] * 3)}, {2400: ([91.0] * 3, [90.5] * 3)})
     del results['parts']['convergence_resnet']

@@ -87,7 +87,8 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
             f'filters a coverage of {rows["identity"]["coverage"]:.3f} against {rows["random"]["coverage"]:.3f} for '
             'random ones, though they are the worst, so it cannot test the paper\'s "in part" explanation (that needs '
             'a measure that sees the rank of a bank). Random - each bank, test top-1: ' + '; '.join(
-                f'{init} (coverage {row["coverage"]:.3f}): {paired(rows["random"]["test"], row["test"]).text(" points")}'
+                f'{init} (coverage {row["coverage"]:.3f}): '
+                f'{paired(rows["random"]["test"], row["test"]).text(" points")}'
                 for init, row in rows.items() if init != 'random') + '.', '']
 
 
