@@ -51,6 +51,21 @@ def paired(a: Dict[str, float], b: Dict[str, float]) -> Interval:
     return t_interval([a[s] - b[s] for s in seeds])
 
 
+def welch(a: Dict[str, float], b: Dict[str, float], confidence: float = CONFIDENCE) -> Interval:
+    """mean(a) - mean(b) as two independent samples (Welch's t interval, Welch-Satterthwaite degrees of freedom),
+    for where pairing by seed is doubtful; n is the smaller sample's size."""
+    x, y = [float(v) for v in a.values()], [float(v) for v in b.values()]
+    mean = statistics.fmean(x) - statistics.fmean(y)
+    if min(len(x), len(y)) < 2:
+        return Interval(mean, math.nan, math.nan, 1)
+    vx, vy = statistics.variance(x) / len(x), statistics.variance(y) / len(y)
+    if vx + vy == 0:
+        return Interval(mean, mean, mean, min(len(x), len(y)))
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    half = student_t.ppf(0.5 + confidence / 2, df) * math.sqrt(vx + vy)
+    return Interval(mean, mean - half, mean + half, min(len(x), len(y)))
+
+
 def ratio(a: List[float], b: List[float]) -> Interval:
     """a / b as a geometric mean over paired rounds, with its interval (t interval of the log ratios)."""
     logs = t_interval([math.log(x / y) for x, y in zip(a, b)])

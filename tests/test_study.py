@@ -22,7 +22,7 @@ from study.recipe import CONVMIXER, FULL, MODES, QUICK, RecipeReads, convmixer_k
 from study.rules import rules
 from study.runs import Job, Study
 from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, beyond_p, combine, exceeds, exceeds_ratio, holm, paired,
-                         ratio, t_interval, within)
+                         ratio, t_interval, welch, within)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,6 +56,15 @@ def test_t_interval_matches_the_textbook_value():
     assert paired({'0': 5.0, '1': 7.0, '2': 6.0, '3': 1.0}, {'0': 4.0, '1': 5.0, '2': 3.0}).mean == 2.0  # seed 3 unpaired
     assert ratio([2.0, 2.0], [1.0, 1.0]).mean == pytest.approx(2.0)
     assert math.isnan(t_interval([4.0]).low)
+
+
+def test_welch_interval_matches_scipy():
+    from scipy.stats import ttest_ind
+    a, b = [71.0, 74.5, 69.0], [75.0, 80.5, 77.0, 76.0]
+    expected = ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    iv = welch({str(i): v for i, v in enumerate(a)}, {str(i): v for i, v in enumerate(b)})
+    assert (iv.low, iv.high) == pytest.approx((expected.low, expected.high))
+    assert iv.mean == pytest.approx(sum(a) / 3 - sum(b) / 4)
 
 
 def _iv(low, high):

@@ -19,7 +19,7 @@ from ..recipe import CONVMIXER, convmixer_kwargs, resnet_kwargs, resnet_model, r
 from ..rules import rules
 from ..runs import Study
 from ..sections import Verdicts, mean_cell, verdict_blocks
-from ..stats import combine, paired, ratio
+from ..stats import combine, paired, ratio, welch
 
 _logger = logging.getLogger('study')
 
@@ -200,7 +200,34 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
                  'eps, and AutoAttack '
                  f'stays within {robustness["masking_gap"]:g} points of PGD-10.'), '']
     out += [f'![robustness]({ROBUSTNESS_FIGURE})', '']
-    return out + verdict_blocks(verdicts, ROBUST.key, SMOOTHING.key)
+    return out + verdict_blocks(verdicts, ROBUST.key) + robust_beside(results) + verdict_blocks(verdicts, SMOOTHING.key)
+
+
+def robust_beside(results: dict) -> List[str]:
+    """Beside the robustness verdict, shown, not judged: each comparison as Welch's unpaired interval (the seeds
+    of two modes share an initialization seed, not their frozen filters, so pairing may not help), and the
+    attacked accuracy relative to the model's own clean accuracy (a model less accurate on clean images loses
+    attacked accuracy with it)."""
+    robustness = results['parts']['robustness']
+    body = []
+    for name, family in robustness['families'].items():
+        first = next(iter(family['seeds'].values()))
+        i = largest_eps(first)
+        for chans, full in (('chans', 'full'), ('chans, FGSM-trained', 'full, FGSM-trained')):
+            clean_chans, clean_full = (attack_accuracy(family, m, 'weak', 'clean', 0) for m in (chans, full))
+            for attack in ('FGSM', 'PGD-2'):
+                attacked_chans, attacked_full = (attack_accuracy(family, m, 'weak', attack, i) for m in (chans, full))
+                relative = paired({s: 100 * attacked_chans[s] / clean_chans[s] for s in attacked_chans},
+                                  {s: 100 * attacked_full[s] / clean_full[s] for s in attacked_full})
+                body.append([f'{name}{", FGSM-trained" if "FGSM" in chans else ""}, {attack}',
+                             welch(attacked_chans, attacked_full).text(' points'),
+                             paired(clean_chans, clean_full).text(' points'), relative.text(' points')])
+    eps = next(iter(next(iter(robustness['families'].values()))['seeds'].values()))['weak']['eps_labels'][-1]
+    return [f'Shown beside it, not judged (Chans - Full at {eps}): the unpaired (Welch) interval of the attacked '
+            'accuracy; the clean accuracy; and the attacked accuracy as a percentage of the model\'s own clean '
+            'accuracy, paired by seed.', '',
+            markdown_table(['configuration', 'attacked, Welch', 'clean, paired', 'attacked / clean (%), paired'],
+                           body), '']
 
 
 def plot_robustness(results: dict, path: Path) -> None:
