@@ -161,6 +161,21 @@ def test_a_part_whose_read_fields_changed_stays_in_the_report_marked_stale(tmp_p
     assert set(results['parts']) == {'widths', 'cost'} and results['stale'] == ['widths']
 
 
+def test_the_convergence_section_and_figure_render_from_the_json(tmp_path):
+    results = json.loads((REPO / 'docs' / 'reproduction.json').read_text())
+    lengths = {300: ([85.0, 85.5, 84.8], [83.0, 83.9, 82.5]), 2400: ([91.0, 91.4, 90.8], [90.4, 90.9, 90.1])}
+    convergence = _convergence(lengths, lengths)['parts']
+    for part in convergence.values():
+        part.update(recipe=dict(results['parts']['modes']['recipe'], convergence_epochs=[1, 8]), runs={},
+                    training_s=0.0)
+    results['parts'].update(convergence)
+    report = study_report.render(results)
+    section = report.split('## 2. Accuracy against training length')[1].split('\n## ')[0]
+    assert '| ConvMixer | 2,400 |' in section and '**Chans reaches nearly the accuracy of Full: holds.**' in section
+    study_report.figures(results)['reproduction_convergence.png'](results, tmp_path / 'convergence.png')
+    assert (tmp_path / 'convergence.png').stat().st_size > 5000
+
+
 def test_nearly_waits_for_both_convergence_parts():
     results = _convergence({2400: ([91.0] * 3, [90.5] * 3)}, {2400: ([91.0] * 3, [90.5] * 3)})
     del results['parts']['convergence_resnet']

@@ -100,14 +100,15 @@ CHANS_NEAR_FULL = Claim(
 
 def section(results: dict, verdicts: Verdicts) -> List[str]:
     nearly = rules()['nearly']
+    ran = next(results['parts'][name] for name in FAMILIES if name in results['parts'])
     out = ['## 2. Accuracy against training length: Full and Chans', '',
-           'The short runs above stop after a few hundred updates. Here Full and Chans train for four lengths, each '
-           'a run of its own whose cosine schedule ends where it stops, three paired seeds each, on '
-           f'`{next(results["parts"][p]["train_split"] for p in FAMILIES if p in results["parts"])}`. The verdict '
-           f'on "nearly" reads the longest length, against the margins registered before these runs '
+           f'The short runs above stop after a few hundred updates. Here Full and Chans train for '
+           f'{len(ran["recipe"]["convergence_epochs"])} lengths, each a run of its own whose cosine schedule ends '
+           f'where it stops, with {len(ran["recipe"]["seeds"])} paired seeds each, on `{ran["train_split"]}`. The '
+           f'verdict on "nearly" reads the longest length, against the margins registered before these runs '
            f'({nearly["absolute_points"]:g} points, error ratio {nearly["error_ratio"]:g}).', '']
     header = ['configuration', 'updates', 'Full test top-1 (%)', 'Chans test top-1 (%)', 'Full - Chans (points)',
-              'Chans / Full error', 'best epochs (Full; Chans)']
+              'Chans / Full error', 'epoch validation chose, per seed (Full; Chans)']
     body = []
     for name in FAMILIES:
         if name not in results['parts']:
@@ -117,8 +118,8 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
             full, chans = rows['full'], rows['chans']
             body.append([part['config'], f'{steps:,}', mean_cell(full['test']), mean_cell(chans['test']),
                          paired(full['test'], chans['test']).text(), error_ratio(rows).text('x'),
-                         f'{", ".join(map(str, full["best_epoch"].values()))}; '
-                         f'{", ".join(map(str, chans["best_epoch"].values()))} of {rows["full"]["epochs"]}'])
+                         f'{", ".join(str(e + 1) for e in full["best_epoch"].values())}; '
+                         f'{", ".join(str(e + 1) for e in chans["best_epoch"].values())} of {full["epochs"]}'])
     out += [markdown_table(header, body), '', f'![Full - Chans against training length]({FIGURE})', '']
     out += verdict_blocks(verdicts, CHANS_NEAR_FULL.key)
     return out
@@ -127,7 +128,8 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
 def plot(results: dict, path: Path) -> None:
     nearly = rules()['nearly']
     fig, axes = new_figure(1, 2, figsize=(10, 4))
-    for name in FAMILIES:
+    steps = []
+    for shift, name in zip((0.97, 1.03), FAMILIES):  # side by side, so that both families' intervals show
         if name not in results['parts']:
             continue
         part = results['parts'][name]
@@ -136,15 +138,17 @@ def plot(results: dict, path: Path) -> None:
         gaps = [paired(rows['full']['test'], rows['chans']['test']) for rows in lengths.values()]
         ratios = [error_ratio(rows) for rows in lengths.values()]
         for ax, ivs in zip(axes[0], (gaps, ratios)):
-            ax.errorbar(steps, [iv.mean for iv in ivs], capsize=3, marker='o', label=part['config'],
-                        yerr=[[iv.mean - iv.low for iv in ivs], [iv.high - iv.mean for iv in ivs]])
-    for ax, bar, neutral, label in ((axes[0][0], nearly['absolute_points'], 0.0, 'Full - Chans, test top-1 (points)'),
-                                    (axes[0][1], nearly['error_ratio'], 1.0, 'Chans / Full test error')):
+            ax.errorbar([x * shift for x in steps], [iv.mean for iv in ivs], capsize=3, marker='o',
+                        label=part['config'], yerr=[[iv.mean - iv.low for iv in ivs], [iv.high - iv.mean for iv in ivs]])
+    for ax, bar, neutral, title in ((axes[0][0], nearly['absolute_points'], 0.0, 'Full - Chans, test top-1 (points)'),
+                                    (axes[0][1], nearly['error_ratio'], 1.0, 'Chans / Full, test error')):
         ax.axhline(bar, color='red', linestyle='--', linewidth=1, label='registered margin')
         ax.axhline(neutral, color='gray', linewidth=0.8)
-        ax.set_xscale('log', base=2)
+        ax.set_xscale('log')
+        ax.set_xticks(steps, [f'{x:,}' for x in steps])
+        ax.minorticks_off()
         ax.set_xlabel('optimizer updates (log scale)')
-        ax.set_ylabel(f'{label}, mean and 95% interval')
+        ax.set_title(f'{title}: mean, 95% interval', fontsize=9)
         ax.legend(fontsize=8)
     save_figure(fig, path)
 
