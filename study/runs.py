@@ -114,7 +114,10 @@ class Study:
         test = self.test_metric(run)
         result = dict(
             name=job.name, settings=settings, model=job.model, seed=job.seed, eval_metric=config.eval_metric,
-            val_metric=run.best_metric, best_epoch=run.best_epoch, val_curve=validation_curve(folder, config),
+            val_metric=run.best_metric, best_epoch=run.best_epoch,
+            val_curve=validation_curve(folder, config.eval_metric),
+            # FGSM training's catastrophic-overfitting monitor: validation top-1 under PGD, every epoch
+            val_pgd_curve=validation_curve(folder, 'pgd_top1'),
             test_metric=test, checkpoint=str(folder / BEST),
             trainable_params=sum(p.numel() for p in run.model.parameters() if p.requires_grad),
             params=sum(p.numel() for p in run.model.parameters()), wall_time_s=time.perf_counter() - start,
@@ -151,10 +154,10 @@ def same_settings(a: dict, b: dict) -> bool:
     return key(a) == key(b)
 
 
-def validation_curve(folder: Path, config: TrainConfig) -> List[float]:
-    """The validation metric after every epoch, from the run's summary.csv."""
+def validation_curve(folder: Path, metric: str) -> List[float]:
+    """The validation `metric` after every epoch, from the run's summary.csv ([] where it was not measured)."""
     with open(folder / 'summary.csv', newline='') as f:
-        return [float(row[f'eval_{config.eval_metric}']) for row in csv.DictReader(f)]
+        return [float(row[f'eval_{metric}']) for row in csv.DictReader(f) if row.get(f'eval_{metric}')]
 
 
 def machine() -> dict:
