@@ -170,7 +170,9 @@ def _setting(results: dict, recipe: dict) -> List[str]:
         f'the paper, n = {", ".join(map(str, recipe["resnet_depths"]))} (6n+2 layers); the width sweep takes b = '
         f'{", ".join(map(str, recipe["base_widths"]))} with all three modes; the filter ablation uses n = '
         f'{recipe["filter_depth"]} (the paper\'s depth 2). "Dense" is the same network with dense convolutions.',
-        *(line for part in PARTS.values() if part.setting for line in part.setting(recipe)),
+        # each part's setting from the recipe it ran with (a stale part's differs from the others')
+        *(line for part in PARTS.values() if part.setting and part.name in results['parts']
+          for line in part.setting(results['parts'][part.name]['recipe'])),
     ]
 
 
@@ -194,8 +196,8 @@ def _scope(results: dict) -> List[str]:
             'what happens at ImageNet scale or on a GPU: a claim that is "not established" here may hold with more '
             'seeds or longer training, and one that fails here may hold in the paper\'s setting. '
             f'{seeds} seeds give wide t intervals (the t factor is {factor:.1f}), so only large effects are '
-            'established. The robustness numbers use one fixed subset of test images and attacks of a fixed budget; '
-            'AutoAttack runs on one seed only, as a check for gradient masking, not as a verdict.', '']
+            'established. The robustness numbers come from attacks of a fixed budget on a subset of the test '
+            'images; AutoAttack is a check for gradient masking, not a verdict.', '']
 
 
 def part_times(results: dict) -> Dict[str, float]:

@@ -29,7 +29,8 @@ class Interval:
         """'+1.23 points [-0.40, +2.86]'; ratios (unit 'x') without signs."""
         sign = '' if unit == 'x' else '+'
         if self.n < 2:
-            return f'{self.mean:{sign}.{digits}f}{unit} (one pair, no interval)'
+            why = 'one pair' if self.n == 1 else 'a zero, no log'
+            return f'{self.mean:{sign}.{digits}f}{unit} ({why}, no interval)'
         return f'{self.mean:{sign}.{digits}f}{unit} [{self.low:{sign}.{digits}f}, {self.high:{sign}.{digits}f}]'
 
 
@@ -67,7 +68,10 @@ def welch(a: Dict[str, float], b: Dict[str, float], confidence: float = CONFIDEN
 
 
 def ratio(a: List[float], b: List[float]) -> Interval:
-    """a / b as a geometric mean over paired rounds, with its interval (t interval of the log ratios)."""
+    """a / b as a geometric mean over paired rounds, with its interval (t interval of the log ratios). A zero
+    has no log: then the mean is the ratio of the sums and there is no interval (n = 0)."""
+    if any(x <= 0 or y <= 0 for x, y in zip(a, b)):
+        return Interval(sum(a) / sum(b) if sum(b) > 0 else math.inf, math.nan, math.nan, 0)
     logs = t_interval([math.log(x / y) for x, y in zip(a, b)])
     return Interval(math.exp(logs.mean), math.exp(logs.low), math.exp(logs.high), logs.n)
 

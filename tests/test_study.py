@@ -314,7 +314,7 @@ def test_attack_results_and_warnings_name_the_study_models(tmp_path):
     # a PGD step that barely moves is weaker than FGSM, so eval_robust's masking check fires for both models
     weak_pgd = dict(attacks=['fgsm', 'pgd'], pgd_steps=1, pgd_alpha=0.0001, pgd_random_start=False,
                     eps=[('0', 0.0), ('0.3', 0.3)], num_samples=64)
-    results = attack_models(study, {'first': 'a', 'second': 'b'}, weak_pgd)
+    results = attack_models(study, {'first': 'a', 'second': 'b'}, weak_pgd, seed=0)
     assert list(results['models']) == ['first', 'second']
     assert results['models']['first']['checkpoint'] != results['models']['second']['checkpoint']
     assert {w.split(': ')[0] for w in results['warnings']} == {'first', 'second'}
@@ -380,6 +380,12 @@ def test_quick_study_end_to_end(tmp_path):
     assert parts['robustness']['weak']['pgd_random_start'] is False and parts['robustness']['weak']['pgd_steps'] == 2
     weak = robustness['SepResNet']['seeds']['0']['weak']
     assert all(r['num_samples'] == QUICK.robust_samples for r in weak['models'].values())
+    for family in robustness.values():  # AutoAttack on every model of every seed, each seed on its own images
+        assert all(set(runs['autoattack']['models']) == set(weak['models']) for runs in family['seeds'].values())
+        assert family['seeds']['0']['weak']['seed'] == 0 and family['seeds']['1']['weak']['seed'] == 1
+        assert family['sweep']['eps_labels'] == QUICK.sweep_eps.split(',')
+        assert all(len(curve) == QUICK.epochs for curves in family['monitor'].values() for curve in curves.values())
+    assert parts['robustness']['strong']['pgd_restarts'] == QUICK.pgd_restarts
     assert parts['unshuffle']['receptive_field'] >= 2 * QUICK.unshuffle_size - 1
     assert {(r['family'], r['execution']) for r in parts['cost']['rows']} == {
         ('ConvMixer', 'naive'), ('SepResNet', 'naive'), ('SepResNet', 'ours')}

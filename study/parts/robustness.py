@@ -1,8 +1,10 @@
 """ Part `robustness`: attacks on a separable ResNet (as in the paper) and on a ConvMixer
 
 Undefended, FGSM-trained and smoothed models of each family are attacked through eval_robust's library
-(`RobustConfig`, `robust.evaluate`) with weak attacks (FGSM, PGD-2) and a strong one (PGD-10) on every seed, and
-with AutoAttack on one seed as a check for gradient masking.
+(`RobustConfig`, `robust.evaluate`), every seed on its own random subset of the test images (so the seed-to-seed
+spread holds the image sampling too): weak attacks (FGSM, PGD-2), a strong one (PGD-10 with random restarts) and
+the standard AutoAttack, every model of every seed; on seed 0, PGD-10 over an eps sweep that should reach near 0%.
+FGSM training's validation PGD accuracy, epoch by epoch, is its catastrophic-overfitting monitor.
 """
 import logging
 import statistics
@@ -54,30 +56,34 @@ def measure(study: Study) -> dict:
     study.train_all('robustness', jobs)
     weak = dict(attacks=['fgsm', 'pgd'], pgd_steps=2, pgd_random_start=False, eps=eps_list(r.eps),
                 num_samples=r.robust_samples)
-    strong = dict(attacks=['fgsm', 'pgd'], pgd_steps=10, eps=eps_list(r.strong_eps), num_samples=r.robust_samples)
+    strong = dict(attacks=['fgsm', 'pgd'], pgd_steps=10, pgd_restarts=r.pgd_restarts, eps=eps_list(r.strong_eps),
+                  num_samples=r.robust_samples)
     autoattack = dict(attacks=['pgd', 'autoattack'], pgd_steps=10, eps=eps_list(r.strong_eps),
                       num_samples=r.autoattack_samples, masking_gap=MASKING_GAP)
+    sweep = dict(attacks=['pgd'], pgd_steps=10, pgd_restarts=r.pgd_restarts, eps=eps_list(r.sweep_eps),
+                 num_samples=r.robust_samples)
     out = {}
     for family in families:
         labels = {label: names[family, label] for label in variants}
         per_seed = {}
         for seed in r.seeds:
             runs = {label: f'{name}-s{seed}' for label, name in labels.items()}
-            per_seed[str(seed)] = dict(weak=attack_models(study, runs, weak),
-                                       strong=attack_models(study, runs, strong))
-        # AutoAttack costs about a second per image here: one seed, the models the verdicts compare
-        checked = {label: f'{labels[label]}-s{r.seeds[0]}' for label in ('full', 'chans', f'chans, sigma {r.sigma:g}')}
-        out[family] = dict(runs=labels, seeds=per_seed, autoattack=attack_models(study, checked, autoattack))
+            per_seed[str(seed)] = {evaluation: attack_models(study, runs, settings, seed) for evaluation, settings
+                                   in (('weak', weak), ('strong', strong), ('autoattack', autoattack))}
+        first = {label: f'{name}-s{r.seeds[0]}' for label, name in labels.items()}
+        out[family] = dict(runs=labels, seeds=per_seed, sweep=attack_models(study, first, sweep, r.seeds[0]),
+                           monitor={label: {str(seed): study.runs[f'{labels[label]}-s{seed}']['val_pgd_curve']
+                                            for seed in r.seeds} for label in labels if 'FGSM' in label})
     return dict(families=out, sigma=r.sigma, masking_gap=MASKING_GAP, weak=weak, strong=strong,
-                autoattack=dict(autoattack, seed=r.seeds[0]))
+                autoattack=autoattack, sweep=dict(sweep, seed=r.seeds[0]), images='a random subset per seed')
 
 
-def attack_models(study: Study, models: Dict[str, str], settings: dict) -> dict:
-    """The robustness evaluation of the study's checkpoints (RobustConfig `settings`) on a fixed subset of the
-    test images; results and warnings name the models by the study's own labels."""
+def attack_models(study: Study, models: Dict[str, str], settings: dict, seed: int) -> dict:
+    """The robustness evaluation of the study's checkpoints (RobustConfig `settings`) on the random subset of
+    the test images that `seed` draws; results and warnings name the models by the study's own labels."""
     config = robust.RobustConfig(
         checkpoint=[study.runs[run]['checkpoint'] for run in models.values()], dataset=study.recipe.dataset,
-        seed=0, workers=study.workers, output=str(study.output), **settings)
+        seed=seed, workers=study.workers, output=str(study.output), **settings)
     _logger.info(f'Attacking {", ".join(models.values())}: {settings}')
     results = robust.evaluate(config)
     by_checkpoint = {r['checkpoint']: r for r in results['models'].values()}
@@ -89,7 +95,7 @@ def attack_models(study: Study, models: Dict[str, str], settings: dict) -> dict:
 
 
 def largest_eps(seed_results: dict, evaluation: str = 'weak') -> int:
-    """The index of the largest eps of one seed's `evaluation` ('weak' or 'strong')."""
+    """The index of the largest eps of one seed's `evaluation` ('weak', 'strong' or 'autoattack')."""
     return len(seed_results[evaluation]['eps']) - 1
 
 
@@ -158,10 +164,14 @@ SMOOTHING = Claim(
 def setting(recipe: dict) -> List[str]:
     return [
         f'- Robustness on the SepResNet with n = {recipe["resnet_depths"][0]} (as in the paper) and on the ConvMixer: '
-        f'{recipe["robust_samples"]} fixed test images, FGSM and PGD-2 without random start (step 1.25 eps) at eps '
+        f'{recipe["robust_samples"]} test images, FGSM and PGD-2 without random start (step 1.25 eps) at eps '
         f'{recipe["eps"]}; FGSM-defended models trained on FGSM examples at {recipe["strong_eps"]}; smoothing with '
-        f'sigma {recipe["sigma"]:g}; PGD-10 as the strong attack; AutoAttack on {recipe["autoattack_samples"]} '
-        'images of one seed as a masking check.']
+        f'sigma {recipe["sigma"]:g}; PGD-10 as the strong attack'
+        + (f' ({recipe["pgd_restarts"]} random restarts), AutoAttack on {recipe["autoattack_samples"]} images of '
+           f'every model and seed, each seed on its own random images, and a PGD-10 sweep to eps '
+           f'{recipe["sweep_eps"].split(",")[-1]}.' if 'pgd_restarts' in recipe else
+           f'; AutoAttack on {recipe["autoattack_samples"]} images of one seed as a masking check, one fixed '
+           'subset of images for every seed.')]
 
 
 def section(results: dict, verdicts: Verdicts) -> List[str]:
@@ -182,25 +192,80 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
                       for a in ('FGSM', 'PGD-2') for i in range(1, len(weak['eps']))]
             cells += [mean_cell(attack_accuracy(family, label, 'strong', 'PGD-10', len(strong['eps']) - 1))]
             body.append([label, *cells])
-        aa = family['autoattack']
-        aa_body = [[label, f'{r["clean_accuracy"]:.2f}', f'{r["accuracy"]["PGD-10"][-1]:.2f}',
-                    f'{r["accuracy"]["AutoAttack"][-1]:.2f}'] for label, r in aa['models'].items()]
-        # every evaluation's warnings, the weak attacks' included: PGD-2 weaker than FGSM is a masking sign too
-        warnings = [f'seed {seed}, {w}' for seed, runs in family['seeds'].items()
-                    for evaluation in ('weak', 'strong') for w in runs[evaluation]['warnings']]
-        warnings += [f'seed {robustness["autoattack"]["seed"]}, {w}' for w in aa['warnings']]
         out += [f'### {name}', '',
-                f'Top-1 (%) on {weak["num_samples"]} fixed test images, mean ± 95% interval half-width over seeds:',
-                '', markdown_table(header, body), '',
-                f'AutoAttack check, seed {robustness["autoattack"]["seed"]}, {aa["num_samples"]} images, eps '
-                f'{aa["eps_labels"][-1]}:', '',
-                markdown_table(['model', 'clean', 'PGD-10', 'AutoAttack'], aa_body), '',
-                (f'Gradient-masking warnings: {"; ".join(warnings)}' if warnings else
-                 'No gradient-masking warning: PGD-2 and PGD-10 are at least as strong as FGSM for every seed and '
-                 'eps, and AutoAttack '
-                 f'stays within {robustness["masking_gap"]:g} points of PGD-10.'), '']
+                f'Top-1 (%) on {weak["num_samples"]} test images ({robustness.get("images", "one fixed subset")}), '
+                'mean ± 95% interval half-width over seeds:', '', markdown_table(header, body), '',
+                *autoattack_lines(robustness, family), *sweep_lines(family), *monitor_lines(family),
+                *warning_lines(robustness, family)]
     out += [f'![robustness]({ROBUSTNESS_FIGURE})', '']
     return out + verdict_blocks(verdicts, ROBUST.key) + robust_beside(results) + verdict_blocks(verdicts, SMOOTHING.key)
+
+
+def autoattack_lines(robustness: dict, family: dict) -> List[str]:
+    """AutoAttack beside PGD-10 on the same images: every model of every seed (or, as recorded before, the models
+    of one seed)."""
+    per_seed = 'autoattack' in next(iter(family['seeds'].values()))
+    if per_seed:
+        aa = next(iter(family['seeds'].values()))['autoattack']
+        body = [[label, *(mean_cell({s: runs['autoattack']['models'][label][key] if key == 'clean_accuracy' else
+                                     runs['autoattack']['models'][label]['accuracy'][key][-1]
+                                     for s, runs in family['seeds'].items()})
+                          for key in ('clean_accuracy', 'PGD-10', 'AutoAttack'))] for label in aa['models']]
+        what = f'every seed, {aa["num_samples"]} images each, mean ± 95% interval half-width'
+    else:
+        aa = family['autoattack']
+        body = [[label, f'{r["clean_accuracy"]:.2f}', f'{r["accuracy"]["PGD-10"][-1]:.2f}',
+                 f'{r["accuracy"]["AutoAttack"][-1]:.2f}'] for label, r in aa['models'].items()]
+        what = f'seed {robustness["autoattack"]["seed"]}, {aa["num_samples"]} images'
+    # runs before 0.3.0 used torchattacks' AutoAttack class, not the standard suite (whose settings name it)
+    version = ('Standard AutoAttack' if 'definition' in aa['attacks']['AutoAttack'] else
+               "AutoAttack as torchattacks' AutoAttack class ran it (10 iterations per component, not the standard)")
+    return [f'{version} beside PGD-10, {what}, eps {aa["eps_labels"][-1]}:', '',
+            markdown_table(['model', 'clean', 'PGD-10', 'AutoAttack'], body), '']
+
+
+NEAR_ZERO = 5.0  # % top-1: what "near 0%" means for the eps sweep's largest radius
+
+
+def sweep_lines(family: dict) -> List[str]:
+    """PGD-10 over growing eps on seed 0: an attack that works drives every model near 0% (a sanity check)."""
+    if 'sweep' not in family:
+        return []
+    sweep = family['sweep']
+    body = [[label, *(f'{v:.1f}' for v in r['accuracy']['PGD-10'])] for label, r in sweep['models'].items()]
+    above = [label for label, r in sweep['models'].items() if r['accuracy']['PGD-10'][-1] > NEAR_ZERO]
+    return [f'PGD-10 top-1 (%) as eps grows, seed {next(iter(family["seeds"]))}, {sweep["num_samples"]} images:', '',
+            markdown_table(['model', *(f'eps {e}' for e in sweep['eps_labels'])], body), '',
+            (f'Not near 0% at eps {sweep["eps_labels"][-1]} (above {NEAR_ZERO:g}%): {", ".join(above)}: their '
+             'gradients may be masked' if above else
+             f'Every model falls to {NEAR_ZERO:g}% or less at eps {sweep["eps_labels"][-1]}: the attack works.'), '']
+
+
+def monitor_lines(family: dict) -> List[str]:
+    """FGSM training's validation top-1 under PGD, epoch by epoch: a collapse (catastrophic overfitting) shows."""
+    if not family.get('monitor'):
+        return []
+    body = [[label, seed, ', '.join(f'{v:.1f}' for v in curve)] for label, curves in family['monitor'].items()
+            for seed, curve in curves.items()]
+    collapsed = [f'{label}, seed {seed}' for label, curves in family['monitor'].items()
+                 for seed, curve in curves.items() if curve and curve[-1] < 0.5 * max(curve)]
+    return ['Catastrophic-overfitting monitor: validation top-1 (%) under PGD during FGSM training, per epoch:', '',
+            markdown_table(['model', 'seed', 'PGD top-1 per epoch'], body), '',
+            (f'Collapsed (last epoch below half its best): {"; ".join(collapsed)}.' if collapsed else
+             'No collapse: no run ends below half its best PGD accuracy.'), '']
+
+
+def warning_lines(robustness: dict, family: dict) -> List[str]:
+    """Every gradient-masking warning of every evaluation: PGD weaker than FGSM, AutoAttack far below PGD."""
+    warnings = [f'seed {seed}, {w}' for seed, runs in family['seeds'].items()
+                for evaluation in ('weak', 'strong', 'autoattack') if evaluation in runs
+                for w in runs[evaluation]['warnings']]
+    if 'autoattack' in family:  # recorded before AutoAttack ran on every seed
+        warnings += [f'seed {robustness["autoattack"]["seed"]}, {w}' for w in family['autoattack']['warnings']]
+    if warnings:
+        return [f'Gradient-masking warnings: {"; ".join(warnings)}', '']
+    return ['No gradient-masking warning: PGD-2 and PGD-10 are at least as strong as FGSM for every seed and eps, '
+            f'and AutoAttack stays within {robustness["masking_gap"]:g} points of PGD-10.', '']
 
 
 def robust_beside(results: dict) -> List[str]:
@@ -212,16 +277,21 @@ def robust_beside(results: dict) -> List[str]:
     body = []
     for name, family in robustness['families'].items():
         first = next(iter(family['seeds'].values()))
-        i = largest_eps(first)
+        attacks = [('weak', 'FGSM'), ('weak', 'PGD-2')] + ([('autoattack', 'AutoAttack')] if 'autoattack' in first
+                                                            else [])
         for chans, full in (('chans', 'full'), ('chans, FGSM-trained', 'full, FGSM-trained')):
-            clean_chans, clean_full = (attack_accuracy(family, m, 'weak', 'clean', 0) for m in (chans, full))
-            for attack in ('FGSM', 'PGD-2'):
-                attacked_chans, attacked_full = (attack_accuracy(family, m, 'weak', attack, i) for m in (chans, full))
-                relative = paired({s: 100 * attacked_chans[s] / clean_chans[s] for s in attacked_chans},
-                                  {s: 100 * attacked_full[s] / clean_full[s] for s in attacked_full})
+            for evaluation, attack in attacks:
+                i = largest_eps(first, evaluation)
+                clean_chans, clean_full = (attack_accuracy(family, m, evaluation, 'clean', 0) for m in (chans, full))
+                attacked_chans, attacked_full = (attack_accuracy(family, m, evaluation, attack, i)
+                                                 for m in (chans, full))
+                seeds = [s for s in attacked_chans if clean_chans[s] > 0 and clean_full.get(s, 0) > 0]
+                relative = paired({s: 100 * attacked_chans[s] / clean_chans[s] for s in seeds},
+                                  {s: 100 * attacked_full[s] / clean_full[s] for s in seeds}).text(' points') \
+                    if seeds else 'no image classified correctly'  # (a handful of images, in the quick study)
                 body.append([f'{name}{", FGSM-trained" if "FGSM" in chans else ""}, {attack}',
                              welch(attacked_chans, attacked_full).text(' points'),
-                             paired(clean_chans, clean_full).text(' points'), relative.text(' points')])
+                             paired(clean_chans, clean_full).text(' points'), relative])
     eps = next(iter(next(iter(robustness['families'].values()))['seeds'].values()))['weak']['eps_labels'][-1]
     return [f'Shown beside it, not judged (Chans - Full at {eps}): the unpaired (Welch) interval of the attacked '
             'accuracy; the clean accuracy; and the attacked accuracy as a percentage of the model\'s own clean '
