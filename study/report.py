@@ -120,8 +120,8 @@ def render(results: dict) -> str:
            'changed since; see the registered changes). Their numbers are shown as measured; `python -m study` '
            'reruns them.'] if results.get('stale') else []),
         f'- Seeds {", ".join(map(str, recipe["seeds"]))} for every configuration. One seed fixes the model '
-        'initialization and the data order, so the models of one seed are paired; attacks use one fixed subset of '
-        'test images for all models.', '',
+        'initialization and the data order, so the models of one seed are paired; the attacks on the models of one '
+        'seed use the same test images.', '',
         '## Verdicts', '',
         'Every verdict reads a paired 95% t interval over the seeds (over interleaved timing rounds for speed) '
         'against the claim\'s bar. Whether Chans is "nearly" as accurate as Full follows the rule registered in '
