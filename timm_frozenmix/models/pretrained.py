@@ -9,7 +9,7 @@ from typing import Dict, Tuple
 TAG = 'fashion_mnist'
 SHIPPED: Dict[str, Tuple[str, ...]] = {
     'convmixer_128_4_ks5_p2': ('full', 'chans', 'space'),  # a small ConvMixer for 28x28 images
-    'convmixer_512_7': ('chans',),  # the paper's ImageNet ConvMixer (Sec. 4), trained on 28x28 images
+    'convmixer_512_7': ('full', 'chans'),  # the paper's ImageNet ConvMixer (Sec. 4), trained on 28x28 images
 }
 WEIGHTS_DIR = Path(__file__).resolve().parent / 'weights'
 
