@@ -17,6 +17,8 @@ from study.parts import PARTS
 from study.parts.convergence import CHANS_NEAR_FULL, compare_nearly
 from study.parts.modes import compare_space
 from study.parts.robustness import SMOOTHING, attack_models, compare_smoothing
+from study.parts.unshuffle import UNSHUFFLE_SPACE
+from study.parts.unshuffle import compare_space as compare_unshuffle_space
 from study.parts.widths import shrink_per_doubling
 from study.recipe import CONVMIXER, FULL, MODES, QUICK, RecipeReads, convmixer_kwargs, part_ran_with, same_recipe
 from study.rules import rules
@@ -238,6 +240,19 @@ def test_space_far_worse_needs_more_than_the_margin():
     assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [80, 81, 80.5]))[0].verdict == HOLDS
     assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [88, 88.7, 88.1]))[0].verdict == PARTLY
     assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [89.5, 88.9, 89.3]))[0].verdict == FAILS
+
+
+def test_space_unshuffling_is_judged_against_chans_at_the_registered_margin():
+    def results(chans, space):
+        rows = [dict(mode=m, test={str(i): v for i, v in enumerate(values)})
+                for m, values in (('full', [30.0] * 3), ('chans', chans), ('space', space))]
+        return {'parts': {'unshuffle': dict(rows=rows)}}
+    margin = rules()['unshuffle']['space_far_worse_db']
+    assert margin == 3.0 and 'unshuffle' in UNSHUFFLE_SPACE.needs
+    far = compare_unshuffle_space(results([29.0, 29.2, 28.9], [20.0, 20.4, 19.8]))
+    assert [c.verdict for c in far] == [HOLDS] and far[0].config == 'Chans - Space'
+    assert compare_unshuffle_space(results([29.0, 29.2, 28.9], [27.5, 27.8, 27.4]))[0].verdict == PARTLY
+    assert compare_unshuffle_space(results([29.0, 29.2, 28.9], [29.1, 29.0, 29.2]))[0].verdict == FAILS
 
 
 def test_render_only_without_results_is_a_one_line_error(tmp_path):

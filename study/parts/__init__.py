@@ -15,4 +15,4 @@ PARTS: Dict[str, Part] = {part.name: part for part in (
 # the paper's headline claims in part order
 CLAIMS: List[Claim] = [
     convergence.CHANS_NEAR_FULL, modes.SPACE_FAR_WORSE, widths.WIDTH, filters.FILTER_ORDER, robustness.ROBUST,
-    robustness.SMOOTHING, unshuffle.UNSHUFFLE, cost.COST]
+    robustness.SMOOTHING, unshuffle.UNSHUFFLE, unshuffle.UNSHUFFLE_SPACE, cost.COST]
