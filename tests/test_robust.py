@@ -12,7 +12,8 @@ from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.io.loading import LoadedModel, load_model
 from timm_frozenmix.cli.eval_robust import build_parser, main
 from timm_frozenmix.evaluation.robust import (
-    RobustConfig, autoattack_components, evaluate, evaluate_model, import_torchattacks, make_attack, masking_warnings,
+    RobustConfig, autoattack_components, evaluate, evaluate_model, format_table, import_torchattacks, make_attack,
+    masking_warnings,
 )
 from timm_frozenmix.cli.train import main as train_main
 
@@ -66,6 +67,7 @@ def test_pgd_restarts_count_an_image_robust_only_if_every_restart_fails(checkpoi
     assert four['accuracy']['PGD-2'][0] == one['accuracy']['PGD-2'][0] == one['clean_accuracy']
     assert four['accuracy']['PGD-2'][1] <= one['accuracy']['PGD-2'][1]
     assert restarted['attacks']['PGD-2']['restarts'] == 4 and single['attacks']['PGD-2']['restarts'] == 1
+    assert '| PGD-2 (4 restarts) |' in format_table(restarted) and '| PGD-2 |' in format_table(single)
 
 
 class BatchNormNet(nn.Module):

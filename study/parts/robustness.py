@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from timm_frozenmix.evaluation import robust
-from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
+from timm_frozenmix.io.reporting import attack_name, markdown_table, new_figure, save_figure
 
 from ..claims import Claim, Comparison, all_required, compared
 from ..part import Part
@@ -184,7 +184,7 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
         first = next(iter(family['seeds'].values()))
         weak, strong = first['weak'], first['strong']
         header = ['model', 'clean'] + [f'{a} at {e}' for a in ('FGSM', 'PGD-2') for e in weak['eps_labels'][1:]] \
-            + [f'PGD-10 at {strong["eps_labels"][-1]}']
+            + [f'{attack_name(strong, "PGD-10")} at {strong["eps_labels"][-1]}']
         body = []
         for label in weak['models']:
             cells = [mean_cell(attack_accuracy(family, label, 'weak', 'clean', 0))]
@@ -221,7 +221,7 @@ def autoattack_lines(robustness: dict, family: dict) -> List[str]:
     version = ('Standard AutoAttack' if 'definition' in aa['attacks']['AutoAttack'] else
                "AutoAttack as torchattacks' AutoAttack class ran it (10 iterations per component, not the standard)")
     return [f'{version} beside PGD-10, {what}, eps {aa["eps_labels"][-1]}:', '',
-            markdown_table(['model', 'clean', 'PGD-10', 'AutoAttack'], body), '']
+            markdown_table(['model', 'clean', attack_name(aa, 'PGD-10'), 'AutoAttack'], body), '']
 
 
 NEAR_ZERO = 5.0  # % top-1: what "near 0%" means for the eps sweep's largest radius
@@ -234,7 +234,7 @@ def sweep_lines(family: dict) -> List[str]:
     sweep = family['sweep']
     body = [[label, *(f'{v:.1f}' for v in r['accuracy']['PGD-10'])] for label, r in sweep['models'].items()]
     above = [label for label, r in sweep['models'].items() if r['accuracy']['PGD-10'][-1] > NEAR_ZERO]
-    return [f'PGD-10 top-1 (%) as eps grows, seed {next(iter(family["seeds"]))}, {sweep["num_samples"]} images:', '',
+    return [f'{attack_name(sweep, "PGD-10")} top-1 (%) as eps grows, seed {next(iter(family["seeds"]))}, {sweep["num_samples"]} images:', '',
             markdown_table(['model', *(f'eps {e}' for e in sweep['eps_labels'])], body), '',
             (f'Not near 0% at eps {sweep["eps_labels"][-1]} (above {NEAR_ZERO:g}%): {", ".join(above)}: their '
              'gradients may be masked' if above else

@@ -23,10 +23,14 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def attack_name(results: dict, attack: str) -> str:
-    """An attack's label in a robust.json (`results`) with its version where it names one: 'AutoAttack (standard)'.
-    Files written before versions were recorded (a sentence in their place) show the bare label."""
-    version = results.get('attacks', {}).get(attack, {}).get('version')
-    return f'{attack} ({version})' if isinstance(version, str) and ' ' not in version else attack
+    """An attack's label in a robust.json (`results`) with its version where it names one and its random restarts
+    where there are several: 'AutoAttack (standard)', 'PGD-10 (3 restarts)'. Files written before versions were
+    recorded (a sentence in their place) show the bare label."""
+    recorded = results.get('attacks', {}).get(attack, {})
+    version, restarts = recorded.get('version'), recorded.get('restarts', 1)
+    if isinstance(version, str) and ' ' not in version:
+        return f'{attack} ({version})'
+    return f'{attack} ({restarts} restarts)' if restarts > 1 else attack
 
 
 def new_figure(rows: int = 1, columns: int = 1, figsize: Tuple[float, float] = (7, 4.5)) -> Tuple[Figure, np.ndarray]:
