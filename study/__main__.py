@@ -68,6 +68,17 @@ def load_results(path: Path, quick: bool, recipe) -> dict:
                                                  if not part_ran_with(part, recipe)])
 
 
+def record_part(path: Path, quick: bool, recipe: dict, name: str, part: dict) -> dict:
+    """The study's JSON with part `name` set to `part`, written at once (a finished part is kept even if a later
+    one fails). The file is read again first, so parts that another invocation finished meanwhile (one running
+    other parts beside this one) are kept."""
+    results = load_results(path, quick, recipe)
+    results['parts'][name] = part
+    results['stale'] = [stale for stale in results['stale'] if stale != name]
+    write_json(path, results)
+    return results
+
+
 def main(argv=None) -> None:
     setup_default_logging()
     args = build_parser().parse_args(argv)
@@ -88,14 +99,14 @@ def main(argv=None) -> None:
             recipe = QUICK if args.quick else FULL
             check_dataset(recipe.dataset)
             robust.import_torchattacks()
-            results = load_results(path, args.quick, json.loads(json.dumps(recipe.__dict__)))
+            recipe_fields = json.loads(json.dumps(recipe.__dict__))
+            results = load_results(path, args.quick, recipe_fields)
             parts = args.part or [name for name in PARTS
                                   if name not in results['parts'] or name in results['stale']]
             for name in parts:
-                results['parts'][name] = run_part(PARTS[name].measure, recipe, output, args.workers)
-                results['stale'] = [stale for stale in results['stale'] if stale != name]
+                part = run_part(PARTS[name].measure, recipe, output, args.workers)
                 report_dir.mkdir(parents=True, exist_ok=True)
-                write_json(path, results)  # a finished part is kept even if a later one fails
+                results = record_part(path, args.quick, recipe_fields, name, part)
             drawn = {name: output / name for part in PARTS.values() for name in part.drawn
                      if (output / name).is_file()}
         files = write_report(results, report_dir, drawn)

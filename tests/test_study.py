@@ -291,6 +291,20 @@ def test_bad_flags_fail_before_any_training(tmp_path, argv, match, monkeypatch, 
     assert trained == [] and sorted(p.name for p in tmp_path.iterdir()) == ['FILE']
 
 
+def test_a_finished_part_keeps_the_parts_another_invocation_wrote_meanwhile(tmp_path):
+    """Two `python -m study --part ...` beside each other: each writes its part into the JSON as it stands."""
+    study = importlib.import_module('study.__main__')
+    recipe = json.loads(json.dumps(QUICK.__dict__))
+    path = tmp_path / 'reproduction.json'
+    first = study.load_results(path, True, recipe)  # the first invocation starts on no results
+    study.record_part(path, True, recipe, 'cost', dict(recipe=recipe, rows=['other']))  # the second finishes
+    first['parts']['modes'] = dict(recipe=recipe, rows=['mine'])
+    written = study.record_part(path, True, recipe, 'modes', first['parts']['modes'])
+    on_disk = json.loads(path.read_text())
+    assert on_disk == written and on_disk['parts']['cost']['rows'] == ['other']
+    assert on_disk['parts']['modes']['rows'] == ['mine'] and on_disk['stale'] == []
+
+
 def test_a_folder_in_the_way_of_a_run_is_not_deleted(tmp_path):
     study = Study(QUICK, tmp_path, workers=0)
     mine = tmp_path / 'runs' / 'convmixer-d1-full'
