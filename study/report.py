@@ -46,8 +46,8 @@ def readme_summary(results: dict) -> str:
     lines = []
     judged = judge(results)
     for verdict in (HOLDS, PARTLY, FAILS, OPEN):
-        claims = [f'{claim.text}{_budget(results, claim)} ({"; ".join(_short(c) for c in comparisons)})'
-                  for claim, v, comparisons in judged if v == verdict]
+        claims = [f'{claim.text}{_budget(results, claim)}{_stale(results, claim)} '
+                  f'({"; ".join(_short(c) for c in comparisons)})' for claim, v, comparisons in judged if v == verdict]
         if claims:
             lines.append(f'- **{verdict[0].upper()}{verdict[1:]}:** ' + '; '.join(claims) + '.')
     missing = [claim.text for claim, v, _ in judged if v is None]
@@ -78,6 +78,12 @@ def _budget(results: dict, claim: Claim) -> str:
     seeds = len({run['seed'] for run in runs})
     return ' after ' + ' or '.join(f'{epochs} epochs on `{split}`' + (f' ({steps:,} updates)' if steps else '')
                                    for epochs, split, steps in budgets) + f', {seeds} seeds'
+
+
+def _stale(results: dict, claim: Claim) -> str:
+    """', on stale runs of widths' when a part the verdict reads ran with an earlier recipe; '' otherwise."""
+    stale = [part for part in claim.needs if part in results.get('stale', ())]
+    return f', on stale runs of {", ".join(stale)}' if stale else ''
 
 
 def _short(c: Comparison) -> str:
@@ -137,7 +143,7 @@ def render(results: dict) -> str:
         '(one-sided t tests, family-wise 5%); "holds" and "partly" read each 95% interval on its own, so with '
         'several comparisons one of them may hold by chance.', '',
         markdown_table(['claim (paper)', 'verdict here', 'rule', 'intervals'],
-                       [[claim.text, f'**{verdict}**' if verdict else 'not run yet', claim.bar,
+                       [[claim.text, f'**{verdict}**{_stale(results, claim)}' if verdict else 'not run yet', claim.bar,
                          '; '.join(_short(c) for c in comparisons)] for claim, verdict, comparisons in judged]), '',
         *_setting(results, recipe), '',
     ]
