@@ -115,35 +115,24 @@ def test_normalized_applies_mean_and_std_inside():
     assert not net.state_dict()  # normalization is not part of the weights
 
 
-def hf_parquet_dataset(folder, images: int = 24):
-    """A Hugging Face `datasets` folder (parquet) with timm-foreign field names: 'picture' and 'kind'."""
-    datasets = pytest.importorskip('datasets')
-    sample = create_dataset('fashion-mnist-sample', split='train')
-    features = datasets.Features({'picture': datasets.Image(), 'kind': datasets.ClassLabel(names=['a', 'b', 'c'])})
-    data = datasets.Dataset.from_dict(
-        {'picture': [Image.fromarray(sample.images[i]) for i in range(images)],
-         'kind': [int(sample.labels[i]) % 3 for i in range(images)]}, features=features)
-    folder.mkdir()
-    data.to_parquet(str(folder / 'train.parquet'))
-    return folder
-
-
-def test_hfds_takes_timms_keys_and_class_map_without_a_data_dir(tmp_path):
-    folder = hf_parquet_dataset(tmp_path / 'hf')
+def test_hfds_takes_timms_keys_and_class_map_without_a_data_dir(tmp_path, hf_parquet_folder):
+    folder = hf_parquet_folder
     (tmp_path / 'classes.txt').write_text('c\nb\na\n')
     dataset = create_dataset(f'hfds/{folder}', split='train', input_key='picture', target_key='kind',
                              class_map=str(tmp_path / 'classes.txt'))
     image, label = dataset[0]
     assert len(dataset) == 24 and image.size == (28, 28)
     assert dataset.reader.class_to_idx == {'c': 0, 'b': 1, 'a': 2}  # the class map's order, not the data's
+    with pytest.raises(UsageError, match=r"has no field 'image' \(its fields: picture, kind\): name its image and label fields with --input-key"):
+        create_dataset(f'hfds/{folder}', split='train', target_key='kind')  # timm's default input key
     with pytest.raises(UsageError, match="--class-map, --input-key apply to timm's datasets"):
         create_dataset('fashion-mnist-sample', input_key='x', class_map='m.txt')
 
 
-def test_train_py_trains_on_an_hfds_folder_with_its_own_field_names(tmp_path):
+def test_train_py_trains_on_an_hfds_folder_with_its_own_field_names(tmp_path, hf_parquet_folder):
     from timm_frozenmix.cli.train import main
     from timm_frozenmix.io.checkpoint import Checkpoint
-    folder = hf_parquet_dataset(tmp_path / 'hf')
+    folder = hf_parquet_folder
     main(['--dataset', f'hfds/{folder}', '--train-split', 'train[:16]', '--val-split', 'train[16:]',
           '--input-key', 'picture', '--target-key', 'kind', '--input-img-mode', 'L', '--img-size', '28',
           '--model', 'convmixer_128_4_ks5_p2_chans', '--model-kwargs', 'dim=16', 'depth=1', '-b', '8', '-j', '0',

@@ -329,6 +329,23 @@ def test_a_grayscale_folder_model_is_evaluated_in_the_mode_it_was_trained(tmp_pa
     assert results['input_img_mode'] == 'L' and results['num_samples'] == 12
 
 
+def test_an_hfds_model_is_evaluated_with_the_field_names_it_was_trained_with(tmp_path, hf_parquet_folder, capsys):
+    """--input-key/--target-key/--class-map default to what train.py recorded for the same dataset."""
+    dataset = f'hfds/{hf_parquet_folder}'
+    (tmp_path / 'classes.txt').write_text('c\nb\na\n')
+    train_main(['--output', str(tmp_path), '--experiment', 'run', '--dataset', dataset, '--train-split', 'train[:16]',
+                '--val-split', 'train[16:]', '--input-key', 'picture', '--target-key', 'kind', '--class-map',
+                str(tmp_path / 'classes.txt'), '--input-img-mode', 'L', '--img-size', '28', '-b', '8', *TINY])
+    checkpoint = str(tmp_path / 'run' / 'model_best.pth.tar')
+    main(['-j', '0', '--checkpoint', checkpoint, '--dataset', dataset, '--split', 'train[16:]', '--attacks', 'fgsm',
+          '--eps', '0.05', '--output', str(tmp_path / 'eval')])
+    results = json.loads((tmp_path / 'eval' / 'robust.json').read_text())
+    assert (results['input_key'], results['target_key'], results['input_img_mode']) == ('picture', 'kind', 'L')
+    assert results['class_map'] == str(tmp_path / 'classes.txt') and results['num_samples'] == 8
+    _fails(['--checkpoint', checkpoint, '--dataset', dataset, '--split', 'train[16:]', '--target-key', 'missing'],
+           capsys, tmp_path, "has no field 'missing' (its fields: picture, kind): name its image and label fields")
+
+
 def test_nan_weights_are_an_error_not_an_accuracy(checkpoints, tmp_path, capsys):
     checkpoint = Checkpoint.load(checkpoints['chans'])
     checkpoint.state_dict['head.weight'][0, 0] = float('nan')

@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--split', help='split to evaluate')
     group.add_argument('--dataset-download', action='store_true', help='download torch/ datasets')
     group.add_argument('--input-img-mode', help="image mode of folder datasets, e.g. 'L' (default: as trained)")
+    group.add_argument('--input-key', help="image field of hfds/wds/tfds datasets (default: as trained on this "
+                                           "dataset, else timm's 'image')")
+    group.add_argument('--target-key', help="label field of hfds/wds/tfds datasets (default: as trained on this "
+                                            "dataset, else timm's 'label')")
+    group.add_argument('--class-map', help='a file of class names, one per line, fixing the class order (default: '
+                                           'as trained on this dataset)')
     group.add_argument('--num-samples', type=int,
                        help='evaluate a fixed random subset of this many images (seeded by --seed)')
     group.add_argument('-b', '--batch-size', type=int)

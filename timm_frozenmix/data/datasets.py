@@ -245,7 +245,7 @@ def create_dataset(name: str, root: Optional[str] = None, split: str = 'train', 
                              f'not to {name}: drop them')
         return IdxImageDataset.from_folder(SAMPLE_DIR if name == SAMPLE else _fashion_mnist_folder(root), split)
     try:
-        return timm_create_dataset(name, root=root, split=split, **kwargs)
+        dataset = timm_create_dataset(name, root=root, split=split, **kwargs)
     except AssertionError as e:  # timm refuses names and settings by assertion ("Unknown torchvision dataset x")
         reason = str(e) or "refused by timm's create_dataset"
         raise UsageError(f'timm cannot make dataset {name!r} ({reason})') from None
@@ -254,6 +254,23 @@ def create_dataset(name: str, root: Optional[str] = None, split: str = 'train', 
             raise
         raise UsageError(f'dataset {name!r} has no image in {root} for split {split!r}: put images in class '
                          f'subfolders (root/{split}/CLASS/*.png), or pass the folder that holds them') from None
+    if _prefix(name) == 'hfds':
+        check_hfds_fields(name, dataset.reader)
+    return dataset
+
+
+def check_hfds_fields(name: str, reader) -> None:
+    """UsageError naming the image or label field (timm's `ReaderHfds.image_key` / `label_key`) that the Hugging
+    Face dataset lacks: timm's reader looks them up per sample, so a wrong name would fail mid-run."""
+    if not len(reader.dataset):
+        return
+    row = reader.dataset[0]  # the reader's cast adds an empty column of a missing image field: read the values
+    columns = [column for column, value in row.items() if value is not None]
+    keys = [reader.image_key, *(reader.label_key or '').split(',')]
+    missing = [key for key in keys if key not in columns]
+    if missing:
+        raise UsageError(f'dataset {name!r} has no field {missing[0]!r} (its fields: {", ".join(columns)}): name its '
+                         f'image and label fields with --input-key and --target-key')
 
 
 def is_known_dataset(name: str) -> bool:

@@ -48,7 +48,9 @@ class RobustConfig:
     checkpoint: train.py checkpoints; model: registered names (with `pretrained`), `hf-hub:` / `local-dir:`
     references, or, with checkpoints, the architecture each must hold (one name, or one per checkpoint).
     eps: (label, value) pairs in pixel units, e.g. ('8/255', 0.0314); attacks: a subset of ATTACKS.
-    input_img_mode: image mode of folder datasets ('L', 'RGB'); None takes the one the checkpoints recorded.
+    input_img_mode: image mode of folder datasets ('L', 'RGB'); input_key / target_key: the image and label fields
+    of hfds/wds/tfds datasets; class_map: a file of class names fixing the class order. Each None takes what the
+    checkpoints were trained with.
     """
     checkpoint: List[str] = field(default_factory=list)
     model: List[str] = field(default_factory=list)
@@ -59,6 +61,9 @@ class RobustConfig:
     split: str = 'test'
     dataset_download: bool = False
     input_img_mode: Optional[str] = None  # None: the mode the checkpoints were trained with
+    input_key: Optional[str] = None  # None: as trained (timm's default 'image')
+    target_key: Optional[str] = None  # None: as trained (timm's default 'label')
+    class_map: Optional[str] = None  # None: as trained (the data's own order)
     num_samples: Optional[int] = None
     batch_size: int = 128
     workers: int = 2
@@ -361,12 +366,23 @@ def check_finite_weights(label: str, model: nn.Module) -> None:
                              f'earlier checkpoint')
 
 
-def input_img_mode(config: RobustConfig, models: Dict[str, LoadedModel]) -> Optional[str]:
-    """--input-img-mode, or else the one every checkpoint was trained with (None if they did not agree)."""
-    if config.input_img_mode is not None:
-        return config.input_img_mode
-    recorded = {m.training.get('input_img_mode') for m in models.values()}
-    return recorded.pop() if len(recorded) == 1 else None
+DATA_SETTINGS = ('input_img_mode', 'input_key', 'target_key', 'class_map')  # given, or as the checkpoints trained
+DATASET_FIELDS = ('input_key', 'target_key', 'class_map')  # settings of one dataset, not of the images
+
+
+def data_settings(config: RobustConfig, models: Dict[str, LoadedModel]) -> Dict[str, str]:
+    """Each of DATA_SETTINGS as given, or else as every checkpoint was trained with it (the dataset's field names
+    and class map only from checkpoints trained on the evaluated dataset); those neither given nor recorded alike
+    stay out, so the dataset's defaults apply."""
+    settings = {}
+    for name in DATA_SETTINGS:
+        recorded = {m.training.get(name) or None for m in models.values()
+                    if name not in DATASET_FIELDS or m.training.get('dataset') == config.dataset}
+        value = getattr(config, name) if getattr(config, name) is not None else (
+            recorded.pop() if len(recorded) == 1 else None)
+        if value is not None:
+            settings[name] = value
+    return settings
 
 
 def evaluate(config: RobustConfig) -> dict:
@@ -377,9 +393,10 @@ def evaluate(config: RobustConfig) -> dict:
     for label, m in models.items():
         check_finite_weights(label, m.model)
     baseline = find_baseline(config, models)
-    img_mode = input_img_mode(config, models)
+    data = data_settings(config, models)
+    img_mode = data.get('input_img_mode')
     dataset = create_dataset(config.dataset, root=config.data_dir, split=config.split,
-                             download=config.dataset_download, **({'input_img_mode': img_mode} if img_mode else {}))
+                             download=config.dataset_download, **data)
     info = dataset_info(config.dataset, dataset, img_mode)
     for label, m in models.items():
         in_chans = m.data_config['input_size'][0]
@@ -401,7 +418,8 @@ def evaluate(config: RobustConfig) -> dict:
     start = time.perf_counter()
     results = {
         'dataset': config.dataset, 'split': config.split, 'num_samples': len(dataset), 'requested_samples': requested,
-        'unreadable': unreadable, 'indices': list(dataset.indices), 'seed': config.seed, 'input_img_mode': img_mode,
+        'unreadable': unreadable, 'indices': list(dataset.indices), 'seed': config.seed,
+        **{name: data.get(name) for name in DATA_SETTINGS},
         'eps': [value for _, value in config.eps], 'eps_labels': [label for label, _ in config.eps],
         'attacks': {attack_label(a, config): _attack_settings(a, config) for a in config.attacks},
         'baseline': baseline, 'device': config.device, 'torch': torch.__version__,
