@@ -123,7 +123,8 @@ def test_hfds_takes_timms_keys_and_class_map_without_a_data_dir(tmp_path, hf_par
     image, label = dataset[0]
     assert len(dataset) == 24 and image.size == (28, 28)
     assert dataset.reader.class_to_idx == {'c': 0, 'b': 1, 'a': 2}  # the class map's order, not the data's
-    with pytest.raises(UsageError, match=r"has no field 'image' \(its fields: picture, kind\): name its image and label fields with --input-key"):
+    with pytest.raises(UsageError, match=r"has no field 'image' \(its fields: picture, kind\): name its image and "
+                                         r"label fields with --input-key"):
         create_dataset(f'hfds/{folder}', split='train', target_key='kind')  # timm's default input key
     with pytest.raises(UsageError, match="--class-map, --input-key apply to timm's datasets"):
         create_dataset('fashion-mnist-sample', input_key='x', class_map='m.txt')

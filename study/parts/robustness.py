@@ -234,7 +234,8 @@ def sweep_lines(family: dict) -> List[str]:
     sweep = family['sweep']
     body = [[label, *(f'{v:.1f}' for v in r['accuracy']['PGD-10'])] for label, r in sweep['models'].items()]
     above = [label for label, r in sweep['models'].items() if r['accuracy']['PGD-10'][-1] > NEAR_ZERO]
-    return [f'{attack_name(sweep, "PGD-10")} top-1 (%) as eps grows, seed {next(iter(family["seeds"]))}, {sweep["num_samples"]} images:', '',
+    return [f'{attack_name(sweep, "PGD-10")} top-1 (%) as eps grows, seed {next(iter(family["seeds"]))}, '
+            f'{sweep["num_samples"]} images:', '',
             markdown_table(['model', *(f'eps {e}' for e in sweep['eps_labels'])], body), '',
             (f'Not near 0% at eps {sweep["eps_labels"][-1]} (above {NEAR_ZERO:g}%): {", ".join(above)}: their '
              'gradients may be masked' if above else
