@@ -140,3 +140,15 @@ def test_train_py_trains_on_an_hfds_folder_with_its_own_field_names(tmp_path, hf
           '--epochs', '1', '--output', str(tmp_path / 'out'), '--experiment', 'hf'])
     checkpoint = Checkpoint.load(tmp_path / 'out' / 'hf' / 'last.pth.tar')
     assert checkpoint.spec.num_classes == 3 and checkpoint.settings['input_key'] == 'picture'
+
+
+def test_train_py_names_a_missing_hfds_field_in_one_line_and_writes_nothing(tmp_path, hf_parquet_folder, capsys):
+    from timm_frozenmix.cli.train import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--dataset', f'hfds/{hf_parquet_folder}', '--train-split', 'train[:16]', '--val-split', 'train[16:]',
+              '--input-key', 'picture', '--target-key', 'label', '--input-img-mode', 'L', '--img-size', '28',
+              '--model', 'convmixer_128_4_ks5_p2_chans', '--model-kwargs', 'dim=16', 'depth=1', '-j', '0',
+              '--output', str(tmp_path / 'out')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and "has no field 'label' (its fields: picture, kind)" in err[-1], err
+    assert not (tmp_path / 'out').exists()
