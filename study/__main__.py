@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_results(path: Path) -> dict:
-    """The study's JSON, or a one-line UsageError where it is not one."""
+    """The study's JSON, or a one-line UsageError where it is not one; only parts that `PARTS` names."""
     try:
         results = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -54,6 +54,9 @@ def read_results(path: Path) -> dict:
                          f'the study') from None
     if not isinstance(results, dict) or not isinstance(results.get('parts'), dict):
         raise UsageError(f'{path} was written by an older study or is not its JSON: rerun the study (python -m study)')
+    # a part the study no longer has (one split in two) is left out: its successors rerun
+    results['parts'] = {name: part for name, part in results['parts'].items() if name in PARTS}
+    results['stale'] = [name for name in results.get('stale', []) if name in PARTS]
     return results
 
 

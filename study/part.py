@@ -25,3 +25,7 @@ class Part:
     def shown(self, results: dict) -> bool:
         """Whether its section and figures belong in the report: a part they show has run."""
         return any(name in results['parts'] for name in self.shows or (self.name,))
+
+    def first_shown(self, results: dict) -> dict:
+        """The numbers of the first part it shows that has run (see `shown`)."""
+        return next(results['parts'][name] for name in self.shows or (self.name,) if name in results['parts'])

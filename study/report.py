@@ -178,8 +178,8 @@ def _setting(results: dict, recipe: dict) -> List[str]:
         f'{", ".join(map(str, recipe["base_widths"]))} with all three modes; the filter ablation uses n = '
         f'{recipe["filter_depth"]} (the paper\'s depth 2). "Dense" is the same network with dense convolutions.',
         # each part's setting from the recipe it ran with (a stale part's differs from the others')
-        *(line for part in PARTS.values() if part.setting and part.name in results['parts']
-          for line in part.setting(results['parts'][part.name]['recipe'])),
+        *(line for part in PARTS.values() if part.setting and part.shown(results)
+          for line in part.setting(part.first_shown(results)['recipe'])),
     ]
 
 

@@ -16,7 +16,7 @@ from study.claims import Comparison
 from study.parts import PARTS
 from study.parts.convergence import CHANS_NEAR_FULL, compare_nearly
 from study.parts.modes import compare_space
-from study.parts.robustness import SMOOTHING, attack_models, compare_smoothing
+from study.parts.robustness import ROBUST, SMOOTHING, attack_models, compare_smoothing, merged
 from study.parts.unshuffle import UNSHUFFLE_SPACE
 from study.parts.unshuffle import compare_space as compare_unshuffle_space
 from study.parts.widths import shrink_per_doubling
@@ -195,8 +195,8 @@ def _robustness(smoothed_fgsm, clean_cost):
         return {'weak': dict(eps=[0, 8 / 255], eps_labels=['0', '8/255'],
                              models=models(('FGSM', 'PGD-2'), {'FGSM': smoothed_fgsm[i]})),
                 'strong': dict(eps=[0, 8 / 255], eps_labels=['0', '8/255'], models=models(('PGD-10',), {}))}
-    return {'parts': {'robustness': dict(sigma=1.0, families={'SepResNet': dict(seeds={str(i): seed(i)
-                                                                                       for i in range(3)})})}}
+    return {'parts': {'robustness_resnet': dict(sigma=1.0, families={'SepResNet': dict(seeds={str(i): seed(i)
+                                                                                              for i in range(3)})})}}
 
 
 def test_smoothing_is_judged_at_the_papers_relative_bar():
@@ -356,13 +356,33 @@ def test_committed_report_is_rendered_from_its_json():
 
 def test_every_masking_warning_in_the_json_is_in_the_report():
     results = json.loads((REPO / 'docs' / 'reproduction.json').read_text())
-    families = results['parts']['robustness']['families'].values()
-    warnings = [w for family in families for runs in family['seeds'].values()
-                for evaluation in ('weak', 'strong') for w in runs[evaluation]['warnings']]
-    warnings += [w for family in families for w in family['autoattack']['warnings']]
-    assert warnings  # the committed runs hold one (ConvMixer seed 2: PGD-2 above FGSM at 4/255)
+    resnet = results['parts']['robustness_resnet']['families']['SepResNet']
+    resnet['seeds']['2']['weak']['warnings'].append('chans, sigma 1: PGD-2 above FGSM at 4/255 by 3.0 points')
+    resnet['seeds']['1']['autoattack']['warnings'].append('full: AutoAttack 12.0 points below PGD-10 at 8/255')
     report = study_report.render(results)
-    assert all(w in report for w in warnings)
+    warnings = [(seed, w) for family in merged(results)['families'].values() for seed, runs in family['seeds'].items()
+                for evaluation in ('weak', 'strong', 'autoattack') for w in runs[evaluation]['warnings']]
+    assert len(warnings) >= 2 and all(f'seed {seed}, {w}' in report for seed, w in warnings)
+    assert 'No gradient-masking warning' not in report.split('### SepResNet')[1].split('###')[0]
+
+
+def test_robustness_verdicts_wait_for_both_families():
+    assert ROBUST.needs == SMOOTHING.needs == ('robustness_resnet', 'robustness_convmixer')
+    assert not ROBUST.ready({'robustness_resnet': {}}) and not SMOOTHING.ready({'robustness_convmixer': {}})
+    assert ROBUST.ready({'robustness_resnet': {}, 'robustness_convmixer': {}})
+
+
+def test_a_part_the_study_no_longer_has_is_left_out(tmp_path):
+    """JSON written when robustness was one part: it is dropped (its two successors rerun), the others kept."""
+    from study.__main__ import load_results, read_results
+    recipe = json.loads(json.dumps(asdict(QUICK)))
+    parts = {'robustness': dict(recipe=recipe, recipe_read=['seeds'], runs={}),
+             'cost': dict(recipe=dict(recipe, timing_steps=1), recipe_read=['timing_steps'], runs={})}
+    path = tmp_path / 'reproduction.json'
+    path.write_text(json.dumps(dict(quick=True, parts=parts, stale=['robustness', 'cost'])))
+    assert set(read_results(path)['parts']) == {'cost'} and read_results(path)['stale'] == ['cost']
+    results = load_results(path, True, recipe)
+    assert set(results['parts']) == {'cost'} and results['stale'] == ['cost']
 
 
 def test_verdicts_read_on_stale_parts_say_so_in_readme_and_report():
@@ -415,9 +435,12 @@ def test_quick_study_end_to_end(tmp_path):
         assert {(r['mode'], r['optimizer_steps']) for r in parts[name]['rows']} == {
             (mode, epochs * 4) for mode in ('full', 'chans') for epochs in QUICK.convergence_epochs}
     assert {r['mode'] for r in parts['widths']['rows']} == set(MODES)
-    robustness = parts['robustness']['families']
-    assert set(robustness) == {'SepResNet', 'ConvMixer'}
-    assert parts['robustness']['weak']['pgd_random_start'] is False and parts['robustness']['weak']['pgd_steps'] == 2
+    assert set(parts['robustness_resnet']['families']) == {'SepResNet'}
+    assert set(parts['robustness_convmixer']['families']) == {'ConvMixer'}
+    robustness = merged(results)['families']
+    assert list(robustness) == ['SepResNet', 'ConvMixer']
+    assert all(parts[name]['weak']['pgd_random_start'] is False and parts[name]['weak']['pgd_steps'] == 2
+               for name in ('robustness_resnet', 'robustness_convmixer'))
     weak = robustness['SepResNet']['seeds']['0']['weak']
     assert all(r['num_samples'] == QUICK.robust_samples for r in weak['models'].values())
     for family in robustness.values():  # AutoAttack on every model of every seed, each seed on its own images
@@ -425,7 +448,7 @@ def test_quick_study_end_to_end(tmp_path):
         assert family['seeds']['0']['weak']['seed'] == 0 and family['seeds']['1']['weak']['seed'] == 1
         assert family['sweep']['eps_labels'] == QUICK.sweep_eps.split(',')
         assert all(len(curve) == QUICK.epochs for curves in family['monitor'].values() for curve in curves.values())
-    assert parts['robustness']['strong']['pgd_restarts'] == QUICK.pgd_restarts
+    assert parts['robustness_resnet']['strong']['pgd_restarts'] == QUICK.pgd_restarts
     assert parts['unshuffle']['receptive_field'] >= 2 * QUICK.unshuffle_size - 1
     assert {(r['family'], r['execution']) for r in parts['cost']['rows']} == {
         ('ConvMixer', 'naive'), ('SepResNet', 'naive'), ('SepResNet', 'ours')}

@@ -9,8 +9,8 @@ from ..part import Part
 from . import convergence, cost, filters, modes, robustness, unshuffle, widths
 
 PARTS: Dict[str, Part] = {part.name: part for part in (
-    modes.PART, widths.PART, convergence.CONVMIXER_PART, convergence.RESNET_PART, filters.PART, robustness.PART,
-    unshuffle.PART, cost.PART)}
+    modes.PART, widths.PART, convergence.CONVMIXER_PART, convergence.RESNET_PART, filters.PART,
+    robustness.RESNET_PART, robustness.CONVMIXER_PART, unshuffle.PART, cost.PART)}
 
 # the paper's headline claims in part order
 CLAIMS: List[Claim] = [

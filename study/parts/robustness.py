@@ -1,10 +1,12 @@
-""" Part `robustness`: attacks on a separable ResNet (as in the paper) and on a ConvMixer
+""" Parts `robustness_resnet` and `robustness_convmixer`: attacks on a separable ResNet (as in the paper) and on a
+ConvMixer
 
 Undefended, FGSM-trained and smoothed models of each family are attacked through eval_robust's library
 (`RobustConfig`, `robust.evaluate`), every seed on its own random subset of the test images (so the seed-to-seed
 spread holds the image sampling too): weak attacks (FGSM, PGD-2), a strong one (PGD-10 with random restarts) and
 the standard AutoAttack, every model of every seed; on seed 0, PGD-10 over an eps sweep that should reach near 0%.
-FGSM training's validation PGD accuracy, epoch by epoch, is its catastrophic-overfitting monitor.
+FGSM training's validation PGD accuracy, epoch by epoch, is its catastrophic-overfitting monitor. The two families
+are two parts so that each runs (and is committed) within an hour; the claims read both.
 """
 import logging
 import statistics
@@ -34,48 +36,54 @@ def eps_list(text: str) -> List[Tuple[str, float]]:
     return [(item, float(Fraction(item))) for item in text.split(',')]
 
 
-def measure(study: Study) -> dict:
-    r = study.recipe
-    strong_eps = eps_list(r.strong_eps)[0][1]
-    families = {
-        'SepResNet': (lambda mode: resnet_name(r.resnet_depths[0], r.resnet_base, mode), resnet_model,
-                      resnet_kwargs(r.resnet_depths[0], r.resnet_base)),
-        'ConvMixer': (lambda mode: f'convmixer-d{r.convmixer_depth}-{mode}', CONVMIXER.format, convmixer_kwargs(r)),
-    }
-    variants = {'full': ('full', {}), 'chans': ('chans', {}),
-                'full, FGSM-trained': ('full', dict(adv_train='fgsm', adv_eps=strong_eps)),
-                'chans, FGSM-trained': ('chans', dict(adv_train='fgsm', adv_eps=strong_eps)),
-                f'chans, sigma {r.sigma:g}': ('chans', dict(smooth_sigma=r.sigma))}
-    suffix = {'full': '', 'chans': '', 'full, FGSM-trained': '-fgsm', 'chans, FGSM-trained': '-fgsm',
-              f'chans, sigma {r.sigma:g}': f'-sigma{r.sigma:g}'}
-    names = {(family, label): name_of(mode) + suffix[label]
-             for family, (name_of, _, _) in families.items() for label, (mode, _) in variants.items()}
-    jobs = [job for (family, label), name in names.items()
-            for job in study.seeds(name, families[family][1](mode=variants[label][0]), families[family][2],
-                                   **variants[label][1])]
-    study.train_all('robustness', jobs)
-    weak = dict(attacks=['fgsm', 'pgd'], pgd_steps=2, pgd_random_start=False, eps=eps_list(r.eps),
-                num_samples=r.robust_samples)
-    strong = dict(attacks=['fgsm', 'pgd'], pgd_steps=10, pgd_restarts=r.pgd_restarts, eps=eps_list(r.strong_eps),
-                  num_samples=r.robust_samples)
-    autoattack = dict(attacks=['pgd', 'autoattack'], pgd_steps=10, eps=eps_list(r.strong_eps),
-                      num_samples=r.autoattack_samples, masking_gap=MASKING_GAP)
-    sweep = dict(attacks=['pgd'], pgd_steps=10, pgd_restarts=r.pgd_restarts, eps=eps_list(r.sweep_eps),
-                 num_samples=r.robust_samples)
-    out = {}
-    for family in families:
-        labels = {label: names[family, label] for label in variants}
+FAMILIES = {'robustness_resnet': 'SepResNet', 'robustness_convmixer': 'ConvMixer'}
+
+
+def _measure(part: str):
+    def measure(study: Study) -> dict:
+        r = study.recipe
+        strong_eps = eps_list(r.strong_eps)[0][1]
+        family = FAMILIES[part]
+        if family == 'SepResNet':
+            name_of, model_of = (lambda mode: resnet_name(r.resnet_depths[0], r.resnet_base, mode)), resnet_model
+            kwargs = resnet_kwargs(r.resnet_depths[0], r.resnet_base)
+        else:
+            name_of, model_of, kwargs = (lambda mode: f'convmixer-d{r.convmixer_depth}-{mode}'), CONVMIXER.format, \
+                convmixer_kwargs(r)
+        variants = {'full': ('full', '', {}), 'chans': ('chans', '', {}),
+                    'full, FGSM-trained': ('full', '-fgsm', dict(adv_train='fgsm', adv_eps=strong_eps)),
+                    'chans, FGSM-trained': ('chans', '-fgsm', dict(adv_train='fgsm', adv_eps=strong_eps)),
+                    f'chans, sigma {r.sigma:g}': ('chans', f'-sigma{r.sigma:g}', dict(smooth_sigma=r.sigma))}
+        labels = {label: name_of(mode) + suffix for label, (mode, suffix, _) in variants.items()}
+        jobs = [job for label, (mode, _, settings) in variants.items()
+                for job in study.seeds(labels[label], model_of(mode=mode), kwargs, **settings)]
+        study.train_all(part, jobs)
+        weak = dict(attacks=['fgsm', 'pgd'], pgd_steps=2, pgd_random_start=False, eps=eps_list(r.eps),
+                    num_samples=r.robust_samples)
+        strong = dict(attacks=['fgsm', 'pgd'], pgd_steps=10, pgd_restarts=r.pgd_restarts, eps=eps_list(r.strong_eps),
+                      num_samples=r.robust_samples)
+        autoattack = dict(attacks=['pgd', 'autoattack'], pgd_steps=10, eps=eps_list(r.strong_eps),
+                          num_samples=r.autoattack_samples, masking_gap=MASKING_GAP)
+        sweep = dict(attacks=['pgd'], pgd_steps=10, pgd_restarts=r.pgd_restarts, eps=eps_list(r.sweep_eps),
+                     num_samples=r.robust_samples)
         per_seed = {}
         for seed in r.seeds:
             runs = {label: f'{name}-s{seed}' for label, name in labels.items()}
             per_seed[str(seed)] = {evaluation: attack_models(study, runs, settings, seed) for evaluation, settings
                                    in (('weak', weak), ('strong', strong), ('autoattack', autoattack))}
         first = {label: f'{name}-s{r.seeds[0]}' for label, name in labels.items()}
-        out[family] = dict(runs=labels, seeds=per_seed, sweep=attack_models(study, first, sweep, r.seeds[0]),
-                           monitor={label: {str(seed): study.runs[f'{labels[label]}-s{seed}']['val_pgd_curve']
-                                            for seed in r.seeds} for label in labels if 'FGSM' in label})
-    return dict(families=out, sigma=r.sigma, masking_gap=MASKING_GAP, weak=weak, strong=strong,
-                autoattack=autoattack, sweep=dict(sweep, seed=r.seeds[0]), images='a random subset per seed')
+        measured = dict(runs=labels, seeds=per_seed, sweep=attack_models(study, first, sweep, r.seeds[0]),
+                        monitor={label: {str(seed): study.runs[f'{labels[label]}-s{seed}']['val_pgd_curve']
+                                         for seed in r.seeds} for label in labels if 'FGSM' in label})
+        return dict(families={family: measured}, sigma=r.sigma, masking_gap=MASKING_GAP, weak=weak, strong=strong,
+                    autoattack=autoattack, sweep=dict(sweep, seed=r.seeds[0]), images='a random subset per seed')
+    return measure
+
+
+def merged(results: dict) -> dict:
+    """The robustness numbers of the parts that have run, their families merged in part order."""
+    ran = [results['parts'][name] for name in FAMILIES if name in results['parts']]
+    return dict(ran[0], families={family: numbers for part in ran for family, numbers in part['families'].items()})
 
 
 def attack_models(study: Study, models: Dict[str, str], settings: dict, seed: int) -> dict:
@@ -107,7 +115,7 @@ def attack_accuracy(family: dict, label: str, evaluation: str, attack: str, inde
 
 
 def compare_robust(results: dict) -> List[Comparison]:
-    robustness = results['parts']['robustness']
+    robustness = merged(results)
     out = []
     for name, family in robustness['families'].items():
         weak = next(iter(family['seeds'].values()))['weak']
@@ -124,7 +132,7 @@ def compare_robust(results: dict) -> List[Comparison]:
 def compare_smoothing(results: dict) -> List[Comparison]:
     """Per family: smoothed / plain Chans accuracy at the largest eps for each registered attack against the
     registered relative gain, and the clean cost against its margin (`preregistration.yaml`, `smoothing`)."""
-    robustness, rule = results['parts']['robustness'], rules()['smoothing']
+    robustness, rule = merged(results), rules()['smoothing']
     smoothed = f'chans, sigma {robustness["sigma"]:g}'
     out = []
     for name, family in robustness['families'].items():
@@ -151,14 +159,14 @@ def smoothing_verdict(comparisons: List[Comparison]) -> str:
 
 
 ROBUST = Claim(
-    'robust', 'Chans is more robust than Full to FGSM and PGD-2, undefended and FGSM-defended', ('robustness',),
-    compare_robust, 'holds when Chans - Full at the largest eps lies above 0')
+    'robust', 'Chans is more robust than Full to FGSM and PGD-2, undefended and FGSM-defended', tuple(FAMILIES),
+    compare_robust, 'holds when Chans - Full at the largest eps lies above 0', needs_all=True)
 SMOOTHING = Claim(
-    'smoothing', 'Smoothing the frozen filters raises robustness without hurting clean accuracy', ('robustness',),
+    'smoothing', 'Smoothing the frozen filters raises robustness without hurting clean accuracy', tuple(FAMILIES),
     compare_smoothing, f'per model family, smoothed / Chans accuracy at the largest eps must lie above '
                        f'{rules()["smoothing"]["relative_gain"]:g}x for {", ".join(rules()["smoothing"]["attacks"])} '
                        f'(the paper\'s "over 25% relative"), and the clean cost below '
-                       f'{rules()["smoothing"]["clean_cost_points"]:g} point', smoothing_verdict)
+                       f'{rules()["smoothing"]["clean_cost_points"]:g} point', smoothing_verdict, needs_all=True)
 
 
 def setting(recipe: dict) -> List[str]:
@@ -175,7 +183,7 @@ def setting(recipe: dict) -> List[str]:
 
 
 def section(results: dict, verdicts: Verdicts) -> List[str]:
-    robustness = results['parts']['robustness']
+    robustness = merged(results)
     out = ['## 4. Robustness', '',
            'Paper: Chans is more robust than Full to FGSM and PGD-2, and stays so with FGSM-defended training; '
            'smoothing the frozen random filters raises robustness further (over 25% relative at the largest eps) '
@@ -274,7 +282,7 @@ def robust_beside(results: dict) -> List[str]:
     of two modes share an initialization seed, not their frozen filters, so pairing may not help), and the
     attacked accuracy relative to the model's own clean accuracy (a model less accurate on clean images loses
     attacked accuracy with it)."""
-    robustness = results['parts']['robustness']
+    robustness = merged(results)
     body = []
     for name, family in robustness['families'].items():
         first = next(iter(family['seeds'].values()))
@@ -302,7 +310,7 @@ def robust_beside(results: dict) -> List[str]:
 
 
 def plot_robustness(results: dict, path: Path) -> None:
-    robustness = results['parts']['robustness']
+    robustness = merged(results)
     families = robustness['families']
     fig, axes = new_figure(1, len(families), figsize=(6.5 * len(families), 4.5))
     for ax, (name, family) in zip(axes[0], families.items()):
@@ -319,5 +327,6 @@ def plot_robustness(results: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-PART = Part('robustness', measure, section=section, figures={ROBUSTNESS_FIGURE: plot_robustness},
-            setting=setting)
+RESNET_PART = Part('robustness_resnet', _measure('robustness_resnet'), shows=tuple(FAMILIES), section=section,
+                   figures={ROBUSTNESS_FIGURE: plot_robustness}, setting=setting)
+CONVMIXER_PART = Part('robustness_convmixer', _measure('robustness_convmixer'))
