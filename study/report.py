@@ -73,11 +73,15 @@ def _budget(results: dict, claim: Claim) -> str:
     if claim.needs_all:  # judged at the longest training of its parts
         longest = max(run['settings']['epochs'] for run in runs)
         runs = [run for run in runs if run['settings']['epochs'] == longest]
-    budgets = sorted({(run['settings']['epochs'], run['settings']['train_split'],
-                       run.get('optimizer_steps')) for run in runs})
+    budgets = sorted({(run['settings']['epochs'], run['settings']['train_split']) for run in runs})
+    # the update count follows from epochs and split (the recipe fixes the batch); runs reused from before it
+    # was recorded take it from a run that recorded it
+    steps = {(run['settings']['epochs'], run['settings']['train_split']): run['optimizer_steps'] for run in runs
+             if run.get('optimizer_steps')}
     seeds = len({run['seed'] for run in runs})
-    return ' after ' + ' or '.join(f'{epochs} epochs on `{split}`' + (f' ({steps:,} updates)' if steps else '')
-                                   for epochs, split, steps in budgets) + f', {seeds} seeds'
+    return ' after ' + ' or '.join(f'{epochs} epochs on `{split}`' + (
+        f' ({steps[epochs, split]:,} updates)' if (epochs, split) in steps else '') for epochs, split in budgets) \
+        + f', {seeds} seeds'
 
 
 def _stale(results: dict, claim: Claim) -> str:

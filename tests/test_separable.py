@@ -91,6 +91,24 @@ def test_im2col_supports_double_backward():
     assert torch.autograd.gradgradcheck(lambda x, *_: sep.execute('im2col', x), inputs)
 
 
+def test_fused_supports_double_backward():
+    sep = SeparableConv2d.from_conv(nn.Conv2d(3, 4, 3, padding=1), depth_multiplier=2, learn='full').double()
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    inputs = (x, sep.depthwise.weight, sep.pointwise.weight, sep.pointwise.bias)
+    assert torch.autograd.gradgradcheck(lambda x, *_: sep.execute('fused', x), inputs)
+
+
+def test_fused_under_autocast_computes_in_the_autocast_dtype():
+    sep = SeparableConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1))
+    sep.execution = 'fused'
+    x = torch.randn(2, 8, 6, 6)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = sep(x)
+        out.float().sum().backward()
+    assert out.dtype == torch.bfloat16 and sep.pointwise.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(out.float(), sep.execute('unfused', x), rtol=0.05, atol=0.05)
+
+
 def test_every_execution_runs_on_the_meta_device():
     """Shape-only runs (FLOP counters, memory planners) time and run the layer without data."""
     sep = SeparableConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1), learn='full').to('meta')

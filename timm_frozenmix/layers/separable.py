@@ -43,8 +43,8 @@ class SeparableConv2d(nn.Module):
     Keeps the stride, padding, dilation and padding mode of the conv it replaces on the depthwise part and
     the groups and bias on the pointwise part, so its output has the original conv's shape for any input.
     `execution` is 'auto' (the cost model's choice per input shape, `auto_execution`), or 'fused', 'unfused'
-    or 'im2col' (one group only) to force one; UsageError on any other value. With groups=1 the pointwise weight is stored
-    output-channel-fastest (strides (1, out, out, out)); its shape, values and state_dict entry are nn.Conv2d's.
+    or 'im2col' (one group only) to force one; UsageError on any other value. Both weights are nn.Conv2d's, in
+    its contiguous layout (safetensors and timm's save_for_hf need it).
     """
     def __init__(
             self,
