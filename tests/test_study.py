@@ -14,8 +14,7 @@ import pytest
 from study import report as study_report
 from study.claims import Comparison
 from study.parts import PARTS
-from study.parts.convergence import CHANS_NEAR_FULL, compare_nearly
-from study.parts.modes import compare_space
+from study.parts.convergence import CHANS_NEAR_FULL, SPACE_FAR_WORSE, compare_far_worse, compare_nearly
 from study.parts.robustness import ROBUST, SMOOTHING, attack_models, compare_smoothing, merged
 from study.parts.unshuffle import UNSHUFFLE_SPACE
 from study.parts.unshuffle import compare_space as compare_unshuffle_space
@@ -87,15 +86,6 @@ def test_an_interval_containing_zero_is_never_a_ranking():
     assert exceeds(Interval(5.0, math.nan, math.nan, 1)) == OPEN
     assert combine([HOLDS, HOLDS]) == HOLDS and combine([HOLDS, FAILS]) == PARTLY
     assert combine([OPEN, FAILS]) == FAILS and combine([OPEN, OPEN]) == OPEN
-
-
-def _modes(full, chans, space):
-    """A modes part with three seeds: each argument is a list of per-seed test accuracies."""
-    rows = [dict(family='ConvMixer', depth=2, mode=mode, run=f'convmixer-d2-{mode}',
-                 test={str(s): v for s, v in enumerate(values)}, val={str(s): v for s, v in enumerate(values)},
-                 best_epoch={'0': 2, '1': 2, '2': 2}, trainable_params=1, params=2)
-            for mode, values in zip(MODES, (full, chans, space))]
-    return {'quick': False, 'parts': {'modes': dict(rows=rows, resnet_base=16, wall_time_s=1.0)}}
 
 
 def _convergence(convmixer, resnet):
@@ -235,11 +225,27 @@ def test_holm_rejects_step_down_and_beyond_p_is_one_sided():
     assert beyond_p(t_interval([5.0]), 2.0, above=True) == 1.0  # one value: no evidence
 
 
-def test_space_far_worse_needs_more_than_the_margin():
-    verdict = compare_space
-    assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [80, 81, 80.5]))[0].verdict == HOLDS
-    assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [88, 88.7, 88.1]))[0].verdict == PARTLY
-    assert verdict(_modes([90] * 3, [89, 89.5, 88.8], [89.5, 88.9, 89.3]))[0].verdict == FAILS
+def _space_part(convmixer_space, resnet_space):
+    """Part convergence_space: Chans at 90% in both families after 2,400 updates, Space at the given per-seed
+    accuracies."""
+    def family(config, space):
+        rows = [dict(mode=mode, epochs=8, optimizer_steps=2400, test={str(s): v for s, v in enumerate(values)},
+                     best_epoch={str(s): 7 for s in range(3)}) for mode, values in (('chans', [90, 90.4, 89.8]),
+                                                                                   ('space', space))]
+        return dict(config=config, rows=rows)
+    return {'parts': {'convergence_space': dict(families={'ConvMixer': family('ConvMixer', convmixer_space),
+                                                          'SepResNet': family('SepResNet', resnet_space)})}}
+
+
+def test_space_far_worse_reads_the_longest_length_of_both_families_against_the_margin():
+    assert SPACE_FAR_WORSE.needs == ('convergence_space',) and rules()['far_worse']['points'] == 5.0
+    far, close, level = [80, 81, 80.5], [88, 88.7, 88.1], [90.1, 89.9, 90.2]
+    judged = compare_far_worse(_space_part(far, far))
+    assert [c.config for c in judged] == ['ConvMixer, 2,400 updates', 'SepResNet, 2,400 updates']
+    assert [c.verdict for c in judged] == [HOLDS, HOLDS] and SPACE_FAR_WORSE.judge(judged) == HOLDS
+    assert SPACE_FAR_WORSE.judge(compare_far_worse(_space_part(far, close))) == PARTLY
+    judged = SPACE_FAR_WORSE.corrected(compare_far_worse(_space_part(level, level)))
+    assert [c.verdict for c in judged] == [FAILS, FAILS] and SPACE_FAR_WORSE.judge(judged) == FAILS
 
 
 def test_space_unshuffling_is_judged_against_chans_at_the_registered_margin():
@@ -434,6 +440,14 @@ def test_quick_study_end_to_end(tmp_path):
     for name in ('convergence_convmixer', 'convergence_resnet'):
         assert {(r['mode'], r['optimizer_steps']) for r in parts[name]['rows']} == {
             (mode, epochs * 4) for mode in ('full', 'chans') for epochs in QUICK.convergence_epochs}
+    space = parts['convergence_space']['families']  # Space beside the same Chans runs, at the longest length
+    assert list(space) == ['ConvMixer', 'SepResNet']
+    assert all({(r['mode'], r['optimizer_steps']) for r in family['rows']} == {
+        ('chans', 4 * max(QUICK.convergence_epochs)), ('space', 4 * max(QUICK.convergence_epochs))}
+        for family in space.values())
+    chans_runs = {r['run'] for family in space.values() for r in family['rows'] if r['mode'] == 'chans'}
+    assert chans_runs <= {r['run'] for name in ('convergence_convmixer', 'convergence_resnet')
+                          for r in parts[name]['rows']}
     assert {r['mode'] for r in parts['widths']['rows']} == set(MODES)
     assert set(parts['robustness_resnet']['families']) == {'SepResNet'}
     assert set(parts['robustness_convmixer']['families']) == {'ConvMixer'}

@@ -1,13 +1,15 @@
-""" Parts `convergence_convmixer` and `convergence_resnet`: Full and Chans trained for four lengths
+""" Parts `convergence_convmixer` and `convergence_resnet`: Full and Chans trained for four lengths; part
+`convergence_space`: Space beside Chans at the longest
 
 The short runs of part `modes` stop after a few hundred updates, where the Full-Chans gap tracks the error rate;
 the "nearly" verdict reads the longest length here instead, under the margins of `preregistration.yaml`. Every
 length is a run of its own (its cosine schedule ends where it stops), three paired seeds each, on a training
 split sized so that an epoch is a round number of optimizer updates; each run records its update count. The
-two families are two parts so that each runs (and is committed) within an hour.
+two families are two parts so that each runs (and is committed) within an hour. The "far worse" verdict on Space
+reads the longest length too, in a third part that trains Space there for both families.
 """
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 
@@ -21,33 +23,51 @@ from ..stats import FAILS, HOLDS, OPEN, PARTLY, Interval, paired, ratio
 
 MODES = ('full', 'chans')
 FAMILIES = {'convergence_convmixer': 'ConvMixer', 'convergence_resnet': 'SepResNet'}
+SPACE_PART_NAME = 'convergence_space'
 FIGURE = 'reproduction_convergence.png'
+
+
+def _models(family: str, r, modes) -> Tuple[str, Dict[str, tuple]]:
+    """The configuration's label, and per mode its (run name stem, timm model name, model kwargs)."""
+    if family == 'ConvMixer':
+        return f'ConvMixer depth {r.convmixer_depth}', {
+            mode: (f'convmixer-d{r.convmixer_depth}', CONVMIXER.format(mode=mode), convmixer_kwargs(r)) for mode in modes}
+    n = r.resnet_depths[0]
+    return f'SepResNet n = {n}, base width {r.resnet_base}', {
+        mode: (f'resnet-n{n}-b{r.resnet_base}', resnet_model(mode), resnet_kwargs(n, r.resnet_base)) for mode in modes}
+
+
+def _train(study: Study, part: str, families, modes, lengths) -> Dict[str, Tuple[str, List[dict]]]:
+    """Per family: its configuration label and one row per (length, mode), each with its update count."""
+    r = study.recipe
+    plan = {family: _models(family, r, modes) for family in families}
+    names = {(family, epochs, mode): f'convergence-{models[mode][0]}-{mode}-e{epochs}'
+             for family, (_, models) in plan.items() for epochs in lengths for mode in modes}
+    jobs = [job for (family, epochs, mode), name in names.items()
+            for job in study.seeds(name, *plan[family][1][mode][1:], train_split=r.convergence_train_split,
+                                   epochs=epochs)]
+    runs = study.train_all(part, jobs)
+    out = {family: (config, []) for family, (config, _) in plan.items()}
+    for (family, epochs, mode), name in names.items():
+        steps = {runs[f'{name}-s{seed}']['optimizer_steps'] for seed in r.seeds}
+        out[family][1].append(dict(mode=mode, epochs=epochs, optimizer_steps=steps.pop(), **study.row(runs, name)))
+    return out
 
 
 def _measure(part: str):
     def measure(study: Study) -> dict:
         r = study.recipe
-        if FAMILIES[part] == 'ConvMixer':
-            config = f'ConvMixer depth {r.convmixer_depth}'
-            models = {mode: (f'convmixer-d{r.convmixer_depth}', CONVMIXER.format(mode=mode), convmixer_kwargs(r))
-                      for mode in MODES}
-        else:
-            n = r.resnet_depths[0]
-            config = f'SepResNet n = {n}, base width {r.resnet_base}'
-            models = {mode: (f'resnet-n{n}-b{r.resnet_base}', resnet_model(mode), resnet_kwargs(n, r.resnet_base))
-                      for mode in MODES}
-        names = {(epochs, mode): f'convergence-{models[mode][0]}-{mode}-e{epochs}'
-                 for epochs in r.convergence_epochs for mode in MODES}
-        jobs = [job for (epochs, mode), name in names.items()
-                for job in study.seeds(name, *models[mode][1:], train_split=r.convergence_train_split, epochs=epochs)]
-        runs = study.train_all(part, jobs)
-        rows = []
-        for (epochs, mode), name in names.items():
-            row = study.row(runs, name)
-            steps = {runs[f'{name}-s{seed}']['optimizer_steps'] for seed in r.seeds}
-            rows.append(dict(mode=mode, epochs=epochs, optimizer_steps=steps.pop(), **row))
+        (config, rows), = _train(study, part, [FAMILIES[part]], MODES, r.convergence_epochs).values()
         return dict(family=FAMILIES[part], config=config, train_split=r.convergence_train_split, rows=rows)
     return measure
+
+
+def measure_space(study: Study) -> dict:
+    """Space beside Chans at the longest length, both families (the Chans runs are the parts' above)."""
+    r = study.recipe
+    trained = _train(study, SPACE_PART_NAME, FAMILIES.values(), ('chans', 'space'), [max(r.convergence_epochs)])
+    return dict(train_split=r.convergence_train_split,
+                families={family: dict(config=config, rows=rows) for family, (config, rows) in trained.items()})
 
 
 def _by_length(part: dict) -> Dict[int, Dict[str, dict]]:
@@ -98,10 +118,47 @@ CHANS_NEAR_FULL = Claim(
     verdict=nearly_verdict, needs_all=True)
 
 
+def compare_far_worse(results: dict) -> List[Comparison]:
+    """Per family at the longest length: Chans - Space test top-1 against the registered margin
+    (`preregistration.yaml`, `far_worse`)."""
+    margin = rules()['far_worse']['points']
+    out = []
+    for family in results['parts'][SPACE_PART_NAME]['families'].values():
+        (steps, rows), = _by_length(family).items()
+        out.append(compared(f'{family["config"]}, {steps:,} updates', 'Chans - Space, test top-1',
+                            paired(rows['chans']['test'], rows['space']['test']), ' points', 'exceeds', margin))
+    return out
+
+
+SPACE_FAR_WORSE = Claim(
+    'space_far_worse', 'Space is far worse than Chans', (SPACE_PART_NAME,), compare_far_worse,
+    f'at the longest training length, holds when Chans - Space lies above {rules()["far_worse"]["points"]:g} points '
+    'for both families; partly when above 0 but below that margin (or in one family only); fails when below the '
+    'margin with 0 inside or below')
+
+
+def space_lines(results: dict, verdicts: Verdicts) -> List[str]:
+    """Space beside Chans at the longest length, and the verdict that reads them."""
+    if SPACE_PART_NAME not in results['parts']:
+        return []
+    header = ['configuration', 'updates', 'Chans test top-1 (%)', 'Space test top-1 (%)', 'Chans - Space (points)',
+              'epoch validation chose, per seed (Chans; Space)']
+    body = []
+    for family in results['parts'][SPACE_PART_NAME]['families'].values():
+        (steps, rows), = _by_length(family).items()
+        chans, space = rows['chans'], rows['space']
+        body.append([family['config'], f'{steps:,}', mean_cell(chans['test']), mean_cell(space['test']),
+                     paired(chans['test'], space['test']).text(),
+                     f'{", ".join(str(e + 1) for e in chans["best_epoch"].values())}; '
+                     f'{", ".join(str(e + 1) for e in space["best_epoch"].values())} of {space["epochs"]}'])
+    return ['Space trained at the longest length beside the same Chans runs:', '', markdown_table(header, body), '',
+            *verdict_blocks(verdicts, SPACE_FAR_WORSE.key)]
+
+
 def section(results: dict, verdicts: Verdicts) -> List[str]:
     nearly = rules()['nearly']
-    ran = next(results['parts'][name] for name in FAMILIES if name in results['parts'])
-    out = ['## 2. Accuracy against training length: Full and Chans', '',
+    ran = next(results['parts'][name] for name in (*FAMILIES, SPACE_PART_NAME) if name in results['parts'])
+    out = ['## 2. Accuracy against training length: Full, Chans and Space', '',
            f'The short runs above stop after a few hundred updates. Here Full and Chans train for '
            f'{len(ran["recipe"]["convergence_epochs"])} lengths, each a run of its own whose cosine schedule ends '
            f'where it stops, with {len(ran["recipe"]["seeds"])} paired seeds each, on `{ran["train_split"]}`. The '
@@ -122,7 +179,7 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
                          f'{", ".join(str(e + 1) for e in chans["best_epoch"].values())} of {full["epochs"]}'])
     out += [markdown_table(header, body), '', f'![Full - Chans against training length]({FIGURE})', '']
     out += verdict_blocks(verdicts, CHANS_NEAR_FULL.key)
-    return out
+    return out + space_lines(results, verdicts)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -153,6 +210,7 @@ def plot(results: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-CONVMIXER_PART = Part('convergence_convmixer', _measure('convergence_convmixer'), shows=tuple(FAMILIES),
-                      section=section, figures={FIGURE: plot})
+CONVMIXER_PART = Part('convergence_convmixer', _measure('convergence_convmixer'),
+                      shows=(*FAMILIES, SPACE_PART_NAME), section=section, figures={FIGURE: plot})
 RESNET_PART = Part('convergence_resnet', _measure('convergence_resnet'))
+SPACE_PART = Part(SPACE_PART_NAME, measure_space)

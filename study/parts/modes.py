@@ -1,18 +1,16 @@
 """ Part `modes`: Full vs Chans vs Space on a ConvMixer and a separable ResNet (and the dense ResNet)
 
 Its report section shows the accuracy of every mode configuration the study trained, the width sweep's
-included, and judges Space far worse than Chans on them; their Full - Chans gaps are shown beside the "nearly"
-verdict, which reads the converged runs of the convergence parts.
+included; their Full - Chans and Chans - Space gaps are shown, not judged: the "nearly" and "far worse" verdicts
+read the longest runs of the convergence parts.
 """
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 
-from ..claims import Claim, Comparison, compared
 from ..part import Part
 from ..recipe import CONVMIXER, DENSE, MODES, convmixer_kwargs, resnet_kwargs, resnet_model, resnet_name
-from ..rules import rules
 from ..runs import Study
 from ..sections import MODE_NAMES, Verdicts, mean_cell, recipe_of, verdict_blocks
 from ..stats import paired, t_interval
@@ -53,19 +51,6 @@ def accuracy_configs(results: dict) -> List[Tuple[str, Dict[str, dict]]]:
     return configs
 
 
-def compare_space(results: dict) -> List[Comparison]:
-    margin = rules()['far_worse']['points']
-    return [compared(config, 'Chans - Space, test top-1', iv, ' points', 'exceeds', margin)
-            for config, rows in accuracy_configs(results)
-            for iv in [paired(rows['chans']['test'], rows['space']['test'])]]
-
-
-SPACE_FAR_WORSE = Claim(
-    'space_far_worse', 'Space is far worse than Chans', ('modes', 'widths'), compare_space,
-    f'holds when Chans - Space lies above {rules()["far_worse"]["points"]:g} points; partly when above 0 but '
-    'below that margin; fails when below the margin with 0 inside or below')
-
-
 def mode_table(configs: List[Tuple[str, Dict[str, dict]]], epochs: int) -> str:
     header = ['configuration', 'mode', 'test top-1 (%)', 'validation (%)',
               f'epoch validation chose, per seed (of {epochs})', 'trainable / all parameters']
@@ -83,12 +68,13 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
            'ConvMixers; Space is far worse; with extra-wide ResNets the gap shrinks.', '',
            'Test top-1 and validation accuracy (%), mean ± 95% interval half-width over seeds; the best epoch is '
            'chosen on validation.', '', mode_table(configs, recipe_of(results)['epochs']), '', f'![accuracy]({ACCURACY_FIGURE})', '']
-    out += ['Full - Chans after these short runs (shown, not judged: the "nearly" verdict reads the longest '
-            'training length of section 2): ' + '; '.join(
-                f'{config}: {paired(rows["full"]["test"], rows["chans"]["test"]).text(" points")}'
-                for config, rows in configs) + '.', '']
+    for first, second, claim in (('full', 'chans', '"nearly"'), ('chans', 'space', '"far worse"')):
+        out += [f'{MODE_NAMES[first]} - {MODE_NAMES[second]} after these short runs (shown, not judged: the {claim} '
+                'verdict reads the longest training length of section 2): ' + '; '.join(
+                    f'{config}: {paired(rows[first]["test"], rows[second]["test"]).text(" points")}'
+                    for config, rows in configs) + '.', '']
     # the width claim is part widths', shown here beside the rows it is judged on
-    out += verdict_blocks(verdicts, SPACE_FAR_WORSE.key, 'width')
+    out += verdict_blocks(verdicts, 'width')
     dense = [(config, paired(rows['dense']['test'], rows['chans']['test'])) for config, rows in configs
              if 'dense' in rows]
     if dense:
