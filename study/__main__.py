@@ -4,7 +4,7 @@
     python -m study --part modes widths   # these parts (again), then the report
     python -m study --quick               # the same experiments, tiny, on the embedded sample (minutes)
 
-An application of timm_frozenmix, not part of the installed package. Each part (one module of `study.parts`)
+An application of timm_frozenmix, not part of the installed package. Each part (defined in a module of `study.parts`)
 runs on its own and its numbers go into `reproduction.json` as soon as it finishes; the report (`reproduction.md`
 and its figures) is rendered from that file alone by `study.report`. Finished training runs are reused by every
 later part and invocation with the same recipe, so an interrupted study resumes.

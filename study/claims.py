@@ -49,6 +49,7 @@ class Claim:
     bar: str  # the rule, in words
     verdict: Callable[[List[Comparison]], str] = None  # from the comparisons; default: combine over them
     needs_all: bool = False  # judged only once every part in `needs` has run (default: once any has)
+    at_longest: bool = False  # judged on the longest training of its parts' runs (the others are shown)
 
     def ready(self, parts) -> bool:
         """Whether the parts that have run (names) are enough to judge the claim."""

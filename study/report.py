@@ -70,7 +70,7 @@ def _budget(results: dict, claim: Claim) -> str:
     runs = [run for part in claim.needs if part in results['parts'] for run in results['parts'][part]['runs'].values()]
     if not runs:
         return ''
-    if claim.needs_all:  # judged at the longest training of its parts
+    if claim.at_longest:
         longest = max(run['settings']['epochs'] for run in runs)
         runs = [run for run in runs if run['settings']['epochs'] == longest]
     budgets = sorted({(run['settings']['epochs'], run['settings']['train_split']) for run in runs})
@@ -137,9 +137,9 @@ def render(results: dict) -> str:
         'against the claim\'s bar. Whether Chans is "nearly" as accurate as Full follows the rule registered in '
         f'`study/{PREREGISTRATION.name}` (printed below): at the longest training length, within '
         f'{nearly["absolute_points"]:g} points of top-1 and an error ratio below {nearly["error_ratio"]:g}. '
-        'Elsewhere "nearly" means within '
-        f'{registered["unshuffle"]["psnr_db"]:g} dB of PSNR, "far worse" more than '
-        f'{registered["far_worse"]["points"]:g} points worse, and smoothing must gain more than '
+        f'"Far worse" is read at the same length: more than {registered["far_worse"]["points"]:g} points worse. '
+        'In un-shuffling, "nearly" means within '
+        f'{registered["unshuffle"]["psnr_db"]:g} dB of PSNR, and smoothing must gain more than '
         f'{registered["smoothing"]["relative_gain"] - 1:.0%} relative (the paper\'s bar). A '
         'difference whose interval contains 0 is never a ranking: such a claim is "not established". Over several '
         'configurations, the verdict is "partly" when some hold and others do not. A "does not hold here" needs '

@@ -1,6 +1,7 @@
 """ The study's parts in the order they run and appear in the report, and its claims in the report's order
 
-Each part is one module: its runs, the claims judged on its numbers, its report section and figures.
+Each module holds one part, or the parts of one experiment split to fit an hour each: their runs, the claims
+judged on their numbers, their report section and figures.
 """
 from typing import Dict, List
 

@@ -30,8 +30,9 @@ FIGURE = 'reproduction_convergence.png'
 def _models(family: str, r, modes) -> Tuple[str, Dict[str, tuple]]:
     """The configuration's label, and per mode its (run name stem, timm model name, model kwargs)."""
     if family == 'ConvMixer':
+        stem = f'convmixer-d{r.convmixer_depth}'
         return f'ConvMixer depth {r.convmixer_depth}', {
-            mode: (f'convmixer-d{r.convmixer_depth}', CONVMIXER.format(mode=mode), convmixer_kwargs(r)) for mode in modes}
+            mode: (stem, CONVMIXER.format(mode=mode), convmixer_kwargs(r)) for mode in modes}
     n = r.resnet_depths[0]
     return f'SepResNet n = {n}, base width {r.resnet_base}', {
         mode: (f'resnet-n{n}-b{r.resnet_base}', resnet_model(mode), resnet_kwargs(n, r.resnet_base)) for mode in modes}
@@ -115,7 +116,7 @@ CHANS_NEAR_FULL = Claim(
     'at the longest training length, for both families, Full - Chans lies below {absolute_points:g} points and the '
     'Chans/Full error ratio below {error_ratio:g} (holds); does not hold when one lies above its margin '
     '(Holm-corrected over its four comparisons); partly when some hold'.format(**rules()['nearly']),
-    verdict=nearly_verdict, needs_all=True)
+    verdict=nearly_verdict, needs_all=True, at_longest=True)
 
 
 def compare_far_worse(results: dict) -> List[Comparison]:
@@ -134,13 +135,11 @@ SPACE_FAR_WORSE = Claim(
     'space_far_worse', 'Space is far worse than Chans', (SPACE_PART_NAME,), compare_far_worse,
     f'at the longest training length, holds when Chans - Space lies above {rules()["far_worse"]["points"]:g} points '
     'for both families; partly when above 0 but below that margin (or in one family only); fails when below the '
-    'margin with 0 inside or below')
+    'margin with 0 inside or below', at_longest=True)
 
 
-def space_lines(results: dict, verdicts: Verdicts) -> List[str]:
+def space_section(results: dict, verdicts: Verdicts) -> List[str]:
     """Space beside Chans at the longest length, and the verdict that reads them."""
-    if SPACE_PART_NAME not in results['parts']:
-        return []
     header = ['configuration', 'updates', 'Chans test top-1 (%)', 'Space test top-1 (%)', 'Chans - Space (points)',
               'epoch validation chose, per seed (Chans; Space)']
     body = []
@@ -151,14 +150,15 @@ def space_lines(results: dict, verdicts: Verdicts) -> List[str]:
                      paired(chans['test'], space['test']).text(),
                      f'{", ".join(str(e + 1) for e in chans["best_epoch"].values())}; '
                      f'{", ".join(str(e + 1) for e in space["best_epoch"].values())} of {space["epochs"]}'])
-    return ['Space trained at the longest length beside the same Chans runs:', '', markdown_table(header, body), '',
-            *verdict_blocks(verdicts, SPACE_FAR_WORSE.key)]
+    return ['### Space at the longest length', '',
+            'Space trained as long as the longest runs above, beside the same Chans runs (test top-1, %):', '',
+            markdown_table(header, body), '', *verdict_blocks(verdicts, SPACE_FAR_WORSE.key)]
 
 
 def section(results: dict, verdicts: Verdicts) -> List[str]:
     nearly = rules()['nearly']
-    ran = next(results['parts'][name] for name in (*FAMILIES, SPACE_PART_NAME) if name in results['parts'])
-    out = ['## 2. Accuracy against training length: Full, Chans and Space', '',
+    ran = next(results['parts'][name] for name in FAMILIES if name in results['parts'])
+    out = ['## 2. Accuracy against training length: Full and Chans', '',
            f'The short runs above stop after a few hundred updates. Here Full and Chans train for '
            f'{len(ran["recipe"]["convergence_epochs"])} lengths, each a run of its own whose cosine schedule ends '
            f'where it stops, with {len(ran["recipe"]["seeds"])} paired seeds each, on `{ran["train_split"]}`. The '
@@ -178,8 +178,7 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
                          f'{", ".join(str(e + 1) for e in full["best_epoch"].values())}; '
                          f'{", ".join(str(e + 1) for e in chans["best_epoch"].values())} of {full["epochs"]}'])
     out += [markdown_table(header, body), '', f'![Full - Chans against training length]({FIGURE})', '']
-    out += verdict_blocks(verdicts, CHANS_NEAR_FULL.key)
-    return out + space_lines(results, verdicts)
+    return out + verdict_blocks(verdicts, CHANS_NEAR_FULL.key)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -210,7 +209,7 @@ def plot(results: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-CONVMIXER_PART = Part('convergence_convmixer', _measure('convergence_convmixer'),
-                      shows=(*FAMILIES, SPACE_PART_NAME), section=section, figures={FIGURE: plot})
+CONVMIXER_PART = Part('convergence_convmixer', _measure('convergence_convmixer'), shows=tuple(FAMILIES),
+                      section=section, figures={FIGURE: plot})
 RESNET_PART = Part('convergence_resnet', _measure('convergence_resnet'))
-SPACE_PART = Part(SPACE_PART_NAME, measure_space)
+SPACE_PART = Part(SPACE_PART_NAME, measure_space, section=space_section)

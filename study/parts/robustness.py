@@ -81,9 +81,11 @@ def _measure(part: str):
 
 
 def merged(results: dict) -> dict:
-    """The robustness numbers of the parts that have run, their families merged in part order."""
+    """The robustness numbers of the parts that have run, their families merged in part order; each family
+    carries the smoothing sigma its part ran with (two parts may have run with different recipes)."""
     ran = [results['parts'][name] for name in FAMILIES if name in results['parts']]
-    return dict(ran[0], families={family: numbers for part in ran for family, numbers in part['families'].items()})
+    return dict(ran[0], families={family: dict(numbers, sigma=part['sigma'])
+                                  for part in ran for family, numbers in part['families'].items()})
 
 
 def attack_models(study: Study, models: Dict[str, str], settings: dict, seed: int) -> dict:
@@ -133,9 +135,9 @@ def compare_smoothing(results: dict) -> List[Comparison]:
     """Per family: smoothed / plain Chans accuracy at the largest eps for each registered attack against the
     registered relative gain, and the clean cost against its margin (`preregistration.yaml`, `smoothing`)."""
     robustness, rule = merged(results), rules()['smoothing']
-    smoothed = f'chans, sigma {robustness["sigma"]:g}'
     out = []
     for name, family in robustness['families'].items():
+        smoothed = f'chans, sigma {family["sigma"]:g}'
         first = next(iter(family['seeds'].values()))
         for attack in rule['attacks']:
             evaluation = 'weak' if attack in first['weak']['models']['chans']['accuracy'] else 'strong'
@@ -171,15 +173,12 @@ SMOOTHING = Claim(
 
 def setting(recipe: dict) -> List[str]:
     return [
-        f'- Robustness on the SepResNet with n = {recipe["resnet_depths"][0]} (as in the paper) and on the ConvMixer: '
-        f'{recipe["robust_samples"]} test images, FGSM and PGD-2 without random start (step 1.25 eps) at eps '
-        f'{recipe["eps"]}; FGSM-defended models trained on FGSM examples at {recipe["strong_eps"]}; smoothing with '
-        f'sigma {recipe["sigma"]:g}; PGD-10 as the strong attack'
-        + (f' ({recipe["pgd_restarts"]} random restarts), AutoAttack on {recipe["autoattack_samples"]} images of '
-           f'every model and seed, each seed on its own random images, and a PGD-10 sweep to eps '
-           f'{recipe["sweep_eps"].split(",")[-1]}.' if 'pgd_restarts' in recipe else
-           f'; AutoAttack on {recipe["autoattack_samples"]} images of one seed as a masking check, one fixed '
-           'subset of images for every seed.')]
+        f'- Robustness on the SepResNet with n = {recipe["resnet_depths"][0]} (as in the paper) and on the ConvMixer, '
+        f'one part each: {recipe["robust_samples"]} test images, FGSM and PGD-2 without random start (step 1.25 '
+        f'eps) at eps {recipe["eps"]}; FGSM-defended models trained on FGSM examples at {recipe["strong_eps"]}; '
+        f'smoothing with sigma {recipe["sigma"]:g}; PGD-10 with {recipe["pgd_restarts"]} random restarts as the '
+        f'strong attack, the standard AutoAttack on {recipe["autoattack_samples"]} images of every model and seed, '
+        f'each seed on its own random images, and a PGD-10 sweep to eps {recipe["sweep_eps"].split(",")[-1]}.']
 
 
 def section(results: dict, verdicts: Verdicts) -> List[str]:
@@ -201,34 +200,27 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
             cells += [mean_cell(attack_accuracy(family, label, 'strong', 'PGD-10', len(strong['eps']) - 1))]
             body.append([label, *cells])
         out += [f'### {name}', '',
-                f'Top-1 (%) on {weak["num_samples"]} test images ({robustness.get("images", "one fixed subset")}), '
+                f'Top-1 (%) on {weak["num_samples"]} test images ({robustness["images"]}), '
                 'mean ± 95% interval half-width over seeds:', '', markdown_table(header, body), '',
-                *autoattack_lines(robustness, family), *sweep_lines(family), *monitor_lines(family),
+                *autoattack_lines(family), *sweep_lines(family), *monitor_lines(family),
                 *warning_lines(robustness, family)]
     out += [f'![robustness]({ROBUSTNESS_FIGURE})', '']
+    waiting = [name for name in FAMILIES if name not in results['parts']]
+    if waiting:  # the verdicts compare both families' parts
+        return out + [f'The robustness and smoothing verdicts are judged once part {", ".join(waiting)} has run '
+                      'too.', '']
     return out + verdict_blocks(verdicts, ROBUST.key) + robust_beside(results) + verdict_blocks(verdicts, SMOOTHING.key)
 
 
-def autoattack_lines(robustness: dict, family: dict) -> List[str]:
-    """AutoAttack beside PGD-10 on the same images: every model of every seed (or, as recorded before, the models
-    of one seed)."""
-    per_seed = 'autoattack' in next(iter(family['seeds'].values()))
-    if per_seed:
-        aa = next(iter(family['seeds'].values()))['autoattack']
-        body = [[label, *(mean_cell({s: runs['autoattack']['models'][label][key] if key == 'clean_accuracy' else
-                                     runs['autoattack']['models'][label]['accuracy'][key][-1]
-                                     for s, runs in family['seeds'].items()})
-                          for key in ('clean_accuracy', 'PGD-10', 'AutoAttack'))] for label in aa['models']]
-        what = f'every seed, {aa["num_samples"]} images each, mean ± 95% interval half-width'
-    else:
-        aa = family['autoattack']
-        body = [[label, f'{r["clean_accuracy"]:.2f}', f'{r["accuracy"]["PGD-10"][-1]:.2f}',
-                 f'{r["accuracy"]["AutoAttack"][-1]:.2f}'] for label, r in aa['models'].items()]
-        what = f'seed {robustness["autoattack"]["seed"]}, {aa["num_samples"]} images'
-    # runs before 0.3.0 used torchattacks' AutoAttack class, not the standard suite (whose settings name it)
-    version = ('Standard AutoAttack' if 'definition' in aa['attacks']['AutoAttack'] else
-               "AutoAttack as torchattacks' AutoAttack class ran it (10 iterations per component, not the standard)")
-    return [f'{version} beside PGD-10, {what}, eps {aa["eps_labels"][-1]}:', '',
+def autoattack_lines(family: dict) -> List[str]:
+    """The standard AutoAttack beside PGD-10 on the same images, every model of every seed."""
+    aa = next(iter(family['seeds'].values()))['autoattack']
+    body = [[label, *(mean_cell({s: runs['autoattack']['models'][label][key] if key == 'clean_accuracy' else
+                                 runs['autoattack']['models'][label]['accuracy'][key][-1]
+                                 for s, runs in family['seeds'].items()})
+                      for key in ('clean_accuracy', 'PGD-10', 'AutoAttack'))] for label in aa['models']]
+    return [f'Standard AutoAttack beside PGD-10, every seed, {aa["num_samples"]} images each, mean ± 95% interval '
+            f'half-width, eps {aa["eps_labels"][-1]}:', '',
             markdown_table(['model', 'clean', attack_name(aa, 'PGD-10'), 'AutoAttack'], body), '']
 
 
@@ -237,8 +229,6 @@ NEAR_ZERO = 5.0  # % top-1: what "near 0%" means for the eps sweep's largest rad
 
 def sweep_lines(family: dict) -> List[str]:
     """PGD-10 over growing eps on seed 0: an attack that works drives every model near 0% (a sanity check)."""
-    if 'sweep' not in family:
-        return []
     sweep = family['sweep']
     body = [[label, *(f'{v:.1f}' for v in r['accuracy']['PGD-10'])] for label, r in sweep['models'].items()]
     above = [label for label, r in sweep['models'].items() if r['accuracy']['PGD-10'][-1] > NEAR_ZERO]
@@ -267,10 +257,7 @@ def monitor_lines(family: dict) -> List[str]:
 def warning_lines(robustness: dict, family: dict) -> List[str]:
     """Every gradient-masking warning of every evaluation: PGD weaker than FGSM, AutoAttack far below PGD."""
     warnings = [f'seed {seed}, {w}' for seed, runs in family['seeds'].items()
-                for evaluation in ('weak', 'strong', 'autoattack') if evaluation in runs
-                for w in runs[evaluation]['warnings']]
-    if 'autoattack' in family:  # recorded before AutoAttack ran on every seed
-        warnings += [f'seed {robustness["autoattack"]["seed"]}, {w}' for w in family['autoattack']['warnings']]
+                for evaluation in ('weak', 'strong', 'autoattack') for w in runs[evaluation]['warnings']]
     if warnings:
         return [f'Gradient-masking warnings: {"; ".join(warnings)}', '']
     return ['No gradient-masking warning: PGD-2 and PGD-10 are at least as strong as FGSM for every seed and eps, '
@@ -286,8 +273,7 @@ def robust_beside(results: dict) -> List[str]:
     body = []
     for name, family in robustness['families'].items():
         first = next(iter(family['seeds'].values()))
-        attacks = [('weak', 'FGSM'), ('weak', 'PGD-2')] + ([('autoattack', 'AutoAttack')] if 'autoattack' in first
-                                                            else [])
+        attacks = [('weak', 'FGSM'), ('weak', 'PGD-2'), ('autoattack', 'AutoAttack')]
         for chans, full in (('chans', 'full'), ('chans, FGSM-trained', 'full, FGSM-trained')):
             for evaluation, attack in attacks:
                 i = largest_eps(first, evaluation)

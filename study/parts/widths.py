@@ -1,7 +1,8 @@
 """ Part `widths`: the width sweep of the separable ResNet in every mode, Space included
 
-Its rows join the accuracy section of part `modes`, which judges Chans and Space on them too; this part judges
-whether the Full-Chans gap shrinks as the ResNet gets wider, by its trend over every width of the sweep.
+Its rows join the accuracy section of part `modes`, which shows their Full - Chans and Chans - Space gaps; this
+part judges whether the Full-Chans gap shrinks as the ResNet gets wider, by its trend over every width of the
+sweep.
 """
 import math
 import statistics
