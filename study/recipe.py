@@ -133,3 +133,12 @@ def resnet_model(mode: str) -> str:
 def resnet_name(n: int, base: int, mode: str) -> str:
     """The run name of a ResNet configuration, shared by every part that trains it."""
     return f'resnet-n{n}-b{base}-{mode}'
+
+
+def family_model(family: str, recipe, mode: str) -> Tuple[str, str, dict]:
+    """Run name, timm model name and model kwargs of the study's main configuration of `family` ('ConvMixer',
+    or 'SepResNet' with n = resnet_depths[0] and the recipe's base width) in `mode`."""
+    if family == 'ConvMixer':
+        return f'convmixer-d{recipe.convmixer_depth}-{mode}', CONVMIXER.format(mode=mode), convmixer_kwargs(recipe)
+    n = recipe.resnet_depths[0]
+    return resnet_name(n, recipe.resnet_base, mode), resnet_model(mode), resnet_kwargs(n, recipe.resnet_base)

@@ -15,7 +15,7 @@ from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 
 from ..claims import Claim, Comparison, compared
 from ..part import Part
-from ..recipe import CONVMIXER, convmixer_kwargs, resnet_kwargs, resnet_model
+from ..recipe import family_model
 from ..rules import rules
 from ..runs import Study
 from ..sections import Verdicts, mean_cell, verdict_blocks
@@ -27,28 +27,22 @@ SPACE_PART_NAME = 'convergence_space'
 FIGURE = 'reproduction_convergence.png'
 
 
-def _models(family: str, r, modes) -> Tuple[str, Dict[str, tuple]]:
-    """The configuration's label, and per mode its (run name stem, timm model name, model kwargs)."""
-    if family == 'ConvMixer':
-        stem = f'convmixer-d{r.convmixer_depth}'
-        return f'ConvMixer depth {r.convmixer_depth}', {
-            mode: (stem, CONVMIXER.format(mode=mode), convmixer_kwargs(r)) for mode in modes}
-    n = r.resnet_depths[0]
-    return f'SepResNet n = {n}, base width {r.resnet_base}', {
-        mode: (f'resnet-n{n}-b{r.resnet_base}', resnet_model(mode), resnet_kwargs(n, r.resnet_base)) for mode in modes}
+def _label(family: str, r) -> str:
+    return (f'ConvMixer depth {r.convmixer_depth}' if family == 'ConvMixer'
+            else f'SepResNet n = {r.resnet_depths[0]}, base width {r.resnet_base}')
 
 
 def _train(study: Study, part: str, families, modes, lengths) -> Dict[str, Tuple[str, List[dict]]]:
     """Per family: its configuration label and one row per (length, mode), each with its update count."""
     r = study.recipe
-    plan = {family: _models(family, r, modes) for family in families}
-    names = {(family, epochs, mode): f'convergence-{models[mode][0]}-{mode}-e{epochs}'
-             for family, (_, models) in plan.items() for epochs in lengths for mode in modes}
+    models = {(family, mode): family_model(family, r, mode) for family in families for mode in modes}
+    names = {(family, epochs, mode): f'convergence-{models[family, mode][0]}-e{epochs}'
+             for family in families for epochs in lengths for mode in modes}
     jobs = [job for (family, epochs, mode), name in names.items()
-            for job in study.seeds(name, *plan[family][1][mode][1:], train_split=r.convergence_train_split,
+            for job in study.seeds(name, *models[family, mode][1:], train_split=r.convergence_train_split,
                                    epochs=epochs)]
     runs = study.train_all(part, jobs)
-    out = {family: (config, []) for family, (config, _) in plan.items()}
+    out = {family: (_label(family, r), []) for family in families}
     for (family, epochs, mode), name in names.items():
         steps = {runs[f'{name}-s{seed}']['optimizer_steps'] for seed in r.seeds}
         out[family][1].append(dict(mode=mode, epochs=epochs, optimizer_steps=steps.pop(), **study.row(runs, name)))

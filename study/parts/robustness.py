@@ -19,7 +19,7 @@ from timm_frozenmix.io.reporting import attack_name, markdown_table, new_figure,
 
 from ..claims import Claim, Comparison, all_required, compared
 from ..part import Part
-from ..recipe import CONVMIXER, convmixer_kwargs, resnet_kwargs, resnet_model, resnet_name
+from ..recipe import family_model
 from ..rules import rules
 from ..runs import Study
 from ..sections import Verdicts, mean_cell, verdict_blocks
@@ -44,19 +44,14 @@ def _measure(part: str):
         r = study.recipe
         strong_eps = eps_list(r.strong_eps)[0][1]
         family = FAMILIES[part]
-        if family == 'SepResNet':
-            name_of, model_of = (lambda mode: resnet_name(r.resnet_depths[0], r.resnet_base, mode)), resnet_model
-            kwargs = resnet_kwargs(r.resnet_depths[0], r.resnet_base)
-        else:
-            name_of, model_of, kwargs = (lambda mode: f'convmixer-d{r.convmixer_depth}-{mode}'), CONVMIXER.format, \
-                convmixer_kwargs(r)
         variants = {'full': ('full', '', {}), 'chans': ('chans', '', {}),
                     'full, FGSM-trained': ('full', '-fgsm', dict(adv_train='fgsm', adv_eps=strong_eps)),
                     'chans, FGSM-trained': ('chans', '-fgsm', dict(adv_train='fgsm', adv_eps=strong_eps)),
                     f'chans, sigma {r.sigma:g}': ('chans', f'-sigma{r.sigma:g}', dict(smooth_sigma=r.sigma))}
-        labels = {label: name_of(mode) + suffix for label, (mode, suffix, _) in variants.items()}
-        jobs = [job for label, (mode, _, settings) in variants.items()
-                for job in study.seeds(labels[label], model_of(mode=mode), kwargs, **settings)]
+        models = {label: family_model(family, r, mode) for label, (mode, _, _) in variants.items()}
+        labels = {label: models[label][0] + suffix for label, (_, suffix, _) in variants.items()}
+        jobs = [job for label, (_, _, settings) in variants.items()
+                for job in study.seeds(labels[label], *models[label][1:], **settings)]
         study.train_all(part, jobs)
         weak = dict(attacks=['fgsm', 'pgd'], pgd_steps=2, pgd_random_start=False, eps=eps_list(r.eps),
                     num_samples=r.robust_samples)
