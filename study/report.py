@@ -125,7 +125,7 @@ def render(results: dict) -> str:
         f'- Time: {sum(times.values()) / 60:.1f} min for the {len(parts)} of {len(PARTS)} parts run so far ('
         + ', '.join(f'{name} {times[name] / 60:.1f}' for name in PARTS if name in times)
         + ' min). A part counts the training time each of its runs took when it was trained (a run shared by '
-        'two parts counts in the first), plus its own evaluation.',
+        'two parts counts in the first), plus its own evaluation. ' + time_budget(times, len(parts) == len(PARTS)),
         *([f'- **Stale:** {", ".join(results["stale"])}: run with an earlier recipe (recipe fields they read have '
            'changed since; see the registered changes). Their numbers are shown as measured; `python -m study` '
            'reruns them.'] if results.get('stale') else []),
@@ -209,6 +209,18 @@ def _scope(results: dict) -> List[str]:
             f'{seeds} seeds give wide t intervals (the t factor is {factor:.1f}), so only large effects are '
             'established. The robustness numbers come from attacks of a fixed budget on a subset of the test '
             'images; AutoAttack is a check for gradient masking, not a verdict.', '']
+
+
+def time_budget(times: Dict[str, float], complete: bool) -> str:
+    """The registered time budget (`budget` in the pre-registration) against the part times `times` (seconds)."""
+    budget = rules()['budget']
+    total, part = budget['total_minutes'], budget['part_minutes']
+    over = [f'{name} {seconds / 60:.1f} min' for name, seconds in times.items() if seconds / 60 > part]
+    within_total = sum(times.values()) / 60 <= total
+    verdict = ('within it' if within_total and not over else 'over it: ' + '; '.join(
+        ([] if within_total else [f'{sum(times.values()) / 60:.1f} min in total']) + over))
+    return (f'Budget (registered): {total:g} min in total and {part:g} min per part, each part run alone on the '
+            f'machine; {"the study is" if complete else "the parts so far are"} {verdict}.')
 
 
 def part_times(results: dict) -> Dict[str, float]:

@@ -431,6 +431,17 @@ def test_the_budget_names_the_update_count_when_only_some_runs_recorded_it():
     assert 'get wider after 3 epochs on `train[:10000]` (234 updates), 3 seeds' in widths
 
 
+def test_the_time_budget_names_the_total_and_every_part_over_the_registered_limits():
+    budget = rules()['budget']
+    part, total = budget['part_minutes'] * 60, budget['total_minutes'] * 60
+    assert study_report.time_budget({'modes': part, 'cost': 1.0}, False).endswith('the parts so far are within it.')
+    over = study_report.time_budget({'modes': part + 60, 'widths': part}, True)
+    assert over.endswith(f'the study is over it: modes {part / 60 + 1:.1f} min.')
+    parts = dict.fromkeys(PARTS, part)
+    assert len(PARTS) * part > total
+    assert f'over it: {len(PARTS) * part / 60:.1f} min in total.' in study_report.time_budget(parts, True)
+
+
 def test_robustness_verdicts_wait_for_both_families():
     assert ROBUST.needs == SMOOTHING.needs == ('robustness_resnet', 'robustness_convmixer')
     assert not ROBUST.ready({'robustness_resnet': {}}) and not SMOOTHING.ready({'robustness_convmixer': {}})
