@@ -135,6 +135,12 @@ def resnet_name(n: int, base: int, mode: str) -> str:
     return f'resnet-n{n}-b{base}-{mode}'
 
 
+def config_label(family: str, depth: int, base_width: int) -> str:
+    """How the report names a configuration: 'ConvMixer depth 2' or 'SepResNet n = 1, base width 16' (the
+    ConvMixer has no base width)."""
+    return f'ConvMixer depth {depth}' if family == 'ConvMixer' else f'SepResNet n = {depth}, base width {base_width}'
+
+
 def family_model(family: str, recipe, mode: str) -> Tuple[str, str, dict]:
     """Run name, timm model name and model kwargs of the study's main configuration of `family` ('ConvMixer',
     or 'SepResNet' with n = resnet_depths[0] and the recipe's base width) in `mode`."""

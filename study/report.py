@@ -215,10 +215,10 @@ def time_budget(times: Dict[str, float], complete: bool) -> str:
     """The registered time budget (`budget` in the pre-registration) against the part times `times` (seconds)."""
     budget = rules()['budget']
     total, part = budget['total_minutes'], budget['part_minutes']
-    over = [f'{name} {seconds / 60:.1f} min' for name, seconds in times.items() if seconds / 60 > part]
-    within_total = sum(times.values()) / 60 <= total
-    verdict = ('within it' if within_total and not over else 'over it: ' + '; '.join(
-        ([] if within_total else [f'{sum(times.values()) / 60:.1f} min in total']) + over))
+    minutes = sum(times.values()) / 60
+    over = ([] if minutes <= total else [f'{minutes:.1f} min in total']) + [
+        f'{name} {seconds / 60:.1f} min' for name, seconds in times.items() if seconds / 60 > part]
+    verdict = 'over it: ' + '; '.join(over) if over else 'within it'
     return (f'Budget (registered): {total:g} min in total and {part:g} min per part, each part run alone on the '
             f'machine; {"the study is" if complete else "the parts so far are"} {verdict}.')
 

@@ -15,7 +15,7 @@ from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 
 from ..claims import Claim, Comparison, compared
 from ..part import Part
-from ..recipe import family_model
+from ..recipe import config_label, family_model
 from ..rules import rules
 from ..runs import Study
 from ..sections import Verdicts, mean_cell, verdict_blocks
@@ -25,11 +25,6 @@ MODES = ('full', 'chans')
 FAMILIES = {'convergence_convmixer': 'ConvMixer', 'convergence_resnet': 'SepResNet'}
 SPACE_PART_NAME = 'convergence_space'
 FIGURE = 'reproduction_convergence.png'
-
-
-def _label(family: str, r) -> str:
-    return (f'ConvMixer depth {r.convmixer_depth}' if family == 'ConvMixer'
-            else f'SepResNet n = {r.resnet_depths[0]}, base width {r.resnet_base}')
 
 
 def _train(study: Study, part: str, families, modes, lengths) -> Dict[str, Tuple[str, List[dict]]]:
@@ -42,7 +37,8 @@ def _train(study: Study, part: str, families, modes, lengths) -> Dict[str, Tuple
             for job in study.seeds(name, *models[family, mode][1:], train_split=r.convergence_train_split,
                                    epochs=epochs)]
     runs = study.train_all(part, jobs)
-    out = {family: (_label(family, r), []) for family in families}
+    depth = {'ConvMixer': r.convmixer_depth, 'SepResNet': r.resnet_depths[0]}
+    out = {family: (config_label(family, depth[family], r.resnet_base), []) for family in families}
     for (family, epochs, mode), name in names.items():
         steps = {runs[f'{name}-s{seed}']['optimizer_steps'] for seed in r.seeds}
         out[family][1].append(dict(mode=mode, epochs=epochs, optimizer_steps=steps.pop(), **study.row(runs, name)))

@@ -10,7 +10,7 @@ from typing import Dict, List, Tuple
 from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 
 from ..part import Part
-from ..recipe import CONVMIXER, DENSE, MODES, convmixer_kwargs, resnet_kwargs, resnet_model, resnet_name
+from ..recipe import CONVMIXER, DENSE, MODES, config_label, convmixer_kwargs, resnet_kwargs, resnet_model, resnet_name
 from ..runs import Study
 from ..sections import MODE_NAMES, Verdicts, mean_cell, recipe_of, verdict_blocks
 from ..stats import paired, t_interval
@@ -38,16 +38,14 @@ def accuracy_configs(results: dict) -> List[Tuple[str, Dict[str, dict]]]:
         modes = parts['modes']
         for family, depth in dict.fromkeys((r['family'], r['depth']) for r in modes['rows']):
             rows = {r['mode']: r for r in modes['rows'] if (r['family'], r['depth']) == (family, depth)}
-            label = (f'ConvMixer depth {depth}' if family == 'ConvMixer'
-                     else f'SepResNet n = {depth}, base width {modes["resnet_base"]}')
-            configs.append((label, rows))
+            configs.append((config_label(family, depth, modes['resnet_base']), rows))
             seen.add(rows['full']['run'])
     if 'widths' in parts:
         widths = parts['widths']
         for base in dict.fromkeys(r['base_width'] for r in widths['rows']):
             rows = {r['mode']: r for r in widths['rows'] if r['base_width'] == base}
             if rows['full']['run'] not in seen:
-                configs.append((f'SepResNet n = {widths["depth"]}, base width {base}', rows))
+                configs.append((config_label('SepResNet', widths['depth'], base), rows))
     return configs
 
 
