@@ -49,8 +49,10 @@ class Im2colSeparable(torch.autograd.Function):
     giving the d-times-wider activation Z as an (in * d, N * L) matrix; the pointwise weight (out, in * d)
     multiplies Z. Depthwise convolutions with a depth multiplier are slow kernels and composing the dense weight
     costs a weight-sized transpose, so where feature maps are small (the last stages of a ResNet) this beats
-    both. Only `x` is saved: the patches and Z are recomputed in the backward, whose ops are all differentiable,
-    so double backward works. `x` comes padded as `padding` says.
+    both. `x` is saved and the patches recomputed in the backward, whose ops are all differentiable, so double
+    backward works. Where only the pointwise weight learns (channel mixing, the paper's Chans mode) Z is saved
+    too: the backward then needs neither the patches nor a second depthwise product, unless it builds a graph
+    (double backward), where Z is recomputed from `x`. `x` comes padded as `padding` says.
     """
 
     @staticmethod
@@ -64,7 +66,8 @@ class Im2colSeparable(torch.autograd.Function):
         y = torch.mm(weight, z) if bias is None else torch.addmm(bias[:, None], weight, z)  # (out, N * L)
         out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
         out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-        ctx.save_for_backward(x, depthwise_weight, pointwise_weight)
+        keep_z = ctx.needs_input_grad[2] and not ctx.needs_input_grad[1]  # Z is all the weight gradient needs
+        ctx.save_for_backward(x, depthwise_weight, pointwise_weight, z if keep_z else None)
         ctx.geometry = (kernel_size, dilation, padding, stride)
         ctx.has_bias = bias is not None
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
@@ -73,7 +76,7 @@ class Im2colSeparable(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, depthwise_weight, pointwise_weight = ctx.saved_tensors
+        x, depthwise_weight, pointwise_weight, z = ctx.saved_tensors
         kernel_size, dilation, padding, stride = ctx.geometry
         n, in_c = x.shape[:2]
         out_c, mid_c = pointwise_weight.shape[:2]
@@ -81,10 +84,15 @@ class Im2colSeparable(torch.autograd.Function):
         bank = depthwise_weight.reshape(in_c, mid_c // in_c, k2)
         weight = pointwise_weight.reshape(out_c, mid_c)
         grad_y = grad_out.transpose(0, 1).reshape(out_c, -1)  # (out, N * L)
-        cols = unfold_columns(x, kernel_size, dilation, padding, stride).reshape(in_c, k2, -1)
+        if torch.is_grad_enabled():  # a saved Z has no graph back to x and the depthwise weight
+            z = None
+        recompute_z = ctx.needs_input_grad[2] and z is None
+        cols = (unfold_columns(x, kernel_size, dilation, padding, stride).reshape(in_c, k2, -1)
+                if recompute_z or ctx.needs_input_grad[1] else None)
         grad_x = grad_dw = grad_pw = grad_bias = None
         if ctx.needs_input_grad[2]:
-            z = torch.bmm(bank, cols).reshape(mid_c, -1)
+            if recompute_z:
+                z = torch.bmm(bank, cols).reshape(mid_c, -1)
             grad_pw = torch.mm(grad_y, z.t()).reshape(pointwise_weight.shape)
             del z
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
