@@ -125,7 +125,8 @@ def render(results: dict) -> str:
         f'- Time: {sum(times.values()) / 60:.1f} min for the {len(parts)} of {len(PARTS)} parts run so far ('
         + ', '.join(f'{name} {times[name] / 60:.1f}' for name in PARTS if name in times)
         + ' min). A part counts the training time each of its runs took when it was trained (a run shared by '
-        'two parts counts in the first), plus its own evaluation. ' + time_budget(times, len(parts) == len(PARTS)),
+        'two parts counts in the first), plus its own evaluation. ' + time_budget(
+            times, len(parts) == len(PARTS), {name: parts[name].get('others_cpu_share') for name in times}),
         *([f'- **Stale:** {", ".join(results["stale"])}: run with an earlier recipe (recipe fields they read have '
            'changed since; see the registered changes). Their numbers are shown as measured; `python -m study` '
            'reruns them.'] if results.get('stale') else []),
@@ -211,16 +212,22 @@ def _scope(results: dict) -> List[str]:
             'images; AutoAttack is a check for gradient masking, not a verdict.', '']
 
 
-def time_budget(times: Dict[str, float], complete: bool) -> str:
-    """The registered time budget (`budget` in the pre-registration) against the part times `times` (seconds)."""
+def time_budget(times: Dict[str, float], complete: bool, shares: Dict[str, Optional[float]]) -> str:
+    """The registered time budget (`budget` in the pre-registration) against the part times `times` (seconds)
+    and `shares`, each part's `others_cpu_share` (None where the part has no record of it)."""
     budget = rules()['budget']
-    total, part = budget['total_minutes'], budget['part_minutes']
+    total, part, alone = budget['total_minutes'], budget['part_minutes'], budget['alone_others_cpu_share']
     minutes = sum(times.values()) / 60
     over = ([] if minutes <= total else [f'{minutes:.1f} min in total']) + [
-        f'{name} {seconds / 60:.1f} min' for name, seconds in times.items() if seconds / 60 > part]
+        f'{name} {seconds / 60:.1f} min' for name, seconds in times.items() if seconds / 60 > part] + [
+        f'{name} not run alone (other processes used {share:.0%} of the CPU time)'
+        for name, share in shares.items() if share is not None and share > alone]
     verdict = 'over it: ' + '; '.join(over) if over else 'within it'
+    unrecorded = [name for name, share in shares.items() if share is None]
     return (f'Budget (registered): {total:g} min in total and {part:g} min per part, each part run alone on the '
-            f'machine; {"the study is" if complete else "the parts so far are"} {verdict}.')
+            f'machine (other processes at most {alone:.0%} of the CPU time); '
+            f'{"the study is" if complete else "the parts so far are"} {verdict}.'
+            + (f' Not recorded whether it ran alone: {", ".join(unrecorded)}.' if unrecorded else ''))
 
 
 def part_times(results: dict) -> Dict[str, float]:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -167,18 +168,47 @@ def machine() -> dict:
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
 
+def machine_busy_seconds() -> Optional[float]:
+    """CPU seconds every process of the machine has used since boot, from Linux's /proc/stat (None elsewhere)."""
+    try:
+        fields = [int(v) for v in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields[:3]) + sum(fields[5:7])  # user, nice, system, irq, softirq: not idle, iowait, steal, guest
+    return busy / os.sysconf('SC_CLK_TCK')
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process and its finished children (data loader workers) have used."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def others_cpu_share(busy_before: Optional[float], own_before: float, seconds: float) -> Optional[float]:
+    """The share (0-1) of the machine's CPU time that other processes used over the last `seconds`, given the
+    machine's busy and this process's CPU seconds at their start: whether a part ran alone (None off Linux)."""
+    busy = machine_busy_seconds()
+    if busy is None or busy_before is None or seconds <= 0:
+        return None
+    others = (busy - busy_before) - (own_cpu_seconds() - own_before)
+    return min(1.0, max(0.0, others / (seconds * (os.cpu_count() or 1))))
+
+
 def run_part(measure: Callable[[Study], dict], recipe: Recipe, output: Path, workers: int) -> dict:
     """One part's numbers (what `measure` returns), with its recipe and the fields of it that `measure` read
     (`recipe_read`), machine and times: `wall_time_s` of this invocation, of which `training_s` trained the runs in
-    `trained_runs`; every run records its own training time."""
+    `trained_runs` (every run records its own training time), and `others_cpu_share`, the share of the machine's
+    CPU time other processes used meanwhile (`others_cpu_share`)."""
     tracked = RecipeReads(recipe)
     study = Study(tracked, output, workers)
     started = datetime.now(timezone.utc)
+    busy, own = machine_busy_seconds(), own_cpu_seconds()
     start = time.perf_counter()
     numbers = measure(study)
     elapsed = time.perf_counter() - start
     return dict(numbers, recipe=asdict(recipe), recipe_read=sorted(tracked.read),
                 train_flags=as_flags(TRAIN_SETTINGS), machine=machine(),
                 started=started.isoformat(timespec='seconds'), wall_time_s=elapsed,
+                others_cpu_share=others_cpu_share(busy, own, elapsed),
                 reused_runs=study.reused, trained_runs=study.trained,
                 training_s=sum(study.runs[name]['wall_time_s'] for name in study.trained), runs=study.runs)

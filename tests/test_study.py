@@ -3,9 +3,11 @@ import ast
 import importlib
 import json
 import math
+import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from study.parts.unshuffle import compare_space as compare_unshuffle_space
 from study.parts.widths import shrink_per_doubling
 from study.recipe import CONVMIXER, FULL, MODES, QUICK, RecipeReads, convmixer_kwargs, part_ran_with, same_recipe
 from study.rules import rules
-from study.runs import Job, Study
+from study.runs import Job, Study, machine_busy_seconds, others_cpu_share, own_cpu_seconds
 from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, beyond_p, combine, exceeds, exceeds_ratio, holm, paired,
                          ratio, t_interval, welch, within)
 
@@ -433,13 +435,44 @@ def test_the_budget_names_the_update_count_when_only_some_runs_recorded_it():
 
 def test_the_time_budget_names_the_total_and_every_part_over_the_registered_limits():
     budget = rules()['budget']
-    part, total = budget['part_minutes'] * 60, budget['total_minutes'] * 60
-    assert study_report.time_budget({'modes': part, 'cost': 1.0}, False).endswith('the parts so far are within it.')
-    over = study_report.time_budget({'modes': part + 60, 'widths': part}, True)
+    part, total, alone = budget['part_minutes'] * 60, budget['total_minutes'] * 60, budget['alone_others_cpu_share']
+    def check(times, complete, shares=None):
+        return study_report.time_budget(times, complete, shares or dict.fromkeys(times, 0.0))
+    assert check({'modes': part, 'cost': 1.0}, False).endswith('the parts so far are within it.')
+    over = check({'modes': part + 60, 'widths': part}, True)
     assert over.endswith(f'the study is over it: modes {part / 60 + 1:.1f} min.')
     parts = dict.fromkeys(PARTS, part)
     assert len(PARTS) * part > total
-    assert f'over it: {len(PARTS) * part / 60:.1f} min in total.' in study_report.time_budget(parts, True)
+    assert f'over it: {len(PARTS) * part / 60:.1f} min in total.' in check(parts, True)
+    # a part timed beside other work is over it however short; one without a record is named, not judged
+    busy = check({'modes': 60.0, 'cost': 1.0}, True, {'modes': alone + 0.05, 'cost': None})
+    assert f'over it: modes not run alone (other processes used {alone + 0.05:.0%}' in busy
+    assert busy.endswith('Not recorded whether it ran alone: cost.')
+    assert check({'modes': 60.0}, True, {'modes': alone}).endswith('the study is within it.')
+
+
+def test_others_cpu_share_is_the_machine_s_busy_time_less_this_process_s(monkeypatch):
+    import study.runs as runs
+    monkeypatch.setattr(runs.os, 'cpu_count', lambda: 2)
+    monkeypatch.setattr(runs, 'machine_busy_seconds', lambda: 130.0)  # 30 s busy since the part started ...
+    monkeypatch.setattr(runs, 'own_cpu_seconds', lambda: 25.0)  # ... of which this process used 20
+    assert runs.others_cpu_share(100.0, 5.0, 50.0) == pytest.approx(10.0 / 100.0)
+    assert runs.others_cpu_share(None, 5.0, 50.0) is None  # no record at the start: none at the end
+    monkeypatch.setattr(runs, 'own_cpu_seconds', lambda: 40.0)  # clock granularity: never below 0
+    assert runs.others_cpu_share(100.0, 5.0, 50.0) == 0.0
+
+
+@pytest.mark.skipif(machine_busy_seconds() is None, reason='the machine\'s CPU time is read from Linux\'s /proc/stat')
+def test_others_cpu_share_sees_another_process_spinning():
+    spin = 'import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass'
+    busy, own = machine_busy_seconds(), own_cpu_seconds()
+    start = time.perf_counter()
+    other = subprocess.Popen([sys.executable, '-c', spin])
+    os.waitid(os.P_PID, other.pid, os.WEXITED | os.WNOWAIT)  # ended, not yet reaped (then it would count as ours)
+    elapsed = time.perf_counter() - start
+    share = others_cpu_share(busy, own, elapsed)
+    other.wait()
+    assert share * elapsed * (os.cpu_count() or 1) >= 0.7  # of its 1 s of CPU time; other load only adds
 
 
 def test_robustness_verdicts_wait_for_both_families():
