@@ -179,7 +179,7 @@ def machine_busy_seconds() -> Optional[float]:
 
 
 def own_cpu_seconds() -> float:
-    """CPU seconds this process and its finished children (data loader workers) have used."""
+    """CPU seconds this process and its reaped children (data loader workers, once joined) have used."""
     return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                    resource.getrusage(resource.RUSAGE_CHILDREN)))
 
@@ -198,7 +198,7 @@ def run_part(measure: Callable[[Study], dict], recipe: Recipe, output: Path, wor
     """One part's numbers (what `measure` returns), with its recipe and the fields of it that `measure` read
     (`recipe_read`), machine and times: `wall_time_s` of this invocation, of which `training_s` trained the runs in
     `trained_runs` (every run records its own training time), and `others_cpu_share`, the share of the machine's
-    CPU time other processes used meanwhile (`others_cpu_share`)."""
+    CPU time other processes used meanwhile."""
     tracked = RecipeReads(recipe)
     study = Study(tracked, output, workers)
     started = datetime.now(timezone.utc)
