@@ -126,7 +126,7 @@ def render(results: dict) -> str:
         + ', '.join(f'{name} {times[name] / 60:.1f}' for name in PARTS if name in times)
         + ' min). A part counts the training time each of its runs took when it was trained (a run shared by '
         'two parts counts in the first), plus its own evaluation. ' + time_budget(
-            times, len(parts) == len(PARTS), {name: parts[name].get('others_cpu_share') for name in times}),
+            times, len(parts) == len(PARTS), part_shares(results)),
         *([f'- **Stale:** {", ".join(results["stale"])}: run with an earlier recipe (recipe fields they read have '
            'changed since; see the registered changes). Their numbers are shown as measured; `python -m study` '
            'reruns them.'] if results.get('stale') else []),
@@ -220,7 +220,7 @@ def time_budget(times: Dict[str, float], complete: bool, shares: Dict[str, Optio
     minutes = sum(times.values()) / 60
     over = ([] if minutes <= total else [f'{minutes:.1f} min in total']) + [
         f'{name} {seconds / 60:.1f} min' for name, seconds in times.items() if seconds / 60 > part] + [
-        f'{name} not run alone (other processes used {share:.0%} of the CPU time)'
+        f'{name} not run alone (other processes used {share:.1%} of the CPU time)'
         for name, share in shares.items() if share is not None and share > alone]
     verdict = 'over it: ' + '; '.join(over) if over else 'within it'
     unrecorded = [name for name, share in shares.items() if share is None]
@@ -230,18 +230,33 @@ def time_budget(times: Dict[str, float], complete: bool, shares: Dict[str, Optio
             + (f' Not recorded whether it ran alone: {", ".join(unrecorded)}.' if unrecorded else ''))
 
 
-def part_times(results: dict) -> Dict[str, float]:
-    """Seconds per part: the training time of the runs it uses that no earlier part used, plus the time it spent
-    on anything but training when it ran."""
-    times, counted = {}, set()
+def counted_runs(results: dict) -> Dict[str, List[str]]:
+    """Per part that has run, the runs whose training counts in its time: those it uses that no earlier part used."""
+    counts, counted = {}, set()
     for name in PARTS:
-        part = results['parts'].get(name)
-        if part is None:
-            continue
-        runs = [run for run in part['runs'] if run not in counted]
-        counted.update(runs)
-        times[name] = sum(part['runs'][run]['wall_time_s'] for run in runs) + part['wall_time_s'] - part['training_s']
-    return times
+        if name in results['parts']:
+            counts[name] = [run for run in results['parts'][name]['runs'] if run not in counted]
+            counted.update(counts[name])
+    return counts
+
+
+def part_times(results: dict) -> Dict[str, float]:
+    """Seconds per part: the training time of its counted runs (`counted_runs`), plus the time it spent on
+    anything but training when it ran."""
+    parts = results['parts']
+    return {name: sum(parts[name]['runs'][run]['wall_time_s'] for run in runs)
+            + parts[name]['wall_time_s'] - parts[name]['training_s'] for name, runs in counted_runs(results).items()}
+
+
+def part_shares(results: dict) -> Dict[str, Optional[float]]:
+    """Per part, the largest `others_cpu_share` over the time it counts: its own run and its counted runs, which
+    an earlier invocation may have trained; None where any of them has no record."""
+    parts, shares = results['parts'], {}
+    for name, runs in counted_runs(results).items():
+        recorded = [parts[name].get('others_cpu_share')] + [parts[name]['runs'][run].get('others_cpu_share')
+                                                              for run in runs]
+        shares[name] = None if None in recorded else max(recorded)
+    return shares
 
 
 def write_report(results: dict, folder: Path, drawn: Optional[Dict[str, Path]] = None) -> List[Path]:

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import timm
 import torch
@@ -109,7 +109,7 @@ class Study:
                 raise UsageError(f'{folder} exists but is no training run of this study: move it out of the way')
             shutil.rmtree(folder)
         _logger.info(f'Run {job.name}: {settings}')
-        start = time.perf_counter()
+        readings, start = cpu_readings(), time.perf_counter()
         run = training.setup(config)
         training.train(run)
         test = self.test_metric(run)
@@ -123,6 +123,7 @@ class Study:
             trainable_params=sum(p.numel() for p in run.model.parameters() if p.requires_grad),
             params=sum(p.numel() for p in run.model.parameters()), wall_time_s=time.perf_counter() - start,
             optimizer_steps=config.epochs * training.updates_per_epoch(len(run.loader_train), config))
+        result['others_cpu_share'] = others_cpu_share(readings, result['wall_time_s'])
         write_json(folder / 'study_run.json', result)
         self.runs[job.name] = result
         self.trained.append(job.name)
@@ -168,29 +169,33 @@ def machine() -> dict:
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
 
-def machine_busy_seconds() -> Optional[float]:
-    """CPU seconds every process of the machine has used since boot, from Linux's /proc/stat (None elsewhere)."""
+def busy_seconds(stat_line: str, ticks_per_second: int) -> float:
+    """The busy CPU seconds of the "cpu" line of Linux's /proc/stat: user, nice, system, irq, softirq and steal
+    (time the hypervisor gave to others slows a part as much as a process beside it); not idle, iowait, guest
+    (already counted in user)."""
+    ticks = [int(v) for v in stat_line.split()[1:]]
+    return (sum(ticks[:3]) + sum(ticks[5:8])) / ticks_per_second
+
+
+def cpu_readings() -> Tuple[Optional[float], float]:
+    """(busy CPU seconds of the whole machine since boot, None off Linux; CPU seconds of this process and its
+    reaped children, such as joined data loader workers). Containers see the host's CPUs in /proc/stat."""
     try:
-        fields = [int(v) for v in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = sum(fields[:3]) + sum(fields[5:7])  # user, nice, system, irq, softirq: not idle, iowait, steal, guest
-    return busy / os.sysconf('SC_CLK_TCK')
+        busy = busy_seconds(Path('/proc/stat').read_text().split('\n', 1)[0], os.sysconf('SC_CLK_TCK'))
+    except (OSError, ValueError, IndexError):
+        busy = None
+    own = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return busy, own
 
 
-def own_cpu_seconds() -> float:
-    """CPU seconds this process and its reaped children (data loader workers, once joined) have used."""
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
-
-
-def others_cpu_share(busy_before: Optional[float], own_before: float, seconds: float) -> Optional[float]:
-    """The share (0-1) of the machine's CPU time that other processes used over the last `seconds`, given the
-    machine's busy and this process's CPU seconds at their start: whether a part ran alone (None off Linux)."""
-    busy = machine_busy_seconds()
+def others_cpu_share(before: Tuple[Optional[float], float], seconds: float) -> Optional[float]:
+    """The share (0-1) of the machine's CPU time that other processes used over the last `seconds`, from the
+    `cpu_readings()` taken at their start: whether a run or part ran alone (None off Linux)."""
+    (busy_before, own_before), (busy, own) = before, cpu_readings()
     if busy is None or busy_before is None or seconds <= 0:
         return None
-    others = (busy - busy_before) - (own_cpu_seconds() - own_before)
+    others = (busy - busy_before) - (own - own_before)
     return min(1.0, max(0.0, others / (seconds * (os.cpu_count() or 1))))
 
 
@@ -198,17 +203,17 @@ def run_part(measure: Callable[[Study], dict], recipe: Recipe, output: Path, wor
     """One part's numbers (what `measure` returns), with its recipe and the fields of it that `measure` read
     (`recipe_read`), machine and times: `wall_time_s` of this invocation, of which `training_s` trained the runs in
     `trained_runs` (every run records its own training time), and `others_cpu_share`, the share of the machine's
-    CPU time other processes used meanwhile."""
+    CPU time other processes used meanwhile (every run records its own too)."""
     tracked = RecipeReads(recipe)
     study = Study(tracked, output, workers)
     started = datetime.now(timezone.utc)
-    busy, own = machine_busy_seconds(), own_cpu_seconds()
+    readings = cpu_readings()
     start = time.perf_counter()
     numbers = measure(study)
     elapsed = time.perf_counter() - start
     return dict(numbers, recipe=asdict(recipe), recipe_read=sorted(tracked.read),
                 train_flags=as_flags(TRAIN_SETTINGS), machine=machine(),
                 started=started.isoformat(timespec='seconds'), wall_time_s=elapsed,
-                others_cpu_share=others_cpu_share(busy, own, elapsed),
+                others_cpu_share=others_cpu_share(readings, elapsed),
                 reused_runs=study.reused, trained_runs=study.trained,
                 training_s=sum(study.runs[name]['wall_time_s'] for name in study.trained), runs=study.runs)

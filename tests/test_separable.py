@@ -84,7 +84,7 @@ def test_im2col_keeps_the_input_memory_format():
     torch.testing.assert_close(out, sep.execute('fused', x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize('learn', ['full', 'channels'])  # channels: the backward reads a saved Z
+@pytest.mark.parametrize('learn', ['full', 'channels'])  # channels: Z is saved, and recomputed for double backward
 def test_im2col_supports_double_backward(learn):
     sep = SeparableConv2d.from_conv(nn.Conv2d(3, 4, 3, padding=1), depth_multiplier=2, learn=learn).double()
     x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)

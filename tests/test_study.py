@@ -23,7 +23,7 @@ from study.parts.unshuffle import compare_space as compare_unshuffle_space
 from study.parts.widths import shrink_per_doubling
 from study.recipe import CONVMIXER, FULL, MODES, QUICK, RecipeReads, convmixer_kwargs, part_ran_with, same_recipe
 from study.rules import rules
-from study.runs import Job, Study, machine_busy_seconds, others_cpu_share, own_cpu_seconds
+from study.runs import Job, Study, busy_seconds, cpu_readings, others_cpu_share
 from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, beyond_p, combine, exceeds, exceeds_ratio, holm, paired,
                          ratio, t_interval, welch, within)
 
@@ -446,33 +446,48 @@ def test_the_time_budget_names_the_total_and_every_part_over_the_registered_limi
     assert f'over it: {len(PARTS) * part / 60:.1f} min in total.' in check(parts, True)
     # a part timed beside other work is over it however short; one without a record is named, not judged
     busy = check({'modes': 60.0, 'cost': 1.0}, True, {'modes': alone + 0.05, 'cost': None})
-    assert f'over it: modes not run alone (other processes used {alone + 0.05:.0%}' in busy
+    assert f'over it: modes not run alone (other processes used {alone + 0.05:.1%}' in busy
     assert busy.endswith('Not recorded whether it ran alone: cost.')
     assert check({'modes': 60.0}, True, {'modes': alone}).endswith('the study is within it.')
+
+
+def test_busy_seconds_reads_the_working_columns_of_proc_stat():
+    # user nice system idle iowait irq softirq steal guest guest_nice, in clock ticks
+    assert busy_seconds('cpu  100 20 30 5000 40 6 7 8 90 9', 100) == pytest.approx((100 + 20 + 30 + 6 + 7 + 8) / 100)
 
 
 def test_others_cpu_share_is_the_machine_s_busy_time_less_this_process_s(monkeypatch):
     import study.runs as runs
     monkeypatch.setattr(runs.os, 'cpu_count', lambda: 2)
-    monkeypatch.setattr(runs, 'machine_busy_seconds', lambda: 130.0)  # 30 s busy since the part started ...
-    monkeypatch.setattr(runs, 'own_cpu_seconds', lambda: 25.0)  # ... of which this process used 20
-    assert runs.others_cpu_share(100.0, 5.0, 50.0) == pytest.approx(10.0 / 100.0)
-    assert runs.others_cpu_share(None, 5.0, 50.0) is None  # no record at the start: none at the end
-    monkeypatch.setattr(runs, 'own_cpu_seconds', lambda: 40.0)  # clock granularity: never below 0
-    assert runs.others_cpu_share(100.0, 5.0, 50.0) == 0.0
+    monkeypatch.setattr(runs, 'cpu_readings', lambda: (130.0, 25.0))  # 30 s busy since the start, 20 of them ours
+    assert runs.others_cpu_share((100.0, 5.0), 50.0) == pytest.approx(10.0 / 100.0)
+    assert runs.others_cpu_share((None, 5.0), 50.0) is None  # no record at the start: none at the end
+    assert runs.others_cpu_share((100.0, 5.0), 4.0) == 1.0  # at most all of it
+    monkeypatch.setattr(runs, 'cpu_readings', lambda: (130.0, 40.0))  # clock granularity: never below 0
+    assert runs.others_cpu_share((100.0, 5.0), 50.0) == 0.0
 
 
-@pytest.mark.skipif(machine_busy_seconds() is None, reason='the machine\'s CPU time is read from Linux\'s /proc/stat')
+@pytest.mark.skipif(cpu_readings()[0] is None, reason='the machine\'s CPU time is read from Linux\'s /proc/stat')
 def test_others_cpu_share_sees_another_process_spinning():
     spin = 'import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass'
-    busy, own = machine_busy_seconds(), own_cpu_seconds()
-    start = time.perf_counter()
+    readings, start = cpu_readings(), time.perf_counter()
     other = subprocess.Popen([sys.executable, '-c', spin])
     os.waitid(os.P_PID, other.pid, os.WEXITED | os.WNOWAIT)  # ended, not yet reaped (then it would count as ours)
     elapsed = time.perf_counter() - start
-    share = others_cpu_share(busy, own, elapsed)
+    share = others_cpu_share(readings, elapsed)
     other.wait()
     assert share * elapsed * (os.cpu_count() or 1) >= 0.7  # of its 1 s of CPU time; other load only adds
+
+
+def test_a_part_s_share_covers_the_runs_it_counts_even_when_an_earlier_invocation_trained_them():
+    run = dict(wall_time_s=10.0, others_cpu_share=0.5)  # trained beside other work, then reused
+    parts = {'modes': dict(runs={'a': run, 'b': dict(run, others_cpu_share=0.0)}, wall_time_s=1.0, training_s=0.0,
+                           others_cpu_share=0.0),
+             'widths': dict(runs={'a': run, 'c': dict(run, others_cpu_share=None)}, wall_time_s=1.0, training_s=0.0,
+                            others_cpu_share=0.0)}
+    shares = study_report.part_shares(dict(parts=parts))
+    assert shares == {'modes': 0.5, 'widths': None}  # widths counts c only, which has no record
+    assert study_report.part_times(dict(parts=parts)) == {'modes': 21.0, 'widths': 11.0}
 
 
 def test_robustness_verdicts_wait_for_both_families():
