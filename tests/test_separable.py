@@ -84,6 +84,17 @@ def test_im2col_keeps_the_input_memory_format():
     torch.testing.assert_close(out, sep.execute('fused', x), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize('learn', ['full', 'channels', 'spatial'])
+def test_im2col_saves_the_depthwise_product_only_where_the_pointwise_weight_alone_learns(learn):
+    sep = SeparableConv2d.from_conv(nn.Conv2d(6, 10, 3, padding=1), depth_multiplier=9, learn=learn)
+    x = torch.randn(2, 6, 2, 2)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        sep.execute('im2col', x)
+    z_shape = (6 * 9, 2 * 2 * 2)  # (in * d, N * L): the backward then skips the unfold and the depthwise product
+    assert (z_shape in saved) == (learn == 'channels')
+
+
 @pytest.mark.parametrize('learn', ['full', 'channels'])  # channels: Z is saved, and recomputed for double backward
 def test_im2col_supports_double_backward(learn):
     sep = SeparableConv2d.from_conv(nn.Conv2d(3, 4, 3, padding=1), depth_multiplier=2, learn=learn).double()
