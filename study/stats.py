@@ -76,6 +76,17 @@ def ratio(a: List[float], b: List[float]) -> Interval:
     return Interval(math.exp(logs.mean), math.exp(logs.low), math.exp(logs.high), logs.n)
 
 
+def slope_per_doubling(values: Dict[float, float]) -> float:
+    """The least-squares slope of `values` (e.g. a gap in points, a PSNR in dB) against log2 of their keys (a
+    width, a depth): the change per doubling of the key, read over every key. Raises ValueError for fewer than
+    two distinct keys."""
+    xs = [math.log2(key) for key in values]
+    if len(set(xs)) < 2:
+        raise ValueError(f'a slope needs at least two distinct keys, got {sorted(values)}')
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(values.values())
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, values.values())) / sum((x - mean_x) ** 2 for x in xs)
+
+
 def beyond_p(interval: Interval, bar: float, above: bool) -> float:
     """One-sided p-value of "the true value lies above `bar`" (`above`) or below it, read from a t interval
     (its half-width is t x standard error, n - 1 degrees of freedom): the test behind a "does not hold".

@@ -11,9 +11,10 @@ from . import convergence, cost, filters, modes, robustness, unshuffle, widths
 
 PARTS: Dict[str, Part] = {part.name: part for part in (
     modes.PART, widths.PART, convergence.CONVMIXER_PART, convergence.RESNET_PART, convergence.SPACE_PART,
-    filters.PART, robustness.RESNET_PART, robustness.CONVMIXER_PART, unshuffle.PART, cost.PART)}
+    filters.PART, robustness.RESNET_PART, robustness.CONVMIXER_PART, unshuffle.PART, unshuffle.GROWTH_PART,
+    cost.PART)}
 
 # the paper's headline claims in part order
 CLAIMS: List[Claim] = [
     convergence.CHANS_NEAR_FULL, convergence.SPACE_FAR_WORSE, widths.WIDTH, filters.FILTER_ORDER, robustness.ROBUST,
-    robustness.SMOOTHING, unshuffle.UNSHUFFLE, unshuffle.UNSHUFFLE_SPACE, cost.COST]
+    robustness.SMOOTHING, unshuffle.UNSHUFFLE, unshuffle.UNSHUFFLE_SPACE, unshuffle.UNSHUFFLE_GROWTH, cost.COST]

@@ -3,7 +3,8 @@
 Each mode learns to reconstruct images from their permuted pixels (one permutation per seed); Chans' PSNR is judged
 against Full's and against two reconstructions that learn nothing, Space's against Chans'.
 """
-from typing import Dict, List
+from pathlib import Path
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -12,7 +13,7 @@ from timm_frozenmix.data.datasets import Normalized, create_dataset, create_eval
 from timm_frozenmix.evaluation.unshuffle import PixelPermutation, psnr, save_unshuffle_grid
 from timm_frozenmix.io.checkpoint import Checkpoint
 from timm_frozenmix.io.loading import model_from_checkpoint
-from timm_frozenmix.io.reporting import markdown_table
+from timm_frozenmix.io.reporting import markdown_table, new_figure, save_figure
 
 from ..claims import Claim, Comparison, compared
 from ..part import Part
@@ -20,31 +21,47 @@ from ..recipe import CONVMIXER, MODES
 from ..rules import rules
 from ..runs import Job, Study
 from ..sections import MODE_NAMES, Verdicts, mean_cell, verdict_blocks
-from ..stats import FAILS, HOLDS, OPEN, paired
+from ..stats import FAILS, HOLDS, OPEN, paired, slope_per_doubling, t_interval
 
 UNSHUFFLE_GRID = 'reproduction_unshuffle.png'
+
+
+def unshuffle_jobs(study: Study, mode: str, dim: int, depth: int, kernel: int) -> Tuple[str, List[Job]]:
+    """The run name (without its seed) and the jobs of one un-shuffling model, one per seed, each with its own
+    permutation; part unshuffle's model keeps the short name, so that the growth sweeps reuse its runs."""
+    r = study.recipe
+    base = (dim, depth, kernel) == (r.unshuffle_dim, r.unshuffle_depth, r.unshuffle_kernel)
+    name = f'unshuffle-{mode}' + ('' if base else f'-w{dim}-d{depth}-k{kernel}')
+    kwargs = dict(dim=dim, depth=depth, kernel_size=kernel, patch_size=1)
+    return name, [Job(f'{name}-s{seed}', CONVMIXER.format(mode=mode), kwargs, seed, dict(
+        task='unshuffle', perm_seed=seed, input_size=[1, r.unshuffle_size, r.unshuffle_size], crop_pct=1.0))
+        for seed in r.seeds]
+
+
+def covered_receptive_field(size: int, depth: int, kernel: int) -> int:
+    """The receptive field (pixels) of a patch-1 ConvMixer of `depth` k x k layers, once checked to cover
+    `size` x `size` images: every output pixel must see every input pixel. Raises UsageError otherwise."""
+    receptive_field = 1 + depth * (kernel - 1)
+    if receptive_field < 2 * size - 1:
+        raise UsageError(f'the un-shuffling receptive field ({receptive_field}, depth {depth}, kernel {kernel}) does '
+                         f'not cover {size}x{size} images (needs {2 * size - 1}): raise the depth or kernel, or '
+                         'lower the size')
+    return receptive_field
 
 
 def measure(study: Study) -> dict:
     r = study.recipe
     size = r.unshuffle_size
-    receptive_field = 1 + r.unshuffle_depth * (r.unshuffle_kernel - 1)  # patch-1 stem, depth k x k convs
-    if receptive_field < 2 * size - 1:
-        raise UsageError(f'the un-shuffling receptive field ({receptive_field}) does not cover {size}x{size} '
-                         f'images (needs {2 * size - 1}): raise the depth or kernel, or lower the size')
-    kwargs = dict(dim=r.unshuffle_dim, depth=r.unshuffle_depth, kernel_size=r.unshuffle_kernel, patch_size=1)
-    jobs = {mode: [Job(f'unshuffle-{mode}-s{seed}', CONVMIXER.format(mode=mode), kwargs, seed, dict(
-                task='unshuffle', perm_seed=seed, input_size=[1, size, size], crop_pct=1.0)) for seed in r.seeds]
-            for mode in MODES}
-    runs = study.train_all('unshuffle', [job for mode_jobs in jobs.values() for job in mode_jobs])
-    baselines = {str(seed): trivial_baselines(study, runs[jobs['full'][i].name], seed)
-                 for i, seed in enumerate(r.seeds)}
-    seed0 = {mode: runs[jobs[mode][0].name] for mode in MODES}
-    draw_grid(study, seed0, r.seeds[0])
+    receptive_field = covered_receptive_field(size, r.unshuffle_depth, r.unshuffle_kernel)
+    models = {mode: unshuffle_jobs(study, mode, r.unshuffle_dim, r.unshuffle_depth, r.unshuffle_kernel)
+              for mode in MODES}
+    runs = study.train_all('unshuffle', [job for _, jobs in models.values() for job in jobs])
+    baselines = {str(job.seed): trivial_baselines(study, runs[job.name], job.seed) for job in models['full'][1]}
+    draw_grid(study, {mode: runs[jobs[0].name] for mode, (_, jobs) in models.items()}, r.seeds[0])
     return dict(model=f'ConvMixer width {r.unshuffle_dim}, depth {r.unshuffle_depth}, kernel '
                       f'{r.unshuffle_kernel}, patch 1, on {size}x{size} images',
                 size=size, receptive_field=receptive_field,
-                rows=[dict(mode=mode, **study.row(runs, f'unshuffle-{mode}')) for mode in MODES],
+                rows=[dict(mode=mode, **study.row(runs, name)) for mode, (name, _) in models.items()],
                 baselines=baselines, grid=UNSHUFFLE_GRID)
 
 
@@ -129,3 +146,100 @@ def section(results: dict, verdicts: Verdicts) -> List[str]:
 
 
 PART = Part('unshuffle', measure, section=section, drawn={UNSHUFFLE_GRID: 'the reconstructions'}, setting=setting)
+
+
+# part unshuffle_growth: the Chans model's PSNR as its depth, width or kernel grows, one factor at a time
+
+GROWTH_FIGURE = 'reproduction_unshuffle_growth.png'
+FACTORS = ('depth', 'width', 'kernel')  # the registered sweeps, in the order the report shows them
+
+
+def measure_growth(study: Study) -> dict:
+    r = study.recipe
+    base = dict(depth=r.unshuffle_depth, width=r.unshuffle_dim, kernel=r.unshuffle_kernel)
+    sweeps = dict(depth=r.unshuffle_depths, width=r.unshuffle_dims, kernel=r.unshuffle_kernels)
+    for factor, values in sweeps.items():
+        if base[factor] not in values or len(set(values)) < 2:
+            raise UsageError(f'the un-shuffling {factor} sweep {list(values)} must hold part unshuffle\'s '
+                             f'{factor} {base[factor]} and one more value: fix the recipe')
+    configs = [(factor, value, dict(base, **{factor: value})) for factor in FACTORS for value in sweeps[factor]]
+    for _, _, c in configs:
+        covered_receptive_field(r.unshuffle_size, c['depth'], c['kernel'])
+    models = [(factor, value, c, *unshuffle_jobs(study, 'chans', c['width'], c['depth'], c['kernel']))
+              for factor, value, c in configs]
+    runs = study.train_all('unshuffle_growth', [job for *_, jobs in models for job in jobs])
+    return dict(base=base, size=r.unshuffle_size,
+                rows=[dict(factor=factor, value=value, **c, **study.row(runs, name))
+                      for factor, value, c, name, _ in models])
+
+
+def _sweep(part: dict, factor: str) -> List[dict]:
+    return sorted((row for row in part['rows'] if row['factor'] == factor), key=lambda row: row['value'])
+
+
+def _fixed(part: dict, factor: str) -> str:
+    return ', '.join(f'{name} {value}' for name, value in part['base'].items() if name != factor)
+
+
+def compare_growth(results: dict) -> List[Comparison]:
+    part = results['parts']['unshuffle_growth']
+    out = []
+    for factor in FACTORS:
+        rows = _sweep(part, factor)
+        seeds = [s for s in rows[0]['test'] if all(s in row['test'] for row in rows)]
+        gains = [slope_per_doubling({row['value']: row['test'][s] for row in rows}) for s in seeds]
+        out.append(compared(f'Chans ConvMixer, {factor} {", ".join(str(row["value"]) for row in rows)} '
+                            f'({_fixed(part, factor)})',
+                            f'test PSNR gain per doubling of the {factor} (least squares, per seed)',
+                            t_interval(gains), ' dB', 'exceeds'))
+    return out
+
+
+UNSHUFFLE_GROWTH = Claim(
+    'unshuffle_growth', rules()['unshuffle_growth']['claim'], ('unshuffle_growth',), compare_growth,
+    'holds when, for each of depth, width and kernel size, the PSNR gained per doubling (fitted over every value of '
+    'its sweep) lies above 0; partly when some do')
+
+
+def growth_section(results: dict, verdicts: Verdicts) -> List[str]:
+    part = results['parts']['unshuffle_growth']
+    body = [[factor if i == 0 else '', str(row['value']), f'{row["depth"]}, {row["width"]}, {row["kernel"]}',
+             f'{row["trainable_params"]:,}', mean_cell(row['test']), mean_cell(row['val'])]
+            for factor in FACTORS for i, row in enumerate(_sweep(part, factor))]
+    return ['### PSNR against depth, width and kernel size', '',
+            'Paper (appendix B): the un-shuffling PSNR grows with depth, width and kernel size, although a Chans '
+            'model learns no more parameters as its kernel grows.', '',
+            f'The Chans model of this section grown one factor at a time from depth {part["base"]["depth"]}, width '
+            f'{part["base"]["width"]} and kernel {part["base"]["kernel"]} (whose runs it shares), on the same '
+            f'{part["size"]}x{part["size"]} images and permutations. Every receptive field covers the image. The '
+            'kernel sweep keeps width ' + str(part['base']['width']) + ', below k squared for its larger kernels, '
+            'so there the frozen filters of a layer cannot span every k x k kernel. Mean test PSNR (dB) ± 95% '
+            'interval:', '',
+            markdown_table(['grown', 'value', 'depth, width, kernel', 'learned parameters', 'test PSNR (dB)',
+                            'validation PSNR (dB)'], body), '',
+            f'![PSNR against depth, width and kernel size]({GROWTH_FIGURE})', '',
+            *verdict_blocks(verdicts, UNSHUFFLE_GROWTH.key)]
+
+
+def plot_growth(results: dict, path: Path) -> None:
+    part = results['parts']['unshuffle_growth']
+    fig, axes = new_figure(1, len(FACTORS), figsize=(4 * len(FACTORS), 3.6))
+    for ax, factor in zip(axes[0], FACTORS):
+        rows = _sweep(part, factor)
+        values = [row['value'] for row in rows]
+        for seed in rows[0]['test']:
+            ax.plot(values, [row['test'].get(seed) for row in rows], color='gray', alpha=0.4, linewidth=0.8)
+        ivs = [t_interval(list(row['test'].values())) for row in rows]
+        ax.errorbar(values, [iv.mean for iv in ivs], marker='o', capsize=3, label='mean, 95% interval',
+                    yerr=[[iv.mean - iv.low for iv in ivs], [iv.high - iv.mean for iv in ivs]])
+        ax.set_xscale('log')
+        ax.set_xticks(values, [str(v) for v in values])
+        ax.minorticks_off()
+        ax.set_xlabel(f'{factor} (log scale; {_fixed(part, factor)})', fontsize=8)
+        ax.set_title(f'Chans, test PSNR against {factor}', fontsize=9)
+    axes[0][0].set_ylabel('test PSNR (dB); gray: one seed')
+    axes[0][0].legend(fontsize=8)
+    save_figure(fig, path)
+
+
+GROWTH_PART = Part('unshuffle_growth', measure_growth, section=growth_section, figures={GROWTH_FIGURE: plot_growth})

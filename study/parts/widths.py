@@ -4,15 +4,13 @@ Its rows join the accuracy section of part `modes`, which shows their Full - Cha
 part judges whether the Full-Chans gap shrinks as the ResNet gets wider, by its trend over every width of the
 sweep.
 """
-import math
-import statistics
 from typing import Dict, List
 
 from ..claims import Claim, Comparison, compared
 from ..part import Part
 from ..recipe import MODES, resnet_kwargs, resnet_model, resnet_name
 from ..runs import Study
-from ..stats import t_interval
+from ..stats import slope_per_doubling, t_interval
 
 
 def measure(study: Study) -> dict:
@@ -26,12 +24,9 @@ def measure(study: Study) -> dict:
 
 
 def shrink_per_doubling(gaps: Dict[int, float]) -> float:
-    """Minus the least-squares slope of the Full-Chans gap (points) against log2 of the base width: how many
-    points the gap shrinks per doubling of the width, read over every width (not only the two ends)."""
-    xs = [math.log2(w) for w in gaps]
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(gaps.values())
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, gaps.values())) / sum((x - mean_x) ** 2 for x in xs)
-    return -slope
+    """How many points the Full-Chans gap shrinks per doubling of the base width, read over every width (not only
+    the two ends): minus `slope_per_doubling`."""
+    return -slope_per_doubling(gaps)
 
 
 def compare_width(results: dict) -> List[Comparison]:
