@@ -52,11 +52,12 @@ class Recipe:
     unshuffle_depths: Tuple[int, ...]
     unshuffle_dims: Tuple[int, ...]
     unshuffle_kernels: Tuple[int, ...]
+    sigma_levels: Tuple[float, ...]  # smoothing levels shown beside the judged `sigma` (which is one of them)
 
 
 # fields added after parts had run with the recipe: a part recorded without them never read them
 ADDED_FIELDS = frozenset({'convergence_train_split', 'convergence_epochs', 'pgd_restarts', 'sweep_eps',
-                          'unshuffle_depths', 'unshuffle_dims', 'unshuffle_kernels'})
+                          'unshuffle_depths', 'unshuffle_dims', 'unshuffle_kernels', 'sigma_levels'})
 # fields parts were recorded with that no longer exist: the margins, which moved to study/preregistration.yaml
 # (they never changed what a part measured)
 REMOVED_FIELDS = frozenset({'margin', 'psnr_margin'})
@@ -70,7 +71,8 @@ FULL = Recipe(
     timing_steps=10, spectral_size=128,
     convergence_train_split='train[:38400]', convergence_epochs=(1, 2, 4, 8),  # 300, 600, 1200, 2400 updates
     pgd_restarts=3, sweep_eps='0,8/255,16/255,32/255,64/255',
-    unshuffle_depths=(4, 8, 12), unshuffle_dims=(96, 128, 192), unshuffle_kernels=(9, 13, 17))
+    unshuffle_depths=(4, 8, 12), unshuffle_dims=(96, 128, 192), unshuffle_kernels=(9, 13, 17),
+    sigma_levels=(0.5, 1.0, 2.0))
 QUICK = Recipe(
     dataset=SAMPLE, train_split='train[:512]', val_split='train[5744:]', epochs=3, seeds=(0, 1),
     convmixer_dim=16, convmixer_depth=1, convmixer_kernel=5, resnet_base=4, resnet_depths=(1,),
@@ -78,7 +80,7 @@ QUICK = Recipe(
     unshuffle_kernel=9, robust_samples=64, autoattack_samples=2, eps='0,8/255', strong_eps='8/255',
     timing_steps=2, spectral_size=64,
     convergence_train_split='train[:512]', convergence_epochs=(1, 2, 3, 4), pgd_restarts=2, sweep_eps='0,32/255',
-    unshuffle_depths=(4, 5), unshuffle_dims=(8, 12), unshuffle_kernels=(9, 11))
+    unshuffle_depths=(4, 5), unshuffle_dims=(8, 12), unshuffle_kernels=(9, 11), sigma_levels=(0.5, 1.0))
 
 # shared by every run: one epoch-based cosine schedule stepped per update, no augmentation (few epochs),
 # channels-last (3x faster depthwise weight gradients on the CPU), no loader workers (they compete for 2 cores)

@@ -17,15 +17,16 @@ from study import report as study_report
 from study.claims import Comparison
 from study.parts import PARTS
 from study.parts.convergence import CHANS_NEAR_FULL, SPACE_FAR_WORSE, compare_far_worse, compare_nearly
-from study.parts.robustness import ROBUST, SMOOTHING, attack_models, compare_smoothing, merged
-from study.parts.unshuffle import UNSHUFFLE_SPACE
+from study.parts.robustness import (ROBUST, SMOOTHING, attack_models, compare_smoothing, levels_section, measure_levels,
+                                    merged, with_levels)
+from study.parts.unshuffle import UNSHUFFLE_GROWTH, UNSHUFFLE_SPACE, compare_growth, measure_growth
 from study.parts.unshuffle import compare_space as compare_unshuffle_space
 from study.parts.widths import shrink_per_doubling
 from study.recipe import CONVMIXER, FULL, MODES, QUICK, RecipeReads, convmixer_kwargs, part_ran_with, same_recipe
 from study.rules import rules
 from study.runs import Job, Study, busy_seconds, cpu_readings, others_cpu_share
 from study.stats import (FAILS, HOLDS, OPEN, PARTLY, Interval, beyond_p, combine, exceeds, exceeds_ratio, holm, paired,
-                         ratio, t_interval, welch, within)
+                         ratio, slope_per_doubling, t_interval, welch, within)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -209,6 +210,57 @@ def test_each_family_is_judged_with_the_sigma_its_part_ran_with():
     assert SMOOTHING.judge(judged) == HOLDS
 
 
+def _with_level(results, sigma, fgsm, settings=None):
+    """`results` (one SepResNet robustness part, `_robustness`) with an AutoAttack evaluation, the attack settings
+    parts record, and a smoothing_levels part whose Chans model at `sigma` reaches `fgsm` under every attack."""
+    settings = settings or dict(weak={'eps': 1}, strong={'eps': 2}, autoattack={'eps': 3})
+    part = results['parts']['robustness_resnet']
+    part.update(weak={'eps': 1}, strong={'eps': 2}, autoattack={'eps': 3})
+    for runs in part['families']['SepResNet']['seeds'].values():
+        runs['autoattack'] = dict(eps=[8 / 255], eps_labels=['8/255'], models={
+            label: dict(clean_accuracy=80.0, accuracy={'AutoAttack': [30.0]}) for label in runs['weak']['models']})
+    label = f'chans, sigma {sigma:g}'
+
+    def attacked(attacks, accuracy):
+        return dict(eps=[0, 8 / 255], eps_labels=['0', '8/255'],
+                    models={label: dict(clean_accuracy=80.0, accuracy={a: [80.0, accuracy] for a in attacks})})
+    seeds = {str(i): dict(weak=attacked(('FGSM', 'PGD-2'), fgsm), strong=attacked(('PGD-10',), fgsm),
+                          autoattack=attacked(('AutoAttack',), fgsm)) for i in range(3)}
+    results['parts']['smoothing_levels'] = dict(families={'SepResNet': dict(seeds=seeds)}, sigma=1.0,
+                                                levels=[1.0, sigma], **settings)
+    return results
+
+
+def test_smoothing_levels_are_shown_beside_the_verdict_which_reads_the_registered_sigma_alone():
+    plain = compare_smoothing(_robustness([46.0, 45.0, 47.0], [0.2, -0.1, 0.3]))
+    results = _with_level(_robustness([46.0, 45.0, 47.0], [0.2, -0.1, 0.3]), 2.0, 80.0)  # sigma 2: 2x the plain 40%
+    assert compare_smoothing(results) == plain  # a better-looking level changes no verdict
+    joined = with_levels(results)['SepResNet']
+    assert joined['levels'] == ['chans', 'chans, sigma 1', 'chans, sigma 2']
+    assert all(set(runs['autoattack']['models']) == {'chans', 'chans, sigma 1', 'chans, sigma 2'}
+               for runs in joined['seeds'].values())
+    section = '\n'.join(levels_section(results, {}))
+    assert '| SepResNet, FGSM | sigma 2 | smoothed / Chans, accuracy at 8/255 | 2.00x [2.00, 2.00] | holds |' in section
+    assert '| SepResNet, FGSM | sigma 1 |' in section and 'shown, not judged' in section
+    assert rules()['smoothing']['levels']['sigmas'] == list(FULL.sigma_levels) and FULL.sigma in FULL.sigma_levels
+
+    other = _with_level(_robustness([46.0, 45.0, 47.0], [0.2, -0.1, 0.3]), 2.0, 80.0,
+                        settings=dict(weak={'eps': 9}, strong={'eps': 2}, autoattack={'eps': 3}))
+    assert with_levels(other) == {}  # attacked otherwise than the robustness part: not comparable, not joined
+    assert 'SepResNet: shown once its robustness part has run with the same attacks' in '\n'.join(
+        levels_section(other, {}))
+    results['parts']['smoothing_levels']['families']['SepResNet']['seeds']['0']['weak']['indices'] = [3, 1, 4]
+    assert with_levels(results) == {}  # other test images for one seed: not comparable either
+
+
+def test_smoothing_levels_without_the_judged_sigma_are_refused_before_any_training(tmp_path):
+    from dataclasses import replace
+    from timm_frozenmix.core.errors import UsageError
+    with pytest.raises(UsageError, match='must hold the judged sigma 1'):
+        measure_levels(Study(replace(QUICK, sigma_levels=(0.5, 2.0)), tmp_path, workers=0))
+    assert not (tmp_path / 'runs').exists()
+
+
 def test_a_ratio_exceeds_its_bar_on_the_log_scale():
     assert exceeds_ratio(Interval(1.5, 1.3, 1.7, 3), 1.25) == HOLDS
     assert exceeds_ratio(Interval(1.25, 1.09, 1.43, 3), 1.25) == OPEN  # above 1x, but 1.25x is inside
@@ -270,6 +322,55 @@ def test_space_unshuffling_is_judged_against_chans_at_the_registered_margin():
     assert [c.verdict for c in far] == [HOLDS] and far[0].config == 'Chans - Space'
     assert compare_unshuffle_space(results([29.0, 29.2, 28.9], [27.5, 27.8, 27.4]))[0].verdict == PARTLY
     assert compare_unshuffle_space(results([29.0, 29.2, 28.9], [29.1, 29.0, 29.2]))[0].verdict == FAILS
+
+
+def _growth_results(psnr):
+    """Part unshuffle_growth's JSON from `psnr(factor, value, seed)`, the registered sweeps around depth 4, width 96,
+    kernel 9."""
+    base = dict(depth=4, width=96, kernel=9)
+    rows = [dict(factor=factor, value=value, **dict(base, **{factor: value}),
+                 test={str(seed): psnr(factor, value, seed) for seed in range(3)})
+            for factor, values in rules()['unshuffle_growth']['sweeps'].items() for value in values]
+    return {'parts': {'unshuffle_growth': dict(base=base, rows=rows)}}
+
+
+def test_psnr_growth_is_judged_per_factor_by_its_gain_per_doubling_over_every_value():
+    assert slope_per_doubling({4: 20.0, 8: 21.0, 16: 22.0}) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match='two distinct'):
+        slope_per_doubling({4: 20.0})
+    sweeps = rules()['unshuffle_growth']['sweeps']
+    assert (sweeps['depth'], sweeps['width'], sweeps['kernel']) == (
+        list(FULL.unshuffle_depths), list(FULL.unshuffle_dims), list(FULL.unshuffle_kernels))
+    assert (FULL.unshuffle_depth, FULL.unshuffle_dim, FULL.unshuffle_kernel) == (
+        sweeps['depth'][0], sweeps['width'][0], sweeps['kernel'][0])  # the sweeps start at part unshuffle's model
+
+    def growing(factor, value, seed):  # 0.9, 1.0 and 1.1 dB per doubling of each factor, one per seed
+        return 20.0 + (1 + 0.1 * (seed - 1)) * math.log2(value)
+    judged = UNSHUFFLE_GROWTH.corrected(compare_growth(_growth_results(growing)))
+    assert [c.measure.split('of the ')[1].split(' ')[0] for c in judged] == ['depth', 'width', 'kernel']
+    assert [c.interval.mean for c in judged] == pytest.approx([1.0, 1.0, 1.0])
+    assert UNSHUFFLE_GROWTH.judge(judged) == HOLDS
+
+    def flat_kernel(factor, value, seed):  # depth and width grow; the kernel's gain is -0.5, 0, +0.5 by seed
+        return 20.0 + (0.5 * (seed - 1) if factor == 'kernel' else 1 + 0.1 * (seed - 1)) * math.log2(value)
+    judged = UNSHUFFLE_GROWTH.corrected(compare_growth(_growth_results(flat_kernel)))
+    assert [c.verdict for c in judged] == [HOLDS, HOLDS, OPEN] and UNSHUFFLE_GROWTH.judge(judged) == PARTLY
+
+    def shrinking(factor, value, seed):
+        return 20.0 - (1 + 0.1 * seed) * math.log2(value)
+    assert UNSHUFFLE_GROWTH.judge(UNSHUFFLE_GROWTH.corrected(compare_growth(_growth_results(shrinking)))) == FAILS
+
+
+@pytest.mark.parametrize('field, values, match', [
+    ('unshuffle_depths', (8, 12), 'depth sweep'), ('unshuffle_kernels', (9,), 'kernel sweep'),
+    ('unshuffle_depths', (2, 4), 'receptive field')])
+def test_a_growth_sweep_that_cannot_be_judged_is_refused_before_any_training(tmp_path, field, values, match):
+    from dataclasses import replace
+    from timm_frozenmix.core.errors import UsageError
+    study = Study(replace(QUICK, **{field: values}), tmp_path, workers=0)
+    with pytest.raises(UsageError, match=match):
+        measure_growth(study)
+    assert not (tmp_path / 'runs').exists()
 
 
 def test_render_only_without_results_is_a_one_line_error(tmp_path):
@@ -581,7 +682,20 @@ def test_quick_study_end_to_end(tmp_path):
         assert family['sweep']['eps_labels'] == QUICK.sweep_eps.split(',')
         assert all(len(curve) == QUICK.epochs for curves in family['monitor'].values() for curve in curves.values())
     assert parts['robustness_resnet']['strong']['pgd_restarts'] == QUICK.pgd_restarts
+    levels = parts['smoothing_levels']['families']  # only the levels beside the judged sigma are attacked here
+    assert set(levels) == {'SepResNet', 'ConvMixer'}
+    assert all(set(runs[e]['models']) == {f'chans, sigma {s:g}' for s in QUICK.sigma_levels if s != QUICK.sigma}
+               for family in levels.values() for runs in family['seeds'].values() for e in ('weak', 'autoattack'))
+    assert list(with_levels(results)) == ['SepResNet', 'ConvMixer']
     assert parts['unshuffle']['receptive_field'] >= 2 * QUICK.unshuffle_size - 1
+    growth = parts['unshuffle_growth']  # Chans grown one factor at a time, sharing part unshuffle's runs
+    assert {(r['factor'], r['value']) for r in growth['rows']} == {
+        *(('depth', v) for v in QUICK.unshuffle_depths), *(('width', v) for v in QUICK.unshuffle_dims),
+        *(('kernel', v) for v in QUICK.unshuffle_kernels)}
+    base_runs = {r['run'] for r in growth['rows'] if (r['depth'], r['width'], r['kernel']) == (
+        QUICK.unshuffle_depth, QUICK.unshuffle_dim, QUICK.unshuffle_kernel)}
+    assert base_runs == {'unshuffle-chans'} and 'unshuffle-chans-s0' not in study_report.counted_runs(results)[
+        'unshuffle_growth']
     assert {(r['family'], r['execution']) for r in parts['cost']['rows']} == {
         ('ConvMixer', 'naive'), ('SepResNet', 'naive'), ('SepResNet', 'ours')}
 

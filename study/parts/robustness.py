@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.evaluation import robust
 from timm_frozenmix.io.reporting import attack_name, markdown_table, new_figure, save_figure
 
@@ -47,25 +48,20 @@ def _measure(part: str):
         variants = {'full': ('full', '', {}), 'chans': ('chans', '', {}),
                     'full, FGSM-trained': ('full', '-fgsm', dict(adv_train='fgsm', adv_eps=strong_eps)),
                     'chans, FGSM-trained': ('chans', '-fgsm', dict(adv_train='fgsm', adv_eps=strong_eps)),
-                    f'chans, sigma {r.sigma:g}': ('chans', f'-sigma{r.sigma:g}', dict(smooth_sigma=r.sigma))}
+                    sigma_label(r.sigma): ('chans', f'-sigma{r.sigma:g}', dict(smooth_sigma=r.sigma))}
         models = {label: family_model(family, r, mode) for label, (mode, _, _) in variants.items()}
         labels = {label: models[label][0] + suffix for label, (_, suffix, _) in variants.items()}
         jobs = [job for label, (_, _, settings) in variants.items()
                 for job in study.seeds(labels[label], *models[label][1:], **settings)]
         study.train_all(part, jobs)
-        weak = dict(attacks=['fgsm', 'pgd'], pgd_steps=2, pgd_random_start=False, eps=eps_list(r.eps),
-                    num_samples=r.robust_samples)
-        strong = dict(attacks=['fgsm', 'pgd'], pgd_steps=10, pgd_restarts=r.pgd_restarts, eps=eps_list(r.strong_eps),
-                      num_samples=r.robust_samples)
-        autoattack = dict(attacks=['pgd', 'autoattack'], pgd_steps=10, eps=eps_list(r.strong_eps),
-                          num_samples=r.autoattack_samples, masking_gap=MASKING_GAP)
+        weak, strong, autoattack = (attack_settings(r)[name] for name in EVALUATIONS)
         sweep = dict(attacks=['pgd'], pgd_steps=10, pgd_restarts=r.pgd_restarts, eps=eps_list(r.sweep_eps),
                      num_samples=r.robust_samples)
         per_seed = {}
         for seed in r.seeds:
             runs = {label: f'{name}-s{seed}' for label, name in labels.items()}
-            per_seed[str(seed)] = {evaluation: attack_models(study, runs, settings, seed) for evaluation, settings
-                                   in (('weak', weak), ('strong', strong), ('autoattack', autoattack))}
+            per_seed[str(seed)] = {evaluation: attack_models(study, runs, settings, seed)
+                                   for evaluation, settings in attack_settings(r).items()}
         first = {label: f'{name}-s{r.seeds[0]}' for label, name in labels.items()}
         measured = dict(runs=labels, seeds=per_seed, sweep=attack_models(study, first, sweep, r.seeds[0]),
                         monitor={label: {str(seed): study.runs[f'{labels[label]}-s{seed}']['val_pgd_curve']
@@ -73,6 +69,20 @@ def _measure(part: str):
         return dict(families={family: measured}, sigma=r.sigma, masking_gap=MASKING_GAP, weak=weak, strong=strong,
                     autoattack=autoattack, sweep=dict(sweep, seed=r.seeds[0]), images='a random subset per seed')
     return measure
+
+
+EVALUATIONS = ('weak', 'strong', 'autoattack')
+
+
+def attack_settings(r) -> Dict[str, dict]:
+    """The RobustConfig settings of each evaluation in `EVALUATIONS` that every attacked model of a seed gets."""
+    return dict(
+        weak=dict(attacks=['fgsm', 'pgd'], pgd_steps=2, pgd_random_start=False, eps=eps_list(r.eps),
+                  num_samples=r.robust_samples),
+        strong=dict(attacks=['fgsm', 'pgd'], pgd_steps=10, pgd_restarts=r.pgd_restarts, eps=eps_list(r.strong_eps),
+                    num_samples=r.robust_samples),
+        autoattack=dict(attacks=['pgd', 'autoattack'], pgd_steps=10, eps=eps_list(r.strong_eps),
+                        num_samples=r.autoattack_samples, masking_gap=MASKING_GAP))
 
 
 def merged(results: dict) -> dict:
@@ -129,23 +139,31 @@ def compare_robust(results: dict) -> List[Comparison]:
 def compare_smoothing(results: dict) -> List[Comparison]:
     """Per family: smoothed / plain Chans accuracy at the largest eps for each registered attack against the
     registered relative gain, and the clean cost against its margin (`preregistration.yaml`, `smoothing`)."""
-    robustness, rule = merged(results), rules()['smoothing']
+    return [c for name, family in merged(results)['families'].items()
+            for c in smoothing_comparisons(name, family, sigma_label(family['sigma']))]
+
+
+def sigma_label(sigma: float) -> str:
+    return f'chans, sigma {sigma:g}'
+
+
+def smoothing_comparisons(name: str, family: dict, smoothed: str) -> List[Comparison]:
+    """The smoothing rule's comparisons of model `smoothed` against plain Chans in one family's attack results."""
+    rule = rules()['smoothing']
+    first = next(iter(family['seeds'].values()))
     out = []
-    for name, family in robustness['families'].items():
-        smoothed = f'chans, sigma {family["sigma"]:g}'
-        first = next(iter(family['seeds'].values()))
-        for attack in rule['attacks']:
-            evaluation = 'weak' if attack in first['weak']['models']['chans']['accuracy'] else 'strong'
-            i, eps = largest_eps(first, evaluation), first[evaluation]['eps_labels'][-1]
-            gained, plain = (attack_accuracy(family, label, evaluation, attack, i) for label in (smoothed, 'chans'))
-            seeds = [s for s in gained if s in plain]
-            iv = ratio([gained[s] for s in seeds], [plain[s] for s in seeds])
-            out.append(compared(f'{name}, {attack}', f'smoothed / Chans, accuracy at {eps}', iv, 'x',
-                                'exceeds_ratio', rule['relative_gain']))
-        iv = paired(attack_accuracy(family, 'chans', 'weak', 'clean', 0),
-                    attack_accuracy(family, smoothed, 'weak', 'clean', 0))
-        out.append(compared(f'{name}, clean', 'Chans - smoothed, clean accuracy', iv, ' points', 'within',
-                            rule['clean_cost_points']))
+    for attack in rule['attacks']:
+        evaluation = 'weak' if attack in first['weak']['models']['chans']['accuracy'] else 'strong'
+        i, eps = largest_eps(first, evaluation), first[evaluation]['eps_labels'][-1]
+        gained, plain = (attack_accuracy(family, label, evaluation, attack, i) for label in (smoothed, 'chans'))
+        seeds = [s for s in gained if s in plain]
+        iv = ratio([gained[s] for s in seeds], [plain[s] for s in seeds])
+        out.append(compared(f'{name}, {attack}', f'smoothed / Chans, accuracy at {eps}', iv, 'x',
+                            'exceeds_ratio', rule['relative_gain']))
+    iv = paired(attack_accuracy(family, 'chans', 'weak', 'clean', 0),
+                attack_accuracy(family, smoothed, 'weak', 'clean', 0))
+    out.append(compared(f'{name}, clean', 'Chans - smoothed, clean accuracy', iv, ' points', 'within',
+                        rule['clean_cost_points']))
     return out
 
 
@@ -308,6 +326,110 @@ def plot_robustness(results: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
+# part smoothing_levels: the smoothing comparisons at other sigmas, shown beside the verdict at the registered one
+
+LEVELS_FIGURE = 'reproduction_smoothing_levels.png'
+
+
+def measure_levels(study: Study) -> dict:
+    """Chans models of both families smoothed at each of the recipe's sigma levels, attacked like the robustness
+    parts attack theirs (same images per seed, same evaluations); the registered sigma's runs and attacks are
+    theirs, so only the other levels are trained and attacked here."""
+    r = study.recipe
+    if r.sigma not in r.sigma_levels:
+        raise UsageError(f'the smoothing levels {list(r.sigma_levels)} must hold the judged sigma {r.sigma:g}: fix '
+                         'the recipe')
+    runs = {}
+    for family in FAMILIES.values():
+        name, model, kwargs = family_model(family, r, 'chans')
+        runs[family] = {sigma_label(sigma): (f'{name}-sigma{sigma:g}', model, kwargs, sigma) for sigma in r.sigma_levels}
+    study.train_all('smoothing_levels', [job for levels in runs.values() for run, model, kwargs, sigma in levels.values()
+                                         for job in study.seeds(run, model, kwargs, smooth_sigma=sigma)])
+    families = {}
+    for family, levels in runs.items():
+        attacked = {label: run for label, (run, *_) in levels.items() if label != sigma_label(r.sigma)}
+        families[family] = dict(runs={label: run for label, (run, *_) in levels.items()}, seeds={
+            str(seed): {evaluation: attack_models(study, {label: f'{run}-s{seed}' for label, run in attacked.items()},
+                                                  settings, seed)
+                        for evaluation, settings in attack_settings(r).items()} for seed in r.seeds})
+    return dict(families=families, sigma=r.sigma, levels=list(r.sigma_levels), **attack_settings(r))
+
+
+def with_levels(results: dict) -> Dict[str, dict]:
+    """Per family whose robustness part has run with the same attacks on the same images: its attack results with
+    the smoothing levels' models joined in, seed by seed, and the levels in order (plain Chans first)."""
+    levels, out = results['parts']['smoothing_levels'], {}
+    for part_name, name in FAMILIES.items():
+        part = results['parts'].get(part_name)
+        if part is None or name not in part['families'] or name not in levels['families'] or \
+                any(part[e] != levels[e] for e in EVALUATIONS):
+            continue
+        family, added = merged(results)['families'][name], levels['families'][name]['seeds']
+        if any(seed not in added or runs[e].get('indices') != added[seed][e].get('indices')
+               for seed, runs in family['seeds'].items() for e in EVALUATIONS):
+            continue
+        seeds = {seed: {e: dict(runs[e], models={**runs[e]['models'], **added[seed][e]['models']}) for e in EVALUATIONS}
+                 for seed, runs in family['seeds'].items()}
+        out[name] = dict(family, seeds=seeds, levels=['chans'] + [sigma_label(s) for s in levels['levels']])
+    return out
+
+
+def levels_section(results: dict, verdicts: Verdicts) -> List[str]:
+    levels = results['parts']['smoothing_levels']
+    joined = with_levels(results)
+    out = ['### Smoothing levels', '',
+           f'The smoothing comparisons at sigma {", ".join(f"{s:g}" for s in levels["levels"])}, shown, not judged: '
+           f'the verdict above reads sigma {levels["sigma"]:g} alone, as registered before these runs (picking the '
+           'level that looks best would select on the test images). Same images per seed and same attacks as above; '
+           'the rule\'s verdict at each level is what it would say there.', '']
+    missing = [name for name in levels['families'] if name not in joined]
+    if missing:
+        out += [f'{", ".join(missing)}: shown once its robustness part has run with the same attacks.', '']
+    if not joined:
+        return out
+    body = []
+    for name, family in joined.items():
+        first = next(iter(family['seeds'].values()))
+        for label in family['levels']:
+            cells = [mean_cell(attack_accuracy(family, label, 'weak', 'clean', 0))]
+            cells += [mean_cell(attack_accuracy(family, label, evaluation, attack, largest_eps(first, evaluation)))
+                      for evaluation, attack in LEVEL_ATTACKS]
+            body.append([name, label, *cells])
+    eps = first['weak']['eps_labels'][-1]
+    comparisons = [[c.config, label.split(', ')[1], c.measure, c.interval.text(c.unit), c.verdict]
+                   for name, family in joined.items() for label in family['levels'][1:]
+                   for c in smoothing_comparisons(name, family, label)]
+    return out + [f'Top-1 (%), mean ± 95% interval half-width over seeds, attacks at {eps}:', '',
+                  markdown_table(['family', 'model', 'clean', *(a for _, a in LEVEL_ATTACKS)], body), '',
+                  markdown_table(['configuration', 'level', 'comparison', 'mean [95% interval]',
+                                  'the rule would say'], comparisons), '',
+                  f'![smoothing levels]({LEVELS_FIGURE})', '']
+
+
+LEVEL_ATTACKS = (('weak', 'FGSM'), ('weak', 'PGD-2'), ('strong', 'PGD-10'), ('autoattack', 'AutoAttack'))
+
+
+def plot_levels(results: dict, path: Path) -> None:
+    joined = with_levels(results)
+    gain = rules()['smoothing']['relative_gain']
+    fig, axes = new_figure(1, max(1, len(joined)), figsize=(5.5 * max(1, len(joined)), 4))
+    for ax, (name, family) in zip(axes[0], joined.items()):
+        labels = family['levels'][1:]
+        for j, attack in enumerate(rules()['smoothing']['attacks']):
+            ivs = [next(c.interval for c in smoothing_comparisons(name, family, label) if c.config.endswith(attack))
+                   for label in labels]
+            xs = [i + 0.1 * (j - 1) for i in range(len(labels))]
+            ax.errorbar(xs, [iv.mean for iv in ivs], marker='o', capsize=3, label=attack,
+                        yerr=[[iv.mean - iv.low for iv in ivs], [iv.high - iv.mean for iv in ivs]])
+        ax.axhline(gain, color='red', linestyle='--', linewidth=1, label='registered bar')
+        ax.axhline(1.0, color='gray', linewidth=0.8)
+        ax.set_xticks(range(len(labels)), [label.split(', ')[1] for label in labels])
+        ax.set_title(f'{name}: smoothed / plain Chans accuracy, mean and 95% interval', fontsize=9)
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 RESNET_PART = Part('robustness_resnet', _measure('robustness_resnet'), shows=tuple(FAMILIES), section=section,
                    figures={ROBUSTNESS_FIGURE: plot_robustness}, setting=setting)
 CONVMIXER_PART = Part('robustness_convmixer', _measure('robustness_convmixer'))
+LEVELS_PART = Part('smoothing_levels', measure_levels, section=levels_section, figures={LEVELS_FIGURE: plot_levels})
