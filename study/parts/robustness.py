@@ -9,6 +9,7 @@ FGSM training's validation PGD accuracy, epoch by epoch, is its catastrophic-ove
 are two parts so that each runs (and is committed) within an hour; the claims read both.
 """
 import logging
+import math
 import statistics
 from fractions import Fraction
 from pathlib import Path
@@ -381,7 +382,8 @@ def levels_section(results: dict, verdicts: Verdicts) -> List[str]:
            f'The smoothing comparisons at sigma {", ".join(f"{s:g}" for s in levels["levels"])}, shown, not judged: '
            f'the verdict above reads sigma {levels["sigma"]:g} alone, as registered before these runs (picking the '
            'level that looks best would select on the test images). Same images per seed and same attacks as above; '
-           'the rule\'s verdict at each level is what it would say there.', '']
+           'the rule\'s verdict at each level is what it would say there (Holm-corrected over the level\'s '
+           'comparisons, as the verdict is).', '']
     missing = [name for name in levels['families'] if name not in joined]
     if missing:
         out += [f'{", ".join(missing)}: shown once its robustness part has run with the same attacks.', '']
@@ -396,13 +398,19 @@ def levels_section(results: dict, verdicts: Verdicts) -> List[str]:
                       for evaluation, attack in LEVEL_ATTACKS]
             body.append([name, label, *cells])
     eps = first['weak']['eps_labels'][-1]
-    comparisons = [[c.config, label.split(', ')[1], c.measure, c.interval.text(c.unit), c.verdict]
-                   for name, family in joined.items() for label in family['levels'][1:]
-                   for c in smoothing_comparisons(name, family, label)]
+    comparisons, overall = [], []
+    for label in next(iter(joined.values()))['levels'][1:]:  # each level judged as the claim is: Holm over its
+        judged = SMOOTHING.corrected([c for name, family in joined.items()  # comparisons of both families
+                                      for c in smoothing_comparisons(name, family, label)])
+        comparisons += [[c.config, label.split(', ')[1], c.measure, c.interval.text(c.unit), c.verdict]
+                        for c in judged]
+        overall.append(f'{label.split(", ")[1]}: {SMOOTHING.judge(judged)}')
     return out + [f'Top-1 (%), mean ± 95% interval half-width over seeds, attacks at {eps}:', '',
                   markdown_table(['family', 'model', 'clean', *(a for _, a in LEVEL_ATTACKS)], body), '',
                   markdown_table(['configuration', 'level', 'comparison', 'mean [95% interval]',
                                   'the rule would say'], comparisons), '',
+                  f'What the smoothing rule would say over {" and ".join(joined)} at each level: '
+                  f'{"; ".join(overall)}.', '',
                   f'![smoothing levels]({LEVELS_FIGURE})', '']
 
 
@@ -419,12 +427,20 @@ def plot_levels(results: dict, path: Path) -> None:
             ivs = [next(c.interval for c in smoothing_comparisons(name, family, label) if c.config.endswith(attack))
                    for label in labels]
             xs = [i + 0.1 * (j - 1) for i in range(len(labels))]
-            ax.errorbar(xs, [iv.mean for iv in ivs], marker='o', capsize=3, label=attack,
-                        yerr=[[iv.mean - iv.low for iv in ivs], [iv.high - iv.mean for iv in ivs]])
+            means = [iv.mean if math.isfinite(iv.mean) else math.nan for iv in ivs]  # a zero accuracy: no ratio
+            ax.errorbar(xs, means, marker='o', capsize=3, label=attack,  # no interval below 2 seeds (or a zero)
+                        yerr=[[m - iv.low if iv.n > 1 else 0 for m, iv in zip(means, ivs)],
+                              [iv.high - m if iv.n > 1 else 0 for m, iv in zip(means, ivs)]])
         ax.axhline(gain, color='red', linestyle='--', linewidth=1, label='registered bar')
         ax.axhline(1.0, color='gray', linewidth=0.8)
+        ax.set_yscale('log')
+        low, high = ax.get_ylim()
+        ticks = [t for t in (0.25, 0.5, 0.8, 1.0, gain, 1.6, 2.0, 3.0, 4.0) if low <= t <= high]
+        ax.set_yticks(ticks, [f'{t:g}x' for t in ticks])
+        ax.minorticks_off()
         ax.set_xticks(range(len(labels)), [label.split(', ')[1] for label in labels])
-        ax.set_title(f'{name}: smoothed / plain Chans accuracy, mean and 95% interval', fontsize=9)
+        ax.set_ylabel('smoothed / plain Chans accuracy at the largest eps (log scale)', fontsize=8)
+        ax.set_title(f'{name}: geometric mean over seeds and 95% interval', fontsize=9)
         ax.legend(fontsize=8)
     save_figure(fig, path)
 
