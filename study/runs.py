@@ -211,10 +211,10 @@ def run_part(measure: Callable[[Study], dict], recipe: Recipe, output: Path, wor
     start = time.perf_counter()
     numbers = measure(study)
     elapsed = time.perf_counter() - start
-    # as JSON holds it (tuples become lists), so a part just measured compares equal to one read back from disk
-    return json.loads(json.dumps(dict(numbers, recipe=asdict(recipe), recipe_read=sorted(tracked.read),
+    part = dict(numbers, recipe=asdict(recipe), recipe_read=sorted(tracked.read),
                 train_flags=as_flags(TRAIN_SETTINGS), machine=machine(),
                 started=started.isoformat(timespec='seconds'), wall_time_s=elapsed,
                 others_cpu_share=others_cpu_share(readings, elapsed),
                 reused_runs=study.reused, trained_runs=study.trained,
-                training_s=sum(study.runs[name]['wall_time_s'] for name in study.trained), runs=study.runs)))
+                training_s=sum(study.runs[name]['wall_time_s'] for name in study.trained), runs=study.runs)
+    return json.loads(json.dumps(part))  # as JSON holds it (tuples as lists): equal to the part read back from disk

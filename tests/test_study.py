@@ -423,6 +423,14 @@ def test_a_finished_part_keeps_the_parts_another_invocation_wrote_meanwhile(tmp_
     assert on_disk['parts']['modes']['rows'] == ['mine'] and on_disk['stale'] == []
 
 
+def test_a_part_just_measured_holds_what_its_json_will_hold(tmp_path):
+    """Tuples become lists at once, so a part compares equal to one an earlier invocation wrote (the smoothing
+    levels join the robustness parts only where their attack settings are equal)."""
+    from study.runs import run_part
+    part = run_part(lambda study: dict(eps=[('8/255', 8 / 255)]), QUICK, tmp_path, workers=0)
+    assert part['eps'] == [['8/255', 8 / 255]] and part['recipe']['seeds'] == list(QUICK.seeds)
+
+
 def test_a_folder_in_the_way_of_a_run_is_not_deleted(tmp_path):
     study = Study(QUICK, tmp_path, workers=0)
     mine = tmp_path / 'runs' / 'convmixer-d1-full'
@@ -687,6 +695,7 @@ def test_quick_study_end_to_end(tmp_path):
     assert all(set(runs[e]['models']) == {f'chans, sigma {s:g}' for s in QUICK.sigma_levels if s != QUICK.sigma}
                for family in levels.values() for runs in family['seeds'].values() for e in ('weak', 'autoattack'))
     assert list(with_levels(results)) == ['SepResNet', 'ConvMixer']
+    assert '| ConvMixer | chans, sigma 0.5 |' in report
     assert parts['unshuffle']['receptive_field'] >= 2 * QUICK.unshuffle_size - 1
     growth = parts['unshuffle_growth']  # Chans grown one factor at a time, sharing part unshuffle's runs
     assert {(r['factor'], r['value']) for r in growth['rows']} == {
