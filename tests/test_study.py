@@ -222,7 +222,7 @@ def _with_level(results, sigma, fgsm, settings=None):
     label = f'chans, sigma {sigma:g}'
 
     def attacked(attacks, accuracy):
-        return dict(eps=[0, 8 / 255], eps_labels=['0', '8/255'],
+        return dict(eps=[0, 8 / 255], eps_labels=['0', '8/255'], warnings=[],
                     models={label: dict(clean_accuracy=80.0, accuracy={a: [80.0, accuracy] for a in attacks})})
     seeds = {str(i): dict(weak=attacked(('FGSM', 'PGD-2'), fgsm), strong=attacked(('PGD-10',), fgsm),
                           autoattack=attacked(('AutoAttack',), fgsm)) for i in range(3)}
@@ -247,8 +247,11 @@ def test_smoothing_levels_are_shown_beside_the_verdict_which_reads_the_registere
     other = _with_level(_robustness([46.0, 45.0, 47.0], [0.2, -0.1, 0.3]), 2.0, 80.0,
                         settings=dict(weak={'eps': 9}, strong={'eps': 2}, autoattack={'eps': 3}))
     assert with_levels(other) == {}  # attacked otherwise than the robustness part: not comparable, not joined
-    assert 'SepResNet: shown once its robustness part has run with the same attacks' in '\n'.join(
+    assert 'SepResNet: shown once its robustness part has run with the same sigma and attacks' in '\n'.join(
         levels_section(other, {}))
+    stale = _with_level(_robustness([46.0, 45.0, 47.0], [0.2, -0.1, 0.3], sigma=0.5), 2.0, 80.0)
+    assert with_levels(stale) == {}  # the robustness part judged another sigma: its sigma 1 model is missing
+    assert 'shown once its robustness part has run with the same sigma' in '\n'.join(levels_section(stale, {}))
     results['parts']['smoothing_levels']['families']['SepResNet']['seeds']['0']['weak']['indices'] = [3, 1, 4]
     assert with_levels(results) == {}  # other test images for one seed: not comparable either
 
@@ -359,6 +362,11 @@ def test_psnr_growth_is_judged_per_factor_by_its_gain_per_doubling_over_every_va
     def shrinking(factor, value, seed):
         return 20.0 - (1 + 0.1 * seed) * math.log2(value)
     assert UNSHUFFLE_GROWTH.judge(UNSHUFFLE_GROWTH.corrected(compare_growth(_growth_results(shrinking)))) == FAILS
+
+    def shrinking_kernel(factor, value, seed):  # two factors hold, one fails: the registered rule says fails
+        return growing(factor, value, seed) if factor != 'kernel' else shrinking(factor, value, seed)
+    judged = UNSHUFFLE_GROWTH.corrected(compare_growth(_growth_results(shrinking_kernel)))
+    assert [c.verdict for c in judged] == [HOLDS, HOLDS, FAILS] and UNSHUFFLE_GROWTH.judge(judged) == FAILS
 
 
 @pytest.mark.parametrize('field, values, match', [

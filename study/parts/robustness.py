@@ -333,37 +333,38 @@ LEVELS_FIGURE = 'reproduction_smoothing_levels.png'
 
 
 def measure_levels(study: Study) -> dict:
-    """Chans models of both families smoothed at each of the recipe's sigma levels, attacked like the robustness
-    parts attack theirs (same images per seed, same evaluations); the registered sigma's runs and attacks are
-    theirs, so only the other levels are trained and attacked here."""
+    """Chans models of both families smoothed at each of the recipe's sigma levels but the judged one, trained and
+    attacked like the robustness parts' models (same images per seed, same evaluations); the judged sigma's models
+    and attacks are the robustness parts' own."""
     r = study.recipe
     if r.sigma not in r.sigma_levels:
         raise UsageError(f'the smoothing levels {list(r.sigma_levels)} must hold the judged sigma {r.sigma:g}: fix '
                          'the recipe')
+    others = [sigma for sigma in r.sigma_levels if sigma != r.sigma]
     runs = {}
     for family in FAMILIES.values():
         name, model, kwargs = family_model(family, r, 'chans')
-        runs[family] = {sigma_label(sigma): (f'{name}-sigma{sigma:g}', model, kwargs, sigma) for sigma in r.sigma_levels}
+        runs[family] = {sigma_label(sigma): (f'{name}-sigma{sigma:g}', model, kwargs, sigma) for sigma in others}
     study.train_all('smoothing_levels', [job for levels in runs.values() for run, model, kwargs, sigma in levels.values()
                                          for job in study.seeds(run, model, kwargs, smooth_sigma=sigma)])
     families = {}
     for family, levels in runs.items():
-        attacked = {label: run for label, (run, *_) in levels.items() if label != sigma_label(r.sigma)}
         families[family] = dict(runs={label: run for label, (run, *_) in levels.items()}, seeds={
-            str(seed): {evaluation: attack_models(study, {label: f'{run}-s{seed}' for label, run in attacked.items()},
+            str(seed): {evaluation: attack_models(study, {label: f'{run}-s{seed}' for label, (run, *_) in levels.items()},
                                                   settings, seed)
                         for evaluation, settings in attack_settings(r).items()} for seed in r.seeds})
     return dict(families=families, sigma=r.sigma, levels=list(r.sigma_levels), **attack_settings(r))
 
 
 def with_levels(results: dict) -> Dict[str, dict]:
-    """Per family whose robustness part has run with the same attacks on the same images: its attack results with
-    the smoothing levels' models joined in, seed by seed, and the levels in order (plain Chans first)."""
+    """Per family whose robustness part has run with the same sigma and the same attacks on the same images: its
+    attack results with the smoothing levels' models joined in, seed by seed, and the levels in order (plain Chans
+    first)."""
     levels, out = results['parts']['smoothing_levels'], {}
     for part_name, name in FAMILIES.items():
         part = results['parts'].get(part_name)
         if part is None or name not in part['families'] or name not in levels['families'] or \
-                any(part[e] != levels[e] for e in EVALUATIONS):
+                part['sigma'] != levels['sigma'] or any(part[e] != levels[e] for e in EVALUATIONS):
             continue
         family, added = merged(results)['families'][name], levels['families'][name]['seeds']
         if any(seed not in added or runs[e].get('indices') != added[seed][e].get('indices')
@@ -386,7 +387,7 @@ def levels_section(results: dict, verdicts: Verdicts) -> List[str]:
            'comparisons, as the verdict is).', '']
     missing = [name for name in levels['families'] if name not in joined]
     if missing:
-        out += [f'{", ".join(missing)}: shown once its robustness part has run with the same attacks.', '']
+        out += [f'{", ".join(missing)}: shown once its robustness part has run with the same sigma and attacks.', '']
     if not joined:
         return out
     body = []
@@ -397,7 +398,10 @@ def levels_section(results: dict, verdicts: Verdicts) -> List[str]:
             cells += [mean_cell(attack_accuracy(family, label, evaluation, attack, largest_eps(first, evaluation)))
                       for evaluation, attack in LEVEL_ATTACKS]
             body.append([name, label, *cells])
-    eps = first['weak']['eps_labels'][-1]
+    header = ['family', 'model', 'clean', *(f'{attack} at {first[evaluation]["eps_labels"][-1]}'
+                                            for evaluation, attack in LEVEL_ATTACKS)]
+    warnings = [f'{name}, seed {seed}, {w}' for name in joined for seed, runs in levels['families'][name]['seeds'].items()
+                for e in EVALUATIONS for w in runs[e]['warnings']]
     comparisons, overall = [], []
     for label in next(iter(joined.values()))['levels'][1:]:  # each level judged as the claim is: Holm over its
         judged = SMOOTHING.corrected([c for name, family in joined.items()  # comparisons of both families
@@ -405,8 +409,9 @@ def levels_section(results: dict, verdicts: Verdicts) -> List[str]:
         comparisons += [[c.config, label.split(', ')[1], c.measure, c.interval.text(c.unit), c.verdict]
                         for c in judged]
         overall.append(f'{label.split(", ")[1]}: {SMOOTHING.judge(judged)}')
-    return out + [f'Top-1 (%), mean ± 95% interval half-width over seeds, attacks at {eps}:', '',
-                  markdown_table(['family', 'model', 'clean', *(a for _, a in LEVEL_ATTACKS)], body), '',
+    return out + ['Top-1 (%), mean ± 95% interval half-width over seeds:', '', markdown_table(header, body), '',
+                  (f'Gradient-masking warnings of the levels\' models: {"; ".join(warnings)}' if warnings else
+                   'No gradient-masking warning for the levels\' models (the judged sigma\'s are listed above).'), '',
                   markdown_table(['configuration', 'level', 'comparison', 'mean [95% interval]',
                                   'the rule would say'], comparisons), '',
                   f'What the smoothing rule would say over {" and ".join(joined)} at each level: '
@@ -421,6 +426,9 @@ def plot_levels(results: dict, path: Path) -> None:
     joined = with_levels(results)
     gain = rules()['smoothing']['relative_gain']
     fig, axes = new_figure(1, max(1, len(joined)), figsize=(5.5 * max(1, len(joined)), 4))
+    if not joined:  # the section links no figure then; say why instead of leaving it blank
+        axes[0][0].text(0.5, 0.5, 'no robustness part with the same sigma and attacks has run yet', ha='center')
+        axes[0][0].set_axis_off()
     for ax, (name, family) in zip(axes[0], joined.items()):
         labels = family['levels'][1:]
         for j, attack in enumerate(rules()['smoothing']['attacks']):
