@@ -6,7 +6,8 @@ Undefended, FGSM-trained and smoothed models of each family are attacked through
 spread holds the image sampling too): weak attacks (FGSM, PGD-2), a strong one (PGD-10 with random restarts) and
 the standard AutoAttack, every model of every seed; on seed 0, PGD-10 over an eps sweep that should reach near 0%.
 FGSM training's validation PGD accuracy, epoch by epoch, is its catastrophic-overfitting monitor. The two families
-are two parts so that each runs (and is committed) within an hour; the claims read both.
+are two parts so that each runs (and is committed) within an hour; the claims read both. Part `smoothing_levels`
+smooths the frozen filters at other sigmas and attacks those models the same way, shown beside the smoothing verdict.
 """
 import logging
 import math
@@ -345,13 +346,14 @@ def measure_levels(study: Study) -> dict:
     for family in FAMILIES.values():
         name, model, kwargs = family_model(family, r, 'chans')
         runs[family] = {sigma_label(sigma): (f'{name}-sigma{sigma:g}', model, kwargs, sigma) for sigma in others}
-    study.train_all('smoothing_levels', [job for levels in runs.values() for run, model, kwargs, sigma in levels.values()
+    study.train_all('smoothing_levels', [job for levels in runs.values()
+                                         for run, model, kwargs, sigma in levels.values()
                                          for job in study.seeds(run, model, kwargs, smooth_sigma=sigma)])
     families = {}
     for family, levels in runs.items():
         families[family] = dict(runs={label: run for label, (run, *_) in levels.items()}, seeds={
-            str(seed): {evaluation: attack_models(study, {label: f'{run}-s{seed}' for label, (run, *_) in levels.items()},
-                                                  settings, seed)
+            str(seed): {evaluation: attack_models(study, {label: f'{run}-s{seed}' for label, (run, *_)
+                                                          in levels.items()}, settings, seed)
                         for evaluation, settings in attack_settings(r).items()} for seed in r.seeds})
     return dict(families=families, sigma=r.sigma, levels=list(r.sigma_levels), **attack_settings(r))
 
@@ -400,7 +402,8 @@ def levels_section(results: dict, verdicts: Verdicts) -> List[str]:
             body.append([name, label, *cells])
     header = ['family', 'model', 'clean', *(f'{attack} at {first[evaluation]["eps_labels"][-1]}'
                                             for evaluation, attack in LEVEL_ATTACKS)]
-    warnings = [f'{name}, seed {seed}, {w}' for name in joined for seed, runs in levels['families'][name]['seeds'].items()
+    warnings = [f'{name}, seed {seed}, {w}' for name in joined
+                for seed, runs in levels['families'][name]['seeds'].items()
                 for e in EVALUATIONS for w in runs[e]['warnings']]
     comparisons, overall = [], []
     for label in next(iter(joined.values()))['levels'][1:]:  # each level judged as the claim is: Holm over its

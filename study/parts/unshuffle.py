@@ -1,7 +1,8 @@
 """ Part `unshuffle`: ConvMixers that undo a fixed random pixel permutation, with a receptive field covering the image
 
 Each mode learns to reconstruct images from their permuted pixels (one permutation per seed); Chans' PSNR is judged
-against Full's and against two reconstructions that learn nothing, Space's against Chans'.
+against Full's and against two reconstructions that learn nothing, Space's against Chans'. Part `unshuffle_growth`
+grows the Chans model one factor at a time (depth, width, kernel size) and judges whether its PSNR rises with each.
 """
 from pathlib import Path
 from typing import Dict, List, Tuple
