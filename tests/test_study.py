@@ -19,7 +19,7 @@ from study.parts import PARTS
 from study.parts.convergence import CHANS_NEAR_FULL, SPACE_FAR_WORSE, compare_far_worse, compare_nearly
 from study.parts.robustness import (ROBUST, SMOOTHING, attack_models, compare_smoothing, levels_section, measure_levels,
                                     merged, with_levels)
-from study.parts.unshuffle import UNSHUFFLE_GROWTH, UNSHUFFLE_SPACE, compare_growth, measure_growth
+from study.parts.unshuffle import UNSHUFFLE_GROWTH, UNSHUFFLE_SPACE, compare_growth, growth_section, measure_growth
 from study.parts.unshuffle import compare_space as compare_unshuffle_space
 from study.parts.widths import shrink_per_doubling
 from study.recipe import CONVMIXER, FULL, MODES, QUICK, RecipeReads, convmixer_kwargs, part_ran_with, same_recipe
@@ -242,6 +242,10 @@ def test_smoothing_levels_are_shown_beside_the_verdict_which_reads_the_registere
     section = '\n'.join(levels_section(results, {}))
     assert '| SepResNet, FGSM | sigma 2 | smoothed / Chans, accuracy at 8/255 | 2.00x [2.00, 2.00] | holds |' in section
     assert '| SepResNet, FGSM | sigma 1 |' in section and 'shown, not judged' in section
+    assert "No gradient-masking warning for the levels' models" in section
+    levels_seed = results['parts']['smoothing_levels']['families']['SepResNet']['seeds']['1']
+    levels_seed['weak']['warnings'] = ['chans, sigma 2: PGD-2 above FGSM']  # every level's warning is shown
+    assert 'SepResNet, seed 1, chans, sigma 2: PGD-2 above FGSM' in '\n'.join(levels_section(results, {}))
     assert rules()['smoothing']['levels']['sigmas'] == list(FULL.sigma_levels) and FULL.sigma in FULL.sigma_levels
 
     other = _with_level(_robustness([46.0, 45.0, 47.0], [0.2, -0.1, 0.3]), 2.0, 80.0,
@@ -331,10 +335,11 @@ def _growth_results(psnr):
     """Part unshuffle_growth's JSON from `psnr(factor, value, seed)`, the registered sweeps around depth 4, width 96,
     kernel 9."""
     base = dict(depth=4, width=96, kernel=9)
-    rows = [dict(factor=factor, value=value, **dict(base, **{factor: value}),
-                 test={str(seed): psnr(factor, value, seed) for seed in range(3)})
+    rows = [dict(factor=factor, value=value, **dict(base, **{factor: value}), trainable_params=1000,
+                 test={str(seed): psnr(factor, value, seed) for seed in range(3)},
+                 val={str(seed): psnr(factor, value, seed) for seed in range(3)})
             for factor, values in rules()['unshuffle_growth']['sweeps'].items() for value in values]
-    return {'parts': {'unshuffle_growth': dict(base=base, rows=rows)}}
+    return {'parts': {'unshuffle_growth': dict(base=base, size=14, rows=rows)}}
 
 
 def test_psnr_growth_is_judged_per_factor_by_its_gain_per_doubling_over_every_value():
@@ -350,6 +355,9 @@ def test_psnr_growth_is_judged_per_factor_by_its_gain_per_doubling_over_every_va
     def growing(factor, value, seed):  # 0.9, 1.0 and 1.1 dB per doubling of each factor, one per seed
         return 20.0 + (1 + 0.1 * (seed - 1)) * math.log2(value)
     judged = UNSHUFFLE_GROWTH.corrected(compare_growth(_growth_results(growing)))
+    section = '\n'.join(growth_section(_growth_results(growing), {UNSHUFFLE_GROWTH.key: (
+        UNSHUFFLE_GROWTH, UNSHUFFLE_GROWTH.judge(judged), judged)}))
+    assert 'fewer channels than k squared (width 96 at kernel 13, width 96 at kernel 17)' in section  # 96 >= 9^2
     assert [c.measure.split('of the ')[1].split(' ')[0] for c in judged] == ['depth', 'width', 'kernel']
     assert [c.interval.mean for c in judged] == pytest.approx([1.0, 1.0, 1.0])
     assert UNSHUFFLE_GROWTH.judge(judged) == HOLDS

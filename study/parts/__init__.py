@@ -11,8 +11,8 @@ from . import convergence, cost, filters, modes, robustness, unshuffle, widths
 
 PARTS: Dict[str, Part] = {part.name: part for part in (
     modes.PART, widths.PART, convergence.CONVMIXER_PART, convergence.RESNET_PART, convergence.SPACE_PART,
-    filters.PART, robustness.RESNET_PART, robustness.CONVMIXER_PART, robustness.LEVELS_PART, unshuffle.PART, unshuffle.GROWTH_PART,
-    cost.PART)}
+    filters.PART, robustness.RESNET_PART, robustness.CONVMIXER_PART, robustness.LEVELS_PART, unshuffle.PART,
+    unshuffle.GROWTH_PART, cost.PART)}
 
 # the paper's headline claims in part order
 CLAIMS: List[Claim] = [
