@@ -8,14 +8,19 @@ in its heap, and the high-water mark then depends on the order of allocations, n
 Ratios, not absolute times, are what carry across machines.
 """
 import json
+import math
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn as nn
+from scipy.stats import t as student_t
 
 from timm_frozenmix.io.reporting import markdown_table, replace_between_markers
 from timm_frozenmix.evaluation.step_time import make_step
@@ -67,6 +72,36 @@ def replace_block(path, start: str, end: str, block: str) -> None:
 def ratio_row(name: str, ours_s: float, base_s: float, ours_mib: float, base_mib: float, target: str) -> list:
     return [name, f'{ours_s * 1000:.0f} ms', f'{base_s * 1000:.0f} ms', f'{ours_s / base_s:.2f}x',
             f'{ours_mib / base_mib:.2f}x', target]
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """Geometric mean of n paired time ratios and its 95% t interval (computed on their logs)."""
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, unit: str = 'x') -> str:
+        """'1.14x [1.12, 1.16]'."""
+        return f'{self.mean:.2f}{unit} [{self.low:.2f}, {self.high:.2f}]'
+
+    def percent(self) -> str:
+        """The ratio as a change: '+4.6% [+2.1, +7.2]'."""
+        change = lambda r: 100 * (r - 1)
+        return f'{change(self.mean):+.1f}% [{change(self.low):+.1f}, {change(self.high):+.1f}]'
+
+
+def paired_ratio(ours_s: Sequence[float], base_s: Sequence[float]) -> RatioInterval:
+    """ours / baseline over rounds of `time_interleaved_samples` (the i-th entries ran in one round); ValueError
+    for fewer than two rounds or lists of different lengths."""
+    if len(ours_s) != len(base_s) or len(ours_s) < 2:
+        raise ValueError(f'a paired ratio needs two equally long lists of at least 2 rounds, got {len(ours_s)} '
+                         f'and {len(base_s)}')
+    logs = [math.log(a / b) for a, b in zip(ours_s, base_s)]
+    mean, n = statistics.fmean(logs), len(logs)
+    half = student_t.ppf(0.975, n - 1) * statistics.stdev(logs) / math.sqrt(n)
+    return RatioInterval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), n)
 
 
 def machine() -> str:

@@ -6,7 +6,9 @@ import pytest
 import timm
 import torch
 
-from benchmarks import cuda, growth, run_all
+from benchmarks import cuda, growth, run_all, sep_resnet18_stages
+from benchmarks._harness import paired_ratio
+from timm_frozenmix.layers.separable import SeparableConv2d
 
 
 def test_performance_page_cpu_block_is_the_benchmark_output():
@@ -38,6 +40,44 @@ def test_growth_slope_reads_time_against_work():
 def test_main_job_line_gives_each_part_its_share():
     line = run_all.main_job_line({'data': 1.0, 'forward': 6.0, 'backward': 3.0, 'optimizer': 0.0})
     assert 'data 1 ms (10%), forward 6 ms (60%), backward 3 ms (30%), optimizer 0 ms (0%)' in line
+
+
+def test_paired_ratio_is_the_geometric_mean_of_the_rounds_with_its_t_interval():
+    same = paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
+    assert (same.mean, same.low, same.high, same.n) == (pytest.approx(2.0),) * 3 + (3,)
+    spread = paired_ratio([1.0, 4.0], [1.0, 1.0])
+    assert spread.mean == pytest.approx(2.0) and spread.low < 1.0 < 4.0 < spread.high
+    assert spread.text() == f'2.00x [{spread.low:.2f}, {spread.high:.2f}]'
+    assert same.percent() == '+100.0% [+100.0, +100.0]'
+    with pytest.raises(ValueError, match='at least 2 rounds'):
+        paired_ratio([1.0], [1.0])
+    with pytest.raises(ValueError, match='equally long'):
+        paired_ratio([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_stage_attribution_makes_one_part_dense_and_keeps_the_function():
+    ours, x = sep_resnet18_stages.build('ours')
+    copy, _ = sep_resnet18_stages.build('stages.2')
+    assert not sep_resnet18_stages.separable_layers(copy, 'stages.2')
+    assert sep_resnet18_stages.separable_layers(copy, 'stages.3').keys() == \
+        sep_resnet18_stages.separable_layers(ours, 'stages.3').keys()
+    assert sum(isinstance(m, SeparableConv2d) for m in copy.modules()) == 13
+    with torch.no_grad():
+        torch.testing.assert_close(copy.eval()(x[:2]), ours.eval()(x[:2]), rtol=1e-4, atol=1e-4)
+
+
+def test_stage_attribution_rows_name_each_part_its_maps_and_executions(monkeypatch):
+    monkeypatch.setattr(sep_resnet18_stages, 'BATCH', 2)
+    monkeypatch.setattr(sep_resnet18_stages, 'SIZE', 32)
+    rows = sep_resnet18_stages.run(steps=2, warmup=0)
+    assert [r[0] for r in rows[1:]] == list(sep_resnet18_stages.PARTS)
+    assert [r[1:3] for r in rows[1:]] == [['1', '16x16'], ['4', '8x8'], ['4', '4x4'], ['4', '2x2'], ['4', '1x1']]
+    model, x = sep_resnet18_stages.build('ours')
+    inputs = sep_resnet18_stages.layer_inputs(model, x)
+    last = [m.execution_for(inputs[name]) for name, m in sep_resnet18_stages.separable_layers(model, 'stages.3').items()]
+    assert rows[-1][3] == last[0] and len(set(last)) == 1
+    assert all(len(r) == len(sep_resnet18_stages.HEADER) and r[4].endswith(']') for r in rows)
+    assert all(r[5].startswith(('+', '-')) for r in rows[1:])
 
 
 @pytest.mark.slow
