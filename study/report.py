@@ -91,7 +91,13 @@ def _stale(results: dict, claim: Claim) -> str:
 
 
 def _short(c: Comparison) -> str:
-    return f'{c.config}: {c.interval.text(c.unit, 1 if c.unit != "x" else 2)}'
+    """'config: +0.9 dB [+0.01, +1.87]': one decimal (two for ratios), more where a bound would round onto no
+    difference (0, or 1 for a ratio) without being it, so the summary never shows a bound on the wrong side."""
+    none, digits = (1.0, 2) if c.unit == 'x' else (0.0, 1)
+    bounds = [b for b in (c.interval.low, c.interval.high) if not math.isnan(b) and b != none]
+    while digits < 4 and any(round(b, digits) == none for b in bounds):
+        digits += 1
+    return f'{c.config}: {c.interval.text(c.unit, digits)}'
 
 
 def figures(results: dict) -> Dict[str, Callable]:

@@ -753,3 +753,15 @@ def test_quick_study_end_to_end(tmp_path):
                          cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip().count('\n') == 0 and 'rerun the study' in out.stderr
     assert {p.name: p.read_bytes() for p in report_dir.iterdir()} == before
+
+
+def test_readme_summary_shows_a_bound_near_no_difference_with_the_digits_that_place_it():
+    """One decimal (two for ratios) unless a bound would round onto 0 (or 1x) without being it."""
+    short = lambda low, high, unit: study_report._short(
+        Comparison('c', 'm', Interval((low + high) / 2, low, high, 3), unit, 'holds'))
+    assert short(0.4, 1.9, ' dB') == 'c: +1.1 dB [+0.4, +1.9]'
+    assert short(0.01, 1.87, ' dB') == 'c: +0.94 dB [+0.01, +1.87]'
+    assert short(-0.004, 2.0, ' points') == 'c: +0.998 points [-0.004, +2.000]'
+    assert short(0.996, 1.2, 'x') == 'c: 1.098x [0.996, 1.200]'
+    assert short(1.02, 1.2, 'x') == 'c: 1.11x [1.02, 1.20]'
+    assert short(0.0, 1.0, ' dB') == 'c: +0.5 dB [+0.0, +1.0]'

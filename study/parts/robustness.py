@@ -50,7 +50,7 @@ def _measure(part: str):
         variants = {'full': ('full', '', {}), 'chans': ('chans', '', {}),
                     'full, FGSM-trained': ('full', '-fgsm', dict(adv_train='fgsm', adv_eps=strong_eps)),
                     'chans, FGSM-trained': ('chans', '-fgsm', dict(adv_train='fgsm', adv_eps=strong_eps)),
-                    sigma_label(r.sigma): ('chans', f'-sigma{r.sigma:g}', dict(smooth_sigma=r.sigma))}
+                    sigma_label(r.sigma): ('chans', smoothed_suffix(r.sigma), dict(smooth_sigma=r.sigma))}
         models = {label: family_model(family, r, mode) for label, (mode, _, _) in variants.items()}
         labels = {label: models[label][0] + suffix for label, (_, suffix, _) in variants.items()}
         jobs = [job for label, (_, _, settings) in variants.items()
@@ -147,6 +147,12 @@ def compare_smoothing(results: dict) -> List[Comparison]:
 
 def sigma_label(sigma: float) -> str:
     return f'chans, sigma {sigma:g}'
+
+
+def smoothed_suffix(sigma: float) -> str:
+    """What a Chans run's name gets when its frozen filters are smoothed at `sigma`, in the robustness and the
+    levels parts alike (the run cache finds runs by name)."""
+    return f'-sigma{sigma:g}'
 
 
 def smoothing_comparisons(name: str, family: dict, smoothed: str) -> List[Comparison]:
@@ -345,7 +351,8 @@ def measure_levels(study: Study) -> dict:
     runs = {}
     for family in FAMILIES.values():
         name, model, kwargs = family_model(family, r, 'chans')
-        runs[family] = {sigma_label(sigma): (f'{name}-sigma{sigma:g}', model, kwargs, sigma) for sigma in others}
+        runs[family] = {sigma_label(sigma): (name + smoothed_suffix(sigma), model, kwargs, sigma)
+                          for sigma in others}
     study.train_all('smoothing_levels', [job for levels in runs.values()
                                          for run, model, kwargs, sigma in levels.values()
                                          for job in study.seeds(run, model, kwargs, smooth_sigma=sigma)])
