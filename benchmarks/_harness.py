@@ -1,8 +1,9 @@
 """ Peak memory and ratio tables of ours against a baseline, measured the same way in one run
 
-Step times come from `timm_frozenmix.layers.timing` (interleaved, median). Peak memory is measured with each model
-alone in a fresh process (its peak resident memory above what it held before the first step). That process
-runs with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_), so every freed tensor leaves the
+Step times come from `timm_frozenmix.evaluation.step_time` (interleaved rounds): a row gives each case's median
+and their ratio as the geometric mean of the per-round ratios with its 95% t interval. Peak memory is measured
+with each model alone in a fresh process (its peak resident memory above what it held before the first step),
+which runs with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_), so every freed tensor leaves the
 resident set at once: by default glibc raises the threshold as large blocks are freed and keeps later ones
 in its heap, and the high-water mark then depends on the order of allocations, not only on what is alive.
 Ratios, not absolute times, are what carry across machines.
@@ -16,7 +17,7 @@ import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -69,9 +70,14 @@ def replace_block(path, start: str, end: str, block: str) -> None:
         raise RuntimeError(f'{path} lacks the benchmark markers {start} ... {end}')
 
 
-def ratio_row(name: str, ours_s: float, base_s: float, ours_mib: float, base_mib: float, target: str) -> list:
-    return [name, f'{ours_s * 1000:.0f} ms', f'{base_s * 1000:.0f} ms', f'{ours_s / base_s:.2f}x',
-            f'{ours_mib / base_mib:.2f}x', target]
+def ratio_row(name: str, ours_s: Sequence[float], base_s: Sequence[float], ours_mib: Optional[float],
+              base_mib: Optional[float], target: str) -> list:
+    """A table row from the per-round seconds of two cases timed together (`time_interleaved_samples`): median
+    step times, the paired time ratio with its 95% interval (`paired_ratio`), and the peak memory ratio (left
+    empty when the memory is None)."""
+    memory = '' if ours_mib is None or base_mib is None else f'{ours_mib / base_mib:.2f}x'
+    return [name, f'{statistics.median(ours_s) * 1000:.0f} ms', f'{statistics.median(base_s) * 1000:.0f} ms',
+            paired_ratio(ours_s, base_s).text(), memory, target]
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,10 @@ class RatioInterval:
     def text(self, unit: str = 'x') -> str:
         """'1.14x [1.12, 1.16]'."""
         return f'{self.mean:.2f}{unit} [{self.low:.2f}, {self.high:.2f}]'
+
+    def scaled(self, factor: float) -> 'RatioInterval':
+        """The ratio times a constant `factor` (per-parameter time, say), its interval with it."""
+        return RatioInterval(self.mean * factor, self.low * factor, self.high * factor, self.n)
 
     def percent(self) -> str:
         """The ratio as a change: '+4.6% [+2.1, +7.2]'."""

@@ -14,10 +14,10 @@ import torch
 from timm.models.convmixer import ConvMixer
 
 import timm_frozenmix  # noqa: F401  (registers the models with timm)
-from timm_frozenmix.evaluation.step_time import time_interleaved
-from benchmarks._harness import machine, peak_memory, ratio_row, table
+from timm_frozenmix.evaluation.step_time import time_interleaved_samples
+from benchmarks._harness import machine, paired_ratio, peak_memory, ratio_row, table
 
-BATCH, SIZE, STEPS, WARMUP = 32, 32, 5, 1
+BATCH, SIZE, STEPS, WARMUP = 32, 32, 7, 1
 warnings.filterwarnings('ignore', message='Using padding=.same. with even kernel')
 
 
@@ -40,7 +40,7 @@ def _trainable(model) -> int:
 
 def run() -> list:
     cases = {c: build(c) for c in ('timm', 'floor', 'chans', 'space')}
-    seconds = time_interleaved(cases, True, STEPS, WARMUP)
+    seconds = time_interleaved_samples(cases, True, STEPS, WARMUP)
     mib = {c: peak_memory(__name__, c, True) for c in cases}
     base_trainable = _trainable(cases['timm'][0])
     rows = []
@@ -52,12 +52,12 @@ def run() -> list:
         rows.append(ratio_row(f'convmixer_128_8_p1_{mode} vs timm ConvMixer (full), train step',
                               seconds[mode], seconds['timm'], mib[mode], mib['timm'], target))
         trainable = _trainable(cases[mode][0])
-        per_param = (seconds[mode] / trainable) / (seconds['timm'] / base_trainable)
+        per_param = paired_ratio(seconds[mode], seconds['timm']).scaled(base_trainable / trainable)
         rows.append([f'same, time per trainable parameter ({trainable:,} vs {base_trainable:,})',
-                     '', '', f'{per_param:.2f}x', '', '-'])
+                     '', '', per_param.text(), '', '-'])
     return rows
 
 
 if __name__ == '__main__':
-    print(f'Batch {BATCH} at {SIZE}x{SIZE}, median of {STEPS} interleaved steps after {WARMUP}; {machine()}')
+    print(f'Batch {BATCH} at {SIZE}x{SIZE}, {STEPS} interleaved rounds after {WARMUP}; {machine()}')
     print(table(run()))

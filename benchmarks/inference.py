@@ -6,7 +6,7 @@ import timm
 import torch
 from timm.utils import reparameterize_model
 
-from timm_frozenmix.evaluation.step_time import time_interleaved
+from timm_frozenmix.evaluation.step_time import time_interleaved_samples
 from benchmarks._harness import machine, peak_memory, ratio_row, table
 from benchmarks.sep_resnet20 import BATCH, SIZE, dense_resnet_cifar
 
@@ -26,7 +26,7 @@ def build(case: str):
 
 def run() -> list:
     cases = ('dense', 'reparameterized', 'separable')
-    seconds = time_interleaved({c: build(c) for c in cases}, False, STEPS, WARMUP)
+    seconds = time_interleaved_samples({c: build(c) for c in cases}, False, STEPS, WARMUP)
     mib = {c: peak_memory(__name__, c, False) for c in cases}
     return [
         ratio_row('reparameterized sep_resnet20_cifar_chans vs dense ResNet-20, inference', seconds['reparameterized'],
@@ -37,5 +37,5 @@ def run() -> list:
 
 
 if __name__ == '__main__':
-    print(f'Batch {BATCH} at {SIZE}x{SIZE}, median of {STEPS} interleaved steps after {WARMUP}; {machine()}')
+    print(f'Batch {BATCH} at {SIZE}x{SIZE}, {STEPS} interleaved rounds after {WARMUP}; {machine()}')
     print(table(run()))

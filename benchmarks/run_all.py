@@ -51,7 +51,8 @@ def page_block(results: dict) -> str:
     """docs/performance.md's CPU table, growth plot, growth line and main-job split, from docs/benchmarks.json."""
     return '\n'.join([
         f'Measured by `python -m benchmarks.run_all` on {results["machine"]}. Step times are medians of interleaved '
-        f'steps after warm-up; peak memory is the resident high-water mark of each model alone in a fresh process, '
+        f'steps after warm-up, and a time ratio is the geometric mean of the ratios of the steps that ran in one '
+        f'round, with its 95% interval; peak memory is the resident high-water mark of each model alone in a fresh process, '
         f'with glibc returning every freed tensor to the system at once (MALLOC_MMAP_THRESHOLD_=65536).',
         '', markdown_table(HEADER, results['rows']), '',
         f'![step time and peak memory against work]({GROWTH_PLOT.name})', '',
@@ -59,7 +60,8 @@ def page_block(results: dict) -> str:
 
 
 def main() -> None:
-    print(f'Median step time after warm-up and peak resident memory per model, each in a fresh process; {machine()}')
+    print(f'Median step time after warm-up, paired time ratios with 95% intervals, and peak resident memory per '
+          f'model, each in a fresh process; {machine()}')
     rows = []
     for bench in TABLE_BENCHES:
         rows += bench.run()

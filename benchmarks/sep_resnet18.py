@@ -6,7 +6,7 @@ import timm
 import torch
 
 from timm_frozenmix import tune_executions
-from timm_frozenmix.evaluation.step_time import time_interleaved
+from timm_frozenmix.evaluation.step_time import time_interleaved_samples
 from benchmarks._harness import machine, peak_memory, ratio_row, table
 
 BATCH, SIZE, STEPS, WARMUP = 32, 64, 21, 3
@@ -24,7 +24,7 @@ def build(case: str):
 
 def run() -> list:
     cases = ('dense', 'ours', 'tuned')
-    seconds = time_interleaved({c: build(c) for c in cases}, True, STEPS, WARMUP)
+    seconds = time_interleaved_samples({c: build(c) for c in cases}, True, STEPS, WARMUP)
     mib = {c: peak_memory(__name__, c, True) for c in cases}
     return [ratio_row('sep_resnet18_chans vs resnetv2_18, train step', seconds['ours'], seconds['dense'],
                       mib['ours'], mib['dense'], '<= 1.05x time, <= 1.1x memory'),
@@ -33,5 +33,5 @@ def run() -> list:
 
 
 if __name__ == '__main__':
-    print(f'Batch {BATCH} at {SIZE}x{SIZE}, median of {STEPS} interleaved steps after {WARMUP}; {machine()}')
+    print(f'Batch {BATCH} at {SIZE}x{SIZE}, {STEPS} interleaved rounds after {WARMUP}; {machine()}')
     print(table(run()))

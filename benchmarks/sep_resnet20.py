@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from timm_frozenmix import SeparableConv2d
-from timm_frozenmix.evaluation.step_time import time_interleaved
+from timm_frozenmix.evaluation.step_time import time_interleaved_samples
 from benchmarks._harness import machine, peak_memory, ratio_row, table
 
 BATCH, SIZE, STEPS, WARMUP = 64, 32, 11, 2
@@ -43,7 +43,7 @@ def run() -> list:
     rows = []
     for width in (1, 4):
         cases = ('dense', 'ours', 'unfused')
-        seconds = time_interleaved({c: build(c, width) for c in cases}, True, STEPS, WARMUP)
+        seconds = time_interleaved_samples({c: build(c, width) for c in cases}, True, STEPS, WARMUP)
         mib = {c: peak_memory(__name__, c, True, width=width) for c in cases}
         rows.append(ratio_row(f'sep_resnet20_cifar_chans x{width} vs dense ResNet-20 x{width}, train step',
                               seconds['ours'], seconds['dense'], mib['ours'], mib['dense'],
@@ -58,15 +58,14 @@ def compiled_row() -> list:
     name, target = 'same x1, torch.compile on both, train step', '<= 1.05x time'
     compiled = {c: (torch.compile(model), x) for c, (model, x) in ((c, build(c)) for c in ('dense', 'ours'))}
     try:
-        seconds = time_interleaved(compiled, True, COMPILED_STEPS, WARMUP)  # the warm-up steps compile
+        seconds = time_interleaved_samples(compiled, True, COMPILED_STEPS, WARMUP)  # the warm-up steps compile
     except Exception as e:  # inductor without a C++ compiler, for one: the other rows still count
         print(f'torch.compile failed, row left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}',
               file=sys.stderr)
         return [name, 'not measured', 'not measured', f'torch.compile failed ({type(e).__name__})', '', target]
-    return [name, f'{seconds["ours"] * 1000:.0f} ms', f'{seconds["dense"] * 1000:.0f} ms',
-            f'{seconds["ours"] / seconds["dense"]:.2f}x', '', target]
+    return ratio_row(name, seconds['ours'], seconds['dense'], None, None, target)
 
 
 if __name__ == '__main__':
-    print(f'Batch {BATCH} at {SIZE}x{SIZE}, median of {STEPS} interleaved steps after {WARMUP}; {machine()}')
+    print(f'Batch {BATCH} at {SIZE}x{SIZE}, {STEPS} interleaved rounds after {WARMUP}; {machine()}')
     print(table(run()))

@@ -7,7 +7,7 @@ import timm
 import torch
 
 from benchmarks import cuda, growth, run_all, sep_resnet18_stages
-from benchmarks._harness import paired_ratio
+from benchmarks._harness import paired_ratio, ratio_row
 from timm_frozenmix.layers.separable import SeparableConv2d
 
 
@@ -53,6 +53,17 @@ def test_paired_ratio_is_the_geometric_mean_of_the_rounds_with_its_t_interval():
         paired_ratio([1.0], [1.0])
     with pytest.raises(ValueError, match='equally long'):
         paired_ratio([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_ratio_row_gives_medians_and_the_paired_ratio_with_its_interval():
+    ours, base = [0.110, 0.220, 0.105], [0.100, 0.200, 0.100]
+    row = ratio_row('ours vs base', ours, base, 110.0, 100.0, '<= 1.05x time')
+    assert row[:3] == ['ours vs base', '110 ms', '100 ms'] and row[4:] == ['1.10x', '<= 1.05x time']
+    assert row[3] == paired_ratio(ours, base).text() and row[3].startswith('1.08x [')
+    assert ratio_row('no memory', ours, base, None, None, '-')[4] == ''
+    per_param = paired_ratio(ours, base).scaled(0.5)
+    assert per_param.mean == pytest.approx(paired_ratio(ours, base).mean / 2)
+    assert per_param.low == pytest.approx(paired_ratio(ours, base).low / 2)
 
 
 def test_stage_attribution_makes_one_part_dense_and_keeps_the_function():
