@@ -52,8 +52,8 @@ def page_block(results: dict) -> str:
     return '\n'.join([
         f'Measured by `python -m benchmarks.run_all` on {results["machine"]}. Step times are medians of interleaved '
         f'steps after warm-up, and a time ratio is the geometric mean of the ratios of the steps that ran in one '
-        f'round, with its 95% interval; peak memory is the resident high-water mark of each model alone in a fresh process, '
-        f'with glibc returning every freed tensor to the system at once (MALLOC_MMAP_THRESHOLD_=65536).',
+        f'round, with its 95% interval; peak memory is the resident high-water mark of each model alone in a fresh '
+        f'process, with glibc returning every freed tensor to the system at once (MALLOC_MMAP_THRESHOLD_=65536).',
         '', markdown_table(HEADER, results['rows']), '',
         f'![step time and peak memory against work]({GROWTH_PLOT.name})', '',
         growth_line(results['growth']['rows']), '', main_job_line(results['main_job_ms'])])

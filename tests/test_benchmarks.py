@@ -85,7 +85,8 @@ def test_stage_attribution_rows_name_each_part_its_maps_and_executions(monkeypat
     assert [r[1:3] for r in rows[1:]] == [['1', '16x16'], ['4', '8x8'], ['4', '4x4'], ['4', '2x2'], ['4', '1x1']]
     model, x = sep_resnet18_stages.build('ours')
     inputs = sep_resnet18_stages.layer_inputs(model, x)
-    last = [m.execution_for(inputs[name]) for name, m in sep_resnet18_stages.separable_layers(model, 'stages.3').items()]
+    last = [m.execution_for(inputs[name])
+            for name, m in sep_resnet18_stages.separable_layers(model, 'stages.3').items()]
     assert rows[-1][3] == last[0] and len(set(last)) == 1
     assert all(len(r) == len(sep_resnet18_stages.HEADER) and r[4].endswith(']') for r in rows)
     assert all(r[5].startswith(('+', '-')) for r in rows[1:])

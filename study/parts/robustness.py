@@ -352,7 +352,7 @@ def measure_levels(study: Study) -> dict:
     for family in FAMILIES.values():
         name, model, kwargs = family_model(family, r, 'chans')
         runs[family] = {sigma_label(sigma): (name + smoothed_suffix(sigma), model, kwargs, sigma)
-                          for sigma in others}
+                        for sigma in others}
     study.train_all('smoothing_levels', [job for levels in runs.values()
                                          for run, model, kwargs, sigma in levels.values()
                                          for job in study.seeds(run, model, kwargs, smooth_sigma=sigma)])
