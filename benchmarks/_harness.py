@@ -114,9 +114,19 @@ def paired_ratio(ours_s: Sequence[float], base_s: Sequence[float]) -> RatioInter
     return RatioInterval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), n)
 
 
+def cpu_model(cpuinfo: str = '/proc/cpuinfo') -> str:
+    """The CPU's model name as the kernel reports it ('AMD EPYC', say); the architecture where none is reported."""
+    try:
+        with open(cpuinfo) as f:
+            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+    except OSError:
+        names = []
+    return names[0] if names and names[0] else platform.machine()
+
+
 def machine() -> str:
     """The machine the numbers come from, as docs/performance.md names it."""
-    return (f'a {os.cpu_count()}-core {platform.machine()} CPU ({torch.get_num_threads()} threads), '
+    return (f'a {os.cpu_count()}-core {cpu_model()} CPU ({platform.machine()}, {torch.get_num_threads()} threads), '
             f'torch {torch.__version__}')
 
 

@@ -1,4 +1,4 @@
-""" 5. Where the main job's time goes: data, forward, backward and optimizer of `python train.py`'s steps
+""" 6. Where the main job's time goes: data, forward, backward and optimizer of `python train.py`'s steps
 
     python -m benchmarks.main_job
 

@@ -1,4 +1,4 @@
-""" 6. Where sep_resnet18_chans's extra train-step time goes: each part's separable layers made dense in turn
+""" 7. Where sep_resnet18_chans's extra train-step time goes: each part's separable layers made dense in turn
 
     python -m benchmarks.sep_resnet18_stages
 

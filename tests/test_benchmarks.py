@@ -1,5 +1,6 @@
 """ The benchmarks behind docs/performance.md: the growth sweep runs, and the page shows their output """
 import json
+import platform
 
 import pytest
 
@@ -7,7 +8,7 @@ import timm
 import torch
 
 from benchmarks import cuda, growth, run_all, sep_resnet18_stages
-from benchmarks._harness import paired_ratio, ratio_row
+from benchmarks._harness import cpu_model, machine, paired_ratio, ratio_row
 from timm_frozenmix.layers.separable import SeparableConv2d
 
 
@@ -53,6 +54,14 @@ def test_paired_ratio_is_the_geometric_mean_of_the_rounds_with_its_t_interval():
         paired_ratio([1.0], [1.0])
     with pytest.raises(ValueError, match='equally long'):
         paired_ratio([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_machine_names_the_cpu_model_the_kernel_reports(tmp_path):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nmodel name\t: Some CPU 9000\n\nprocessor\t: 1\nmodel name\t: Some CPU 9000\n')
+    assert cpu_model(str(cpuinfo)) == 'Some CPU 9000'
+    assert cpu_model(str(tmp_path / 'missing')) == platform.machine()
+    assert f' {cpu_model()} CPU (' in machine()
 
 
 def test_ratio_row_gives_medians_and_the_paired_ratio_with_its_interval():
