@@ -26,10 +26,10 @@ import torch
 import torch.nn as nn
 
 import timm_frozenmix  # noqa: F401  (registers the models with timm)
-from timm_frozenmix.io.reporting import markdown_table, write_json, write_text
+from timm_frozenmix.io.reporting import markdown_table
 from timm_frozenmix.layers.separable import SeparableConv2d
 from timm_frozenmix.evaluation.step_time import make_step, time_interleaved
-from benchmarks._harness import REPO, replace_block
+from benchmarks._harness import REPO, publish
 
 DOCS = Path(REPO) / 'docs'
 RESULTS, TABLE = DOCS / 'benchmarks_cuda.json', DOCS / 'benchmarks_cuda.md'
@@ -209,10 +209,7 @@ def main(argv=None) -> None:
     print(f'Train step, ours vs baseline; {machine(device)}')
     print(markdown_table(HEADER, []))
     results = dict(machine=machine(device), steps=STEPS, warmup=WARMUP, rows=run(device))
-    write_json(RESULTS, results)
-    write_text(TABLE, page_block(results) + '\n')
-    replace_block(PAGE, START, END, page_block(results))
-    print(f'Written: {RESULTS}, {TABLE} and {PAGE}')
+    publish(results, page_block(results), RESULTS, TABLE, PAGE, START, END)
 
 
 if __name__ == '__main__':

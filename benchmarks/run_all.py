@@ -50,9 +50,10 @@ def main_job_line(ms: dict) -> str:
 def page_block(results: dict) -> str:
     """docs/performance.md's CPU table, growth plot, growth line and main-job split, from docs/benchmarks.json."""
     return '\n'.join([
-        f'Measured by `python -m benchmarks.run_all` on {results["machine"]}. Step times are medians of interleaved '
-        f'steps after warm-up, and a time ratio is the geometric mean of the ratios of the steps that ran in one '
-        f'round, with its 95% interval; peak memory is the resident high-water mark of each model alone in a fresh '
+        f'Measured by `python -m benchmarks.run_all` on {results["machine"]}. Step times are geometric means of '
+        f'interleaved steps after warm-up, and a time ratio is theirs: the geometric mean of the ratios of the steps '
+        f'that ran in one round, with its 95% interval over the rounds of this run (the growth sweep below gives '
+        f'medians, 3 steps a point); peak memory is the resident high-water mark of each model alone in a fresh '
         f'process, with glibc returning every freed tensor to the system at once (MALLOC_MMAP_THRESHOLD_=65536).',
         '', markdown_table(HEADER, results['rows']), '',
         f'![step time and peak memory against work]({GROWTH_PLOT.name})', '',
@@ -60,8 +61,8 @@ def page_block(results: dict) -> str:
 
 
 def main() -> None:
-    print(f'Median step time after warm-up, paired time ratios with 95% intervals, and peak resident memory per '
-          f'model, each in a fresh process; {machine()}')
+    print(f'Geometric-mean step time after warm-up, paired time ratios with 95% intervals, and peak resident '
+          f'memory per model, each in a fresh process; {machine()}')
     rows = []
     for bench in TABLE_BENCHES:
         rows += bench.run()

@@ -91,10 +91,11 @@ def _stale(results: dict, claim: Claim) -> str:
 
 
 def _short(c: Comparison) -> str:
-    """'config: +0.94 dB [+0.01, +1.87]': one decimal (two for ratios), more where a bound would round onto no
-    difference (0, or 1 for a ratio) without being it, so the summary never shows a bound on the wrong side."""
+    """'config: +0.94 dB [+0.01, +1.87]': one decimal (two for ratios), up to four where a bound would round onto
+    no difference (0, or 1 for a ratio) without being it, so that the summary shows which side of it the bound
+    lies on (a NaN bound, n < 2, never rounds onto anything)."""
     none, digits = (1.0, 2) if c.unit == 'x' else (0.0, 1)
-    bounds = [b for b in (c.interval.low, c.interval.high) if not math.isnan(b) and b != none]
+    bounds = [b for b in (c.interval.low, c.interval.high) if b != none]
     while digits < 4 and any(round(b, digits) == none for b in bounds):
         digits += 1
     return f'{c.config}: {c.interval.text(c.unit, digits)}'

@@ -1,14 +1,16 @@
 """ The benchmarks behind docs/performance.md: the growth sweep runs, and the page shows their output """
 import json
 import platform
+import statistics
 
 import pytest
 
 import timm
 import torch
+from scipy.stats import t as student_t
 
 from benchmarks import cuda, growth, run_all, sep_resnet18_stages
-from benchmarks._harness import cpu_model, machine, paired_ratio, ratio_row
+from benchmarks._harness import cpu_model, machine, paired_ratio, percent, ratio_row, scaled
 from timm_frozenmix.layers.separable import SeparableConv2d
 
 
@@ -46,10 +48,13 @@ def test_main_job_line_gives_each_part_its_share():
 def test_paired_ratio_is_the_geometric_mean_of_the_rounds_with_its_t_interval():
     same = paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
     assert (same.mean, same.low, same.high, same.n) == (pytest.approx(2.0),) * 3 + (3,)
-    spread = paired_ratio([1.0, 4.0], [1.0, 1.0])
-    assert spread.mean == pytest.approx(2.0) and spread.low < 1.0 < 4.0 < spread.high
-    assert spread.text() == f'2.00x [{spread.low:.2f}, {spread.high:.2f}]'
-    assert same.percent() == '+100.0% [+100.0, +100.0]'
+    spread = paired_ratio([1.0, 4.0], [1.0, 1.0])  # log ratios 0 and log 4: mean log 2, standard error log 2
+    t = student_t.ppf(0.975, 1)
+    assert (spread.mean, spread.low, spread.high) == pytest.approx((2.0, 2 ** (1 - t), 2 ** (1 + t)))
+    assert spread.text('x') == f'2.00x [{2 ** (1 - t):.2f}, {2 ** (1 + t):.2f}]'
+    assert percent(same) == '+100.0% [+100.0, +100.0]'
+    half = scaled(spread, 0.5)
+    assert (half.mean, half.low, half.high) == pytest.approx((1.0, 2 ** -t, 2 ** t))
     with pytest.raises(ValueError, match='at least 2 rounds'):
         paired_ratio([1.0], [1.0])
     with pytest.raises(ValueError, match='equally long'):
@@ -60,19 +65,19 @@ def test_machine_names_the_cpu_model_the_kernel_reports(tmp_path):
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text('processor\t: 0\nmodel name\t: Some CPU 9000\n\nprocessor\t: 1\nmodel name\t: Some CPU 9000\n')
     assert cpu_model(str(cpuinfo)) == 'Some CPU 9000'
-    assert cpu_model(str(tmp_path / 'missing')) == platform.machine()
-    assert f' {cpu_model()} CPU (' in machine()
+    assert cpu_model(str(tmp_path / 'missing')) is None
+    named = f'{cpu_model()} ({platform.machine()}), ' if cpu_model() else f'an {platform.machine()} CPU, '
+    assert machine().startswith(named) and ' cores, ' in machine()
 
 
-def test_ratio_row_gives_medians_and_the_paired_ratio_with_its_interval():
+def test_ratio_row_gives_geometric_means_whose_ratio_is_the_paired_ratio():
     ours, base = [0.110, 0.220, 0.105], [0.100, 0.200, 0.100]
     row = ratio_row('ours vs base', ours, base, 110.0, 100.0, '<= 1.05x time')
-    assert row[:3] == ['ours vs base', '110 ms', '100 ms'] and row[4:] == ['1.10x', '<= 1.05x time']
-    assert row[3] == paired_ratio(ours, base).text() and row[3].startswith('1.08x [')
+    assert row[:3] == ['ours vs base', '136 ms', '126 ms'] and row[4:] == ['1.10x', '<= 1.05x time']
+    assert row[3] == paired_ratio(ours, base).text('x') and row[3].startswith('1.08x [')
+    assert paired_ratio(ours, base).mean == pytest.approx(
+        statistics.geometric_mean(ours) / statistics.geometric_mean(base))
     assert ratio_row('no memory', ours, base, None, None, '-')[4] == ''
-    per_param = paired_ratio(ours, base).scaled(0.5)
-    assert per_param.mean == pytest.approx(paired_ratio(ours, base).mean / 2)
-    assert per_param.low == pytest.approx(paired_ratio(ours, base).low / 2)
 
 
 def test_stage_attribution_makes_one_part_dense_and_keeps_the_function():
@@ -86,19 +91,36 @@ def test_stage_attribution_makes_one_part_dense_and_keeps_the_function():
         torch.testing.assert_close(copy.eval()(x[:2]), ours.eval()(x[:2]), rtol=1e-4, atol=1e-4)
 
 
-def test_stage_attribution_rows_name_each_part_its_maps_and_executions(monkeypatch):
+def test_stage_attribution_rows_read_each_copy_against_the_dense_model_and_against_ours(monkeypatch):
+    """Steps of fixed length: ours 1.2, every copy 1.1 but stages.3's 1.0, resnetv2_18 1.0."""
     monkeypatch.setattr(sep_resnet18_stages, 'BATCH', 2)
     monkeypatch.setattr(sep_resnet18_stages, 'SIZE', 32)
-    rows = sep_resnet18_stages.run(steps=2, warmup=0)
+    seconds = {'dense': 1.0, 'ours': 1.2, **{part: 1.1 for part in sep_resnet18_stages.PARTS}, 'stages.3': 1.0}
+    monkeypatch.setattr(sep_resnet18_stages, 'time_interleaved_samples',
+                        lambda cases, train, steps, warmup: {case: [seconds[case]] * steps for case in cases})
+    rows = sep_resnet18_stages.run(steps=3, warmup=0)
+    assert rows[0][4:] == ['1.20x [1.20, 1.20]', '']
     assert [r[0] for r in rows[1:]] == list(sep_resnet18_stages.PARTS)
     assert [r[1:3] for r in rows[1:]] == [['1', '16x16'], ['4', '8x8'], ['4', '4x4'], ['4', '2x2'], ['4', '1x1']]
-    model, x = sep_resnet18_stages.build('ours')
-    inputs = sep_resnet18_stages.layer_inputs(model, x)
-    last = [m.execution_for(inputs[name])
-            for name, m in sep_resnet18_stages.separable_layers(model, 'stages.3').items()]
-    assert rows[-1][3] == last[0] and len(set(last)) == 1
-    assert all(len(r) == len(sep_resnet18_stages.HEADER) and r[4].endswith(']') for r in rows)
-    assert all(r[5].startswith(('+', '-')) for r in rows[1:])
+    assert rows[1][3] == 'fused' and rows[-1][3] == 'im2col'
+    assert rows[1][4:] == ['1.10x [1.10, 1.10]', '+9.1% [+9.1, +9.1]']
+    assert rows[-1][4:] == ['1.00x [1.00, 1.00]', '+20.0% [+20.0, +20.0]']
+
+
+def test_stage_attribution_refuses_a_part_without_separable_layers_before_timing(monkeypatch):
+    monkeypatch.setattr(sep_resnet18_stages, 'PARTS', ('stem', 'head'))
+    monkeypatch.setattr(sep_resnet18_stages, 'time_interleaved_samples', lambda *a, **k: pytest.fail('timed'))
+    with pytest.raises(RuntimeError, match='no separable layer under head'):
+        sep_resnet18_stages.run(steps=2, warmup=0)
+
+
+def test_performance_page_stages_block_is_the_stages_benchmark_output():
+    results = json.loads(sep_resnet18_stages.RESULTS.read_text())
+    block = sep_resnet18_stages.PAGE.read_text().split(sep_resnet18_stages.START, 1)[1].split(
+        sep_resnet18_stages.END, 1)[0]
+    assert block.strip() == sep_resnet18_stages.page_block(results).strip()
+    assert sep_resnet18_stages.TABLE.read_text().strip() == sep_resnet18_stages.page_block(results).strip()
+    assert [row[0] for row in results['rows'][1:]] == list(sep_resnet18_stages.PARTS)
 
 
 @pytest.mark.slow

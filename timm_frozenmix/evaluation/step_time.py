@@ -56,7 +56,8 @@ def time_interleaved_samples(cases: Dict[str, Tuple[nn.Module, torch.Tensor]], t
                              warmup: int, autocast: Optional[torch.dtype] = None) -> Dict[str, List[float]]:
     """Seconds of every step after warm-up of each case, taking turns: the i-th entries of two cases are one round,
     so per-round ratios pair the cases under the same machine state. Each round starts with the next case, so
-    no case always runs first (or right after the same neighbour)."""
+    over a multiple of len(cases) steps every case runs first equally often; the cyclic order stays, so a case
+    follows the same neighbour whenever it does not run first."""
     step_fns = {name: make_step(model, x, train, autocast) for name, (model, x) in cases.items()}
     timers = {name: StepTimer(x.device) for name, (_, x) in cases.items()}
     times = {name: [] for name in cases}
