@@ -369,13 +369,13 @@ def with_levels(results: dict) -> Dict[str, dict]:
     """Per family whose robustness part has run with the same sigma and the same attacks on the same images: its
     attack results with the smoothing levels' models joined in, seed by seed, and the levels in order (plain Chans
     first)."""
-    levels, out = results['parts']['smoothing_levels'], {}
+    levels, families, out = results['parts']['smoothing_levels'], merged(results)['families'], {}
     for part_name, name in FAMILIES.items():
         part = results['parts'].get(part_name)
         if part is None or name not in part['families'] or name not in levels['families'] or \
                 part['sigma'] != levels['sigma'] or any(part[e] != levels[e] for e in EVALUATIONS):
             continue
-        family, added = merged(results)['families'][name], levels['families'][name]['seeds']
+        family, added = families[name], levels['families'][name]['seeds']
         if any(seed not in added or runs[e].get('indices') != added[seed][e].get('indices')
                for seed, runs in family['seeds'].items() for e in EVALUATIONS):
             continue
@@ -407,6 +407,7 @@ def levels_section(results: dict, verdicts: Verdicts) -> List[str]:
             cells += [mean_cell(attack_accuracy(family, label, evaluation, attack, largest_eps(first, evaluation)))
                       for evaluation, attack in LEVEL_ATTACKS]
             body.append([name, label, *cells])
+    first = next(iter(next(iter(joined.values()))['seeds'].values()))  # joined families share their attacks
     header = ['family', 'model', 'clean', *(f'{attack} at {first[evaluation]["eps_labels"][-1]}'
                                             for evaluation, attack in LEVEL_ATTACKS)]
     warnings = [f'{name}, seed {seed}, {w}' for name in joined
@@ -441,9 +442,9 @@ def plot_levels(results: dict, path: Path) -> None:
         axes[0][0].set_axis_off()
     for ax, (name, family) in zip(axes[0], joined.items()):
         labels = family['levels'][1:]
+        comparisons = [smoothing_comparisons(name, family, label) for label in labels]
         for j, attack in enumerate(rules()['smoothing']['attacks']):
-            ivs = [next(c.interval for c in smoothing_comparisons(name, family, label) if c.config.endswith(attack))
-                   for label in labels]
+            ivs = [next(c.interval for c in cs if c.config.endswith(attack)) for cs in comparisons]
             xs = [i + 0.1 * (j - 1) for i in range(len(labels))]
             means = [iv.mean if math.isfinite(iv.mean) else math.nan for iv in ivs]  # a zero accuracy: no ratio
             ax.errorbar(xs, means, marker='o', capsize=3, label=attack,  # no interval below 2 seeds (or a zero)
