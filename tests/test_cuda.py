@@ -80,7 +80,6 @@ def test_under_autocast_the_executions_agree_at_bfloat16_precision():
     layer = SeparableConv2d.from_conv(nn.Conv2d(32, 32, 3, padding=1), learn='channels').cuda()
     x = torch.randn(8, 32, 16, 16, device='cuda')
     with torch.autocast('cuda', dtype=torch.bfloat16):
-        assert 'im2col' not in candidate_executions(layer, x, autocast=True)
         fused, unfused, chosen = layer.execute('fused', x), layer.execute('unfused', x), layer(x)
     assert fused.dtype == unfused.dtype == chosen.dtype == torch.bfloat16
     torch.testing.assert_close(unfused.float(), fused.float(), atol=0.05, rtol=0.02)

@@ -20,7 +20,7 @@ from timm_frozenmix.core.errors import UsageError
 from timm_frozenmix.core.learn import is_learned, resolve_learn
 from timm_frozenmix.core.parsing import check_depth_multiplier
 from timm_frozenmix.layers.cost_model import cheapest_execution
-from timm_frozenmix.layers.executions import Im2colSeparable, explicit_padding, parse_execution
+from timm_frozenmix.layers.executions import explicit_padding, im2col_separable, parse_execution
 from timm_frozenmix.layers.filters import init_spatial_
 
 __all__ = ['SeparableConv2d', 'is_depthwise']
@@ -191,15 +191,13 @@ class SeparableConv2d(nn.Module):
 
     @torch.jit.unused
     def _im2col(self, x: torch.Tensor) -> torch.Tensor:
-        if autocast_dtype(x.device.type) is not None:
-            raise UsageError("execution 'im2col' does not run under autocast: use 'auto' or 'fused' with --amp")
-        return Im2colSeparable.apply(self._padded(x), self.depthwise.weight, self.pointwise.weight, self.pointwise.bias,
-                             self.kernel_size, self.dilation, self.conv_padding, self.stride)
+        return im2col_separable(self._padded(x), self.depthwise.weight, self.pointwise.weight, self.pointwise.bias,
+                                self.kernel_size, self.dilation, self.conv_padding, self.stride)
 
     @torch.jit.unused
     def execution_for(self, x: torch.Tensor) -> str:
-        """The execution `forward` takes on `x`: the forced one, or the cost model's, which picks im2col (an
-        autograd Function) only in eager mode and never under autocast (it needs one dtype)."""
+        """The execution `forward` takes on `x`: the forced one, or the cost model's, which picks im2col only in
+        eager mode and never under autocast: its advantage was measured there, in float32."""
         if self.execution != 'auto':
             return self.execution
         eager = not (torch.compiler.is_compiling() or torch.jit.is_tracing())

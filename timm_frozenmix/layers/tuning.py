@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from timm_frozenmix.layers.executions import EXECUTIONS
-from timm_frozenmix.layers.separable import SeparableConv2d, autocast_dtype
+from timm_frozenmix.layers.separable import SeparableConv2d
 from timm_frozenmix.layers.timing import StepTimer
 
 __all__ = ['TUNE_REPEATS', 'TUNE_MAX_EXTRA', 'candidate_executions', 'tune_executions']
@@ -22,23 +22,23 @@ TUNE_REPEATS = 5  # timed runs of each execution after one warm-up run; the fast
 TUNE_MAX_EXTRA = 4  # executions whose extra tensor exceeds this many composed weights are not timed
 
 
-def candidate_executions(layer: SeparableConv2d, x: torch.Tensor, autocast: bool = False) -> Tuple[str, ...]:
+def candidate_executions(layer: SeparableConv2d, x: torch.Tensor) -> Tuple[str, ...]:
     """The executions worth timing on `x`: fused always; unfused and im2col only where their extra tensor (the
     d-times-wider activation, the unfolded input) holds at most TUNE_MAX_EXTRA times the composed weight.
 
     Fused pays per weight element, the other two per activation element, so where activations dwarf the
     weight they lose anyway, and timing them would put that tensor on top of the forward's activations.
-    im2col needs one group, and one dtype for input and weights (autocast casts per op). On the CPU, where
-    im2col's unfolded input is no wider than the unfused activation (kh * kw <= d), unfused is not timed:
-    both compute the same depthwise output and pointwise product, PyTorch's CPU depthwise kernels with a
-    depth multiplier lost to im2col at every shape measured, and their trial leaves kernel caches behind.
+    im2col needs one group. On the CPU, where im2col's unfolded input is no wider than the unfused activation
+    (kh * kw <= d), unfused is not timed: both compute the same depthwise output and pointwise product,
+    PyTorch's CPU depthwise kernels with a depth multiplier lost to im2col at every shape measured, and their
+    trial leaves kernel caches behind.
     """
     kh, kw = layer.kernel_size
     sh, sw = layer.stride
     pixels = x.shape[0] * -(-x.shape[-2] // sh) * -(-x.shape[-1] // sw)  # output pixels, all images
     budget = TUNE_MAX_EXTRA * layer.out_channels * layer.in_channels // layer.groups * kh * kw
     candidates = ['fused']
-    im2col = layer.groups == 1 and not autocast and pixels * layer.in_channels * kh * kw <= budget
+    im2col = layer.groups == 1 and pixels * layer.in_channels * kh * kw <= budget
     if pixels * layer.in_channels * layer.depth_multiplier <= budget and not (
             im2col and x.device.type == 'cpu' and kh * kw <= layer.depth_multiplier):
         candidates.append('unfused')
@@ -97,7 +97,7 @@ def tune_executions(model: nn.Module, example_input: torch.Tensor, train: bool =
     found = layer_inputs(model, example_input)
     seconds = torch.full((len(found), len(EXECUTIONS)), float('inf'), dtype=torch.float64)
     for i, (_, layer, x) in enumerate(found):
-        for execution in candidate_executions(layer, x, autocast_dtype(x.device.type) is not None):
+        for execution in candidate_executions(layer, x):
             seconds[i, EXECUTIONS.index(execution)] = execution_seconds(layer, execution, x, train)
     if dist.is_available() and dist.is_initialized():
         device = example_input.device if dist.get_backend() == 'nccl' else torch.device('cpu')
