@@ -75,9 +75,10 @@ def test_every_execution_agrees_in_forward_and_gradients(learn, name):
             torch.testing.assert_close(g[key], g_f[key], atol=1e-4, rtol=1e-4)
 
 
-def test_im2col_keeps_the_input_memory_format():
+@pytest.mark.parametrize('batch, size', [(2, 5), (8, 2)])  # columns: unfolded patches, then the pixels themselves
+def test_im2col_keeps_the_input_memory_format(batch, size):
     sep = SeparableConv2d.from_conv(nn.Conv2d(6, 10, 3, padding=1))
-    x = torch.randn(2, 6, 5, 5)
+    x = torch.randn(batch, 6, size, size)
     out = sep.execute('im2col', x.contiguous(memory_format=torch.channels_last))
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     assert sep.execute('im2col', x).is_contiguous()
