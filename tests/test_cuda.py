@@ -81,8 +81,10 @@ def test_under_autocast_the_executions_agree_at_bfloat16_precision():
     x = torch.randn(8, 32, 16, 16, device='cuda')
     with torch.autocast('cuda', dtype=torch.bfloat16):
         fused, unfused, chosen = layer.execute('fused', x), layer.execute('unfused', x), layer(x)
-    assert fused.dtype == unfused.dtype == chosen.dtype == torch.bfloat16
+        im2col = layer.execute('im2col', x)
+    assert fused.dtype == unfused.dtype == chosen.dtype == im2col.dtype == torch.bfloat16
     torch.testing.assert_close(unfused.float(), fused.float(), atol=0.05, rtol=0.02)
+    torch.testing.assert_close(im2col.float(), fused.float(), atol=0.05, rtol=0.02)
     torch.testing.assert_close(chosen.float(), fused.float(), atol=0.05, rtol=0.02)
 
 

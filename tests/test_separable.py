@@ -91,15 +91,15 @@ def test_im2col_on_tiny_maps_unfolds_nothing_and_keeps_the_depthwise_product_onl
     x = torch.randn(8, 6, 2, 2, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t), \
-            torch.profiler.profile() as prof:
+            torch.profiler.profile(record_shapes=True) as prof:
         out = sep.execute('im2col', x)
         out.sum().backward()
-    ops = {event.name for event in prof.events()}
-    assert 'aten::col2im' not in ops  # the backward folds nothing back: the columns are the pixels themselves
-    assert sum(1 for event in prof.events() if event.name == 'aten::im2col') == 1  # only the tiny tap selection
+    assert 'aten::col2im' not in {event.name for event in prof.events()}  # no fold back in the backward
+    unfolded = [event.input_shapes[0] for event in prof.events() if event.name == 'aten::im2col']
+    assert unfolded == [[4, 1, 2, 2]]  # only the 4 one-hot images of the tap selection, never the input
     z_shape = (6 * 9, 2 * 2 * 8)  # (in * d, L * N)
     assert (z_shape in saved) == (learn != 'spatial')
-    assert (6, 9, 2 * 2 * 8) not in saved  # no unfolded patches (in, k^2, L * N)
+    assert (6, 9, 2 * 2 * 8) not in saved  # where the bank learns, the columns kept are the pixels, not patches
 
 
 @pytest.mark.parametrize('learn', ['full', 'channels', 'spatial'])
@@ -134,11 +134,11 @@ def test_fused_supports_double_backward():
     assert torch.autograd.gradgradcheck(lambda x, *_: sep.execute('fused', x), inputs)
 
 
-@pytest.mark.parametrize('execution', ['fused', 'im2col'])
-def test_under_autocast_an_execution_computes_in_the_autocast_dtype(execution):
+@pytest.mark.parametrize('execution, batch, size', [('fused', 2, 6), ('im2col', 2, 6), ('im2col', 16, 2)])
+def test_under_autocast_an_execution_computes_in_the_autocast_dtype(execution, batch, size):
     sep = SeparableConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1))
     sep.execution = execution
-    x = torch.randn(2, 8, 6, 6)
+    x = torch.randn(batch, 8, size, size)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = sep(x)
         out.float().sum().backward()
@@ -262,6 +262,8 @@ def test_executions_whose_extra_tensor_dwarfs_the_weight_are_not_timed():
     grouped = SeparableConv2d(8, 8, 3, padding=1, groups=2)
     assert candidate_executions(grouped, torch.randn(1, 8, 2, 2)) == ('fused', 'unfused')  # im2col: one group
     assert candidate_executions(layer, tiny) == ('fused', 'im2col')  # on the CPU im2col stands in for unfused
+    wide = SeparableConv2d(8, 8, 1, depth_multiplier=16)  # its patches are small, its 16x wider Z is not
+    assert candidate_executions(wide, torch.randn(1, 8, 2, 2)) == ('fused',)
 
 
 def test_every_rank_fixes_the_choice_on_the_timings_of_all_ranks(monkeypatch):

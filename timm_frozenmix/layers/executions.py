@@ -62,9 +62,10 @@ def im2col_separable(x: torch.Tensor, depthwise_weight: torch.Tensor, pointwise_
     larger than the patches it replaces (d * L_in <= kh * kw * N, the last stages of a ResNet): then the
     columns are the input pixels themselves, and neither an unfold nor its backward, a fold, runs. Depthwise convs
     with a depth multiplier are slow kernels and composing the dense weight costs weight-sized transposes, so on
-    the smallest maps this beats both. Plain autograd ops, so double backward and autocast work; where only the
-    pointwise weight learns, autograd keeps Z (its gradient needs nothing else). `x` (N, in, H, W) comes padded
-    as `padding` says; the output (N, out, H_out, W_out) has the input's memory format.
+    the smallest maps this beats both. Plain autograd ops, so double backward and autocast work. For the backward,
+    autograd keeps Z where the pointwise weight learns (Chans, Full) and the columns where the bank learns (Full,
+    Spatial): the unfolded patches, or on tiny maps the input itself. `x` (N, in, H, W) comes padded as `padding`
+    says; the output (N, out, H_out, W_out) has the memory format of `x`.
     """
     n, in_c, height, width = x.shape
     out_c, mid_c = pointwise_weight.shape[:2]

@@ -197,7 +197,7 @@ class SeparableConv2d(nn.Module):
     @torch.jit.unused
     def execution_for(self, x: torch.Tensor) -> str:
         """The execution `forward` takes on `x`: the forced one, or the cost model's, which picks im2col only in
-        eager mode and never under autocast: its advantage was measured there, in float32."""
+        eager mode and never under autocast: its advantage was measured in eager float32 only."""
         if self.execution != 'auto':
             return self.execution
         eager = not (torch.compiler.is_compiling() or torch.jit.is_tracing())

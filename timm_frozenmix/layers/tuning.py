@@ -24,7 +24,8 @@ TUNE_MAX_EXTRA = 4  # executions whose extra tensor exceeds this many composed w
 
 def candidate_executions(layer: SeparableConv2d, x: torch.Tensor) -> Tuple[str, ...]:
     """The executions worth timing on `x`: fused always; unfused and im2col only where their extra tensor (the
-    d-times-wider activation, the unfolded input) holds at most TUNE_MAX_EXTRA times the composed weight.
+    d-times-wider activation; for im2col the larger of that and the unfolded input) holds at most
+    TUNE_MAX_EXTRA times the composed weight.
 
     Fused pays per weight element, the other two per activation element, so where activations dwarf the
     weight they lose anyway, and timing them would put that tensor on top of the forward's activations.
@@ -38,7 +39,7 @@ def candidate_executions(layer: SeparableConv2d, x: torch.Tensor) -> Tuple[str, 
     pixels = x.shape[0] * -(-x.shape[-2] // sh) * -(-x.shape[-1] // sw)  # output pixels, all images
     budget = TUNE_MAX_EXTRA * layer.out_channels * layer.in_channels // layer.groups * kh * kw
     candidates = ['fused']
-    im2col = layer.groups == 1 and pixels * layer.in_channels * kh * kw <= budget
+    im2col = layer.groups == 1 and pixels * layer.in_channels * max(kh * kw, layer.depth_multiplier) <= budget
     if pixels * layer.in_channels * layer.depth_multiplier <= budget and not (
             im2col and x.device.type == 'cpu' and kh * kw <= layer.depth_multiplier):
         candidates.append('unfused')
