@@ -1,32 +1,39 @@
-""" Peak memory and ratio tables of ours against a baseline, measured the same way in one run
+""" Peak memory and ratio tables of ours against a baseline, with intervals over fresh processes
 
-Step times come from `timm_frozenmix.evaluation.step_time` (interleaved rounds): a row gives each case's
-geometric-mean step time and their ratio with its 95% t interval over the rounds. Peak memory is measured
-with each model alone in a fresh process (its peak resident memory above what it held before the first step),
-which runs with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_), so every freed tensor leaves the
-resident set at once: by default glibc raises the threshold as large blocks are freed and keeps later ones
-in its heap, and the high-water mark then depends on the order of allocations, not only on what is alive.
-Ratios, not absolute times, are what carry across machines.
+Step times come from `timm_frozenmix.evaluation.step_time` (interleaved rounds), timed in PROCESSES fresh
+Python processes one after another (`timed_in_processes`): rounds in one process share its memory layout,
+thread placement and kernel choices, so the noise between processes only shows in an interval over processes. A
+row gives each case's geometric-mean step time and their ratio: the geometric mean of the processes' ratios,
+with its 95% t interval over the processes (`pooled_ratio`), and a verdict on its target (`target_verdict`,
+docs/performance.md "How a target is judged"). Peak memory is measured with each model alone in a fresh process
+(its peak resident memory above what it held before the first step), MEMORY_PROCESSES times, in processes that
+run with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_), so every freed tensor leaves the
+resident set at once: by default glibc raises the threshold as large blocks are freed and keeps later ones in
+its heap, and the high-water mark then depends on the order of allocations, not only on what is alive. Ratios,
+not absolute times, are what carry across machines.
 """
 import json
+import math
 import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from timm_frozenmix.io.reporting import markdown_table, replace_between_markers, write_json, write_text
 from timm_frozenmix.evaluation.step_time import make_step
-from study.stats import Interval, ratio
+from study.stats import FAILS, HOLDS, Interval, log_interval, ratio, within
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MMAP_THRESHOLD = 64 * 1024  # bytes; glibc's default starts at 128 KiB and grows up to 32 MiB
-HEADER = ['comparison', 'ours', 'baseline', 'time ratio', 'peak memory ratio', 'target']
+HEADER = ['comparison', 'ours', 'baseline', 'time ratio', 'peak memory ratio', 'target', 'verdict']
+PROCESSES = 5  # fresh processes every comparison of a table is timed in
+MEMORY_PROCESSES = 3  # fresh processes each model's peak memory is measured in
 
 
 def _current_rss_mib() -> float:
@@ -49,17 +56,55 @@ def peak_memory_here(model: nn.Module, x: torch.Tensor, train: bool, steps: int 
     return _peak_rss_mib() - before
 
 
+def _script_module(module: str) -> str:
+    """The importable name of a benchmark module; a script run with python -m is '__main__' to itself."""
+    return sys.modules['__main__'].__spec__.name if module == '__main__' else module
+
+
+def _in_fresh_python(code: str, argument: dict, what: str, env: Optional[dict] = None) -> str:
+    """The last line `code` prints, run by a new Python in the repository with `argument` as JSON in argv[1];
+    RuntimeError with the end of its stderr when it fails."""
+    out = subprocess.run([sys.executable, '-c', code, json.dumps(argument)], capture_output=True, text=True,
+                         check=False, cwd=REPO, env={**os.environ, **(env or {})})
+    if out.returncode != 0:
+        raise RuntimeError(f'{what} failed:\n{out.stderr[-2000:]}')
+    return out.stdout.strip().splitlines()[-1]
+
+
 def peak_memory(module: str, case: str, train: bool, **kwargs) -> float:
     """`peak_memory_here(*module.build(case, **kwargs))` in a fresh Python, so no other model's peak counts."""
-    if module == '__main__':  # a script run with python -m: import it by its real name
-        module = sys.modules['__main__'].__spec__.name
+    module = _script_module(module)
     code = (f'import json, sys; from {module} import build; from benchmarks._harness import peak_memory_here; '
             f'print(peak_memory_here(*build({case!r}, **json.loads(sys.argv[1])), train={train}))')
-    out = subprocess.run([sys.executable, '-c', code, json.dumps(kwargs)], capture_output=True, text=True,
-                         check=False, cwd=REPO, env={**os.environ, 'MALLOC_MMAP_THRESHOLD_': str(MMAP_THRESHOLD)})
-    if out.returncode != 0:
-        raise RuntimeError(f'{module} {case} failed:\n{out.stderr[-2000:]}')
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(_in_fresh_python(code, kwargs, f'{module} {case}', {'MALLOC_MMAP_THRESHOLD_': str(MMAP_THRESHOLD)}))
+
+
+def peak_memories(module: str, cases: Sequence[str], train: bool, processes: int = MEMORY_PROCESSES,
+                  **kwargs) -> Dict[str, List[float]]:
+    """MiB of `peak_memory` of every case, measured `processes` times, the cases taking turns."""
+    mib = {case: [] for case in cases}
+    for _ in range(processes):
+        for case in cases:
+            mib[case].append(peak_memory(module, case, train, **kwargs))
+    return mib
+
+
+def timed_in_processes(module: str, cases: Sequence[str], train: bool, steps: int, warmup: int,
+                       processes: int = PROCESSES, **kwargs) -> List[Dict[str, List[float]]]:
+    """`time_interleaved_samples` of `module.build(case, **kwargs)` for every case, in each of `processes` fresh
+    Pythons one after another: one dict of per-round seconds per process. Prints a line per process."""
+    module = _script_module(module)
+    code = (f'import json, sys; from {module} import build; '
+            f'from timm_frozenmix.evaluation.step_time import time_interleaved_samples; a = json.loads(sys.argv[1]); '
+            f'print(json.dumps(time_interleaved_samples({{c: build(c, **a["kwargs"]) for c in a["cases"]}}, '
+            f'a["train"], a["steps"], a["warmup"])))')
+    argument = dict(cases=list(cases), train=train, steps=steps, warmup=warmup, kwargs=kwargs)
+    runs = []
+    for i in range(processes):
+        print(f'  {module} {", ".join(cases)} {kwargs or ""}: process {i + 1} of {processes}', file=sys.stderr,
+              flush=True)
+        runs.append(json.loads(_in_fresh_python(code, argument, f'{module} {", ".join(cases)}')))
+    return runs
 
 
 def replace_block(path, start: str, end: str, block: str) -> None:
@@ -77,21 +122,45 @@ def publish(results: dict, block: str, results_path, table_path, page, start: st
     print(f'Written: {results_path}, {table_path} and {page}')
 
 
-def ratio_row(name: str, ours_s: Sequence[float], base_s: Sequence[float], ours_mib: Optional[float],
-              base_mib: Optional[float], target: str) -> list:
-    """A table row from the per-round seconds of two cases timed together (`time_interleaved_samples`): each
-    case's geometric-mean step time, their ratio with its 95% interval (`paired_ratio`, which equals the ratio of
-    the two geometric means), and the peak memory ratio (left empty when the memory is None)."""
-    memory = '' if ours_mib is None or base_mib is None else f'{ours_mib / base_mib:.2f}x'
-    return [name, f'{statistics.geometric_mean(ours_s) * 1000:.0f} ms',
-            f'{statistics.geometric_mean(base_s) * 1000:.0f} ms', paired_ratio(ours_s, base_s).text('x'), memory,
-            target]
+def ratio_row(name: str, runs: Sequence[Dict[str, List[float]]], ours: str, base: str,
+              memory: Optional[Dict[str, List[float]]] = None, time_target: Optional[float] = None,
+              memory_target: Optional[float] = None, measure: str = 'time') -> list:
+    """A table row of case `ours` against case `base` from `timed_in_processes` runs: each case's geometric-mean
+    step time over all rounds, their `pooled_ratio` (which equals the ratio of the two geometric means), the peak
+    memory ratio over the `peak_memories` pairs (left empty without `memory`), the targets (at most this ratio of
+    `measure`, and of memory) and their verdicts."""
+    time = pooled_ratio(runs, ours, base)
+    memory_ratio = None if memory is None else ratio(memory[ours], memory[base])
+    mean_ms = lambda case: statistics.geometric_mean([s for run in runs for s in run[case]]) * 1000
+    targets, verdicts = [], []
+    for what, interval, target in ((measure, time, time_target), ('memory', memory_ratio, memory_target)):
+        if target is not None:
+            targets.append(f'<= {target}x {what}')
+            verdicts.append(f'{what} {target_verdict(interval, target)}')
+    return [name, f'{mean_ms(ours):.0f} ms', f'{mean_ms(base):.0f} ms', time.text('x'),
+            '' if memory_ratio is None else memory_ratio.text('x'), ', '.join(targets) or '-',
+            ', '.join(verdicts) or '-']
+
+
+def pooled_ratio(runs: Sequence[Dict[str, List[float]]], ours: str, base: str) -> Interval:
+    """ours / base over the processes of `timed_in_processes`: each process's `paired_ratio` (the geometric mean
+    of its rounds' ratios), and their geometric mean with its 95% t interval over the processes, which covers
+    the noise between processes as well as within them. ValueError where a process has fewer than 2 rounds."""
+    per_process = [paired_ratio(run[ours], run[base]).mean for run in runs]
+    return ratio(per_process, [1.0] * len(per_process))
+
+
+def target_verdict(interval: Interval, target: float) -> str:
+    """'met' where the whole ratio interval lies at or below `target`, 'not met' where it lies above, 'not
+    settled' where it contains the target or has no width (`study.stats.within` on the log scale)."""
+    verdict = within(log_interval(interval), math.log(target))
+    return {HOLDS: 'met', FAILS: 'not met'}.get(verdict, 'not settled')
 
 
 def paired_ratio(ours_s: Sequence[float], base_s: Sequence[float]) -> Interval:
     """ours / baseline over the rounds of `time_interleaved_samples` (the i-th entries ran in one round): the
     geometric mean of the per-round ratios with its 95% t interval (`study.stats.ratio`), which covers the noise
-    within this run only. ValueError for fewer than two rounds or lists of different lengths."""
+    within this process only. ValueError for fewer than two rounds or lists of different lengths."""
     if len(ours_s) != len(base_s) or len(ours_s) < 2:
         raise ValueError(f'a paired ratio needs two equally long lists of at least 2 rounds, got {len(ours_s)} '
                          f'and {len(base_s)}')

@@ -14,10 +14,10 @@ import torch
 from timm.models.convmixer import ConvMixer
 
 import timm_frozenmix  # noqa: F401  (registers the models with timm)
-from timm_frozenmix.evaluation.step_time import time_interleaved_samples
-from benchmarks._harness import machine, paired_ratio, peak_memory, ratio_row, scaled, table
+from benchmarks._harness import (PROCESSES, machine, peak_memories, pooled_ratio, ratio_row, scaled, table,
+                                 timed_in_processes)
 
-BATCH, SIZE, STEPS, WARMUP = 32, 32, 8, 1  # steps: a multiple of the 4 cases
+BATCH, SIZE, STEPS, WARMUP = 32, 32, 4, 1  # per process; steps: a multiple of the 4 cases
 warnings.filterwarnings('ignore', message='Using padding=.same. with even kernel')
 
 
@@ -39,25 +39,24 @@ def _trainable(model) -> int:
 
 
 def run() -> list:
-    cases = {c: build(c) for c in ('timm', 'floor', 'chans', 'space')}
-    seconds = time_interleaved_samples(cases, True, STEPS, WARMUP)
-    mib = {c: peak_memory(__name__, c, True) for c in cases}
-    base_trainable = _trainable(cases['timm'][0])
-    rows = []
-    rows.append(ratio_row('floor: timm ConvMixer, stem and depthwise frozen, vs timm ConvMixer (full)',
-                          seconds['floor'], seconds['timm'], mib['floor'], mib['timm'], '-'))
-    rows.append(ratio_row('convmixer_128_8_p1_chans vs the floor, train step', seconds['chans'], seconds['floor'],
-                          mib['chans'], mib['floor'], '<= 1.05x time'))
-    for mode, target in (('chans', '-'), ('space', '-')):
-        rows.append(ratio_row(f'convmixer_128_8_p1_{mode} vs timm ConvMixer (full), train step',
-                              seconds[mode], seconds['timm'], mib[mode], mib['timm'], target))
-        trainable = _trainable(cases[mode][0])
-        per_param = scaled(paired_ratio(seconds[mode], seconds['timm']), base_trainable / trainable)
+    cases = ('timm', 'floor', 'chans', 'space')
+    runs = timed_in_processes(__name__, cases, True, STEPS, WARMUP)
+    mib = peak_memories(__name__, cases, True)
+    base_trainable = _trainable(build('timm')[0])
+    rows = [ratio_row('floor: timm ConvMixer, stem and depthwise frozen, vs timm ConvMixer (full)', runs, 'floor',
+                      'timm', mib),
+            ratio_row('convmixer_128_8_p1_chans vs the floor, train step', runs, 'chans', 'floor', mib, 1.05)]
+    for mode in ('chans', 'space'):
+        rows.append(ratio_row(f'convmixer_128_8_p1_{mode} vs timm ConvMixer (full), train step', runs, mode, 'timm',
+                              mib))
+        trainable = _trainable(build(mode)[0])
+        per_param = scaled(pooled_ratio(runs, mode, 'timm'), base_trainable / trainable)
         rows.append([f'same, time per trainable parameter ({trainable:,} vs {base_trainable:,})',
-                     '', '', per_param.text('x'), '', '-'])
+                     '', '', per_param.text('x'), '', '-', '-'])
     return rows
 
 
 if __name__ == '__main__':
-    print(f'Batch {BATCH} at {SIZE}x{SIZE}, {STEPS} interleaved rounds after {WARMUP}; {machine()}')
+    print(f'Batch {BATCH} at {SIZE}x{SIZE}, {STEPS} interleaved rounds after {WARMUP} in each of {PROCESSES} '
+          f'processes; {machine()}')
     print(table(run()))

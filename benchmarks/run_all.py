@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from benchmarks import convmixer, growth, inference, main_job, sep_resnet18, sep_resnet20
-from benchmarks._harness import HEADER, REPO, machine, replace_block
+from benchmarks._harness import HEADER, MEMORY_PROCESSES, PROCESSES, REPO, machine, replace_block
 from timm_frozenmix.io.reporting import markdown_table, write_json, write_text
 from timm_frozenmix.training.config import TrainConfig
 
@@ -50,26 +50,30 @@ def main_job_line(ms: dict) -> str:
 def page_block(results: dict) -> str:
     """docs/performance.md's CPU table, growth plot, growth line and main-job split, from docs/benchmarks.json."""
     return '\n'.join([
-        f'Measured by `python -m benchmarks.run_all` on {results["machine"]}. Step times are geometric means of '
-        f'interleaved steps after warm-up, and a time ratio is theirs: the geometric mean of the ratios of the steps '
-        f'that ran in one round, with its 95% interval over the rounds of this run (the growth sweep below gives '
-        f'medians, 3 steps a point); peak memory is the resident high-water mark of each model alone in a fresh '
-        f'process, with glibc returning every freed tensor to the system at once (MALLOC_MMAP_THRESHOLD_=65536).',
+        f'Measured by `python -m benchmarks.run_all` on {results["machine"]}. Each comparison ran in '
+        f'{results["processes"]} fresh processes, one after another, its cases taking turns step by step in each '
+        f'(interleaved rounds after warm-up). Step times are geometric means over all rounds; a time ratio is the '
+        f'geometric mean of the processes\' ratios (each the geometric mean of its rounds\' ratios), with its 95% '
+        f'interval over the processes (the growth sweep below gives medians, 3 steps a point, in one process). '
+        f'Peak memory is the resident high-water mark of each model alone in a fresh process, '
+        f'{results["memory_processes"]} times, with glibc returning every freed tensor to the system at once '
+        f'(MALLOC_MMAP_THRESHOLD_=65536); its ratio and interval come from those pairs. The verdicts apply the '
+        f'rules of [How a target is judged](performance.md#how-a-target-is-judged).',
         '', markdown_table(HEADER, results['rows']), '',
         f'![step time and peak memory against work]({GROWTH_PLOT.name})', '',
         growth_line(results['growth']['rows']), '', main_job_line(results['main_job_ms'])])
 
 
 def main() -> None:
-    print(f'Geometric-mean step time after warm-up, paired time ratios with 95% intervals, and peak resident '
-          f'memory per model, each in a fresh process; {machine()}')
+    print(f'Geometric-mean step time after warm-up, time ratios with 95% intervals over {PROCESSES} fresh processes, '
+          f'and peak resident memory per model alone in a fresh process, {MEMORY_PROCESSES} times; {machine()}')
     rows = []
     for bench in TABLE_BENCHES:
         rows += bench.run()
         print(f'... {bench.__name__} done', flush=True)
     print(markdown_table(HEADER, rows))
     growth_rows = growth.run()
-    results = dict(machine=machine(), rows=rows,
+    results = dict(machine=machine(), processes=PROCESSES, memory_processes=MEMORY_PROCESSES, rows=rows,
                    growth=dict(steps=growth.STEPS, warmup=growth.WARMUP, rows=growth_rows), main_job_ms=main_job.run())
     write_json(RESULTS, results)
     growth.plot(growth_rows, GROWTH_PLOT)

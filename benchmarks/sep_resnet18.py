@@ -6,10 +6,9 @@ import timm
 import torch
 
 from timm_frozenmix import tune_executions
-from timm_frozenmix.evaluation.step_time import time_interleaved_samples
-from benchmarks._harness import machine, peak_memory, ratio_row, table
+from benchmarks._harness import PROCESSES, machine, peak_memories, ratio_row, table, timed_in_processes
 
-BATCH, SIZE, STEPS, WARMUP = 32, 64, 21, 3
+BATCH, SIZE, STEPS, WARMUP = 32, 64, 9, 3  # per process; steps: a multiple of the 3 cases
 
 
 def build(case: str):
@@ -24,14 +23,13 @@ def build(case: str):
 
 def run() -> list:
     cases = ('dense', 'ours', 'tuned')
-    seconds = time_interleaved_samples({c: build(c) for c in cases}, True, STEPS, WARMUP)
-    mib = {c: peak_memory(__name__, c, True) for c in cases}
-    return [ratio_row('sep_resnet18_chans vs resnetv2_18, train step', seconds['ours'], seconds['dense'],
-                      mib['ours'], mib['dense'], '<= 1.05x time, <= 1.1x memory'),
-            ratio_row('same, executions timed by tune_executions (reference)', seconds['tuned'], seconds['dense'],
-                      mib['tuned'], mib['dense'], '-')]
+    runs = timed_in_processes(__name__, cases, True, STEPS, WARMUP)
+    mib = peak_memories(__name__, cases, True)
+    return [ratio_row('sep_resnet18_chans vs resnetv2_18, train step', runs, 'ours', 'dense', mib, 1.05, 1.1),
+            ratio_row('same, executions timed by tune_executions (reference)', runs, 'tuned', 'dense', mib)]
 
 
 if __name__ == '__main__':
-    print(f'Batch {BATCH} at {SIZE}x{SIZE}, {STEPS} interleaved rounds after {WARMUP}; {machine()}')
+    print(f'Batch {BATCH} at {SIZE}x{SIZE}, {STEPS} interleaved rounds after {WARMUP} in each of {PROCESSES} '
+          f'processes; {machine()}')
     print(table(run()))

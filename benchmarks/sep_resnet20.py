@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 
 from timm_frozenmix import SeparableConv2d
-from timm_frozenmix.evaluation.step_time import time_interleaved_samples
-from benchmarks._harness import machine, peak_memory, ratio_row, table
+from benchmarks._harness import PROCESSES, machine, peak_memories, ratio_row, table, timed_in_processes
 
-BATCH, SIZE, STEPS, WARMUP = 64, 32, 12, 2  # steps: a multiple of the 3 cases
-COMPILED_STEPS = 16  # compiled steps are short and this row's ratio is the closest to its target: more of them
+BATCH, SIZE = 64, 32
+STEPS, WARMUP = {1: 6, 4: 3}, {1: 2, 4: 1}  # per width and process; steps: a multiple of the 3 cases
+COMPILED_STEPS, COMPILED_WARMUP = 8, 2  # per process; the warm-up steps compile
 
 
 def dense_resnet_cifar(depth: int = 20, width: int = 1) -> nn.Module:
@@ -27,7 +27,9 @@ def dense_resnet_cifar(depth: int = 20, width: int = 1) -> nn.Module:
     return timm.create_model(f'sep_resnet{depth}_cifar_full', num_classes=10, width=width, separable=False)
 
 
-def build(case: str, width: int = 1):
+def build(case: str, width: int = 1, compiled: bool = False):
+    """'dense', 'ours' (executions by the cost model) or 'unfused', of width `width`; torch.compile'd if
+    `compiled`."""
     torch.manual_seed(0)
     if case == 'dense':
         model = dense_resnet_cifar(20, width)
@@ -36,36 +38,35 @@ def build(case: str, width: int = 1):
         for m in model.modules():
             if isinstance(m, SeparableConv2d):
                 m.execution = {'ours': 'auto', 'unfused': 'unfused'}[case]
-    return model, torch.randn(BATCH, 3, SIZE, SIZE)
+    return torch.compile(model) if compiled else model, torch.randn(BATCH, 3, SIZE, SIZE)
 
 
 def run() -> list:
     rows = []
     for width in (1, 4):
         cases = ('dense', 'ours', 'unfused')
-        seconds = time_interleaved_samples({c: build(c, width) for c in cases}, True, STEPS, WARMUP)
-        mib = {c: peak_memory(__name__, c, True, width=width) for c in cases}
-        rows.append(ratio_row(f'sep_resnet20_cifar_chans x{width} vs dense ResNet-20 x{width}, train step',
-                              seconds['ours'], seconds['dense'], mib['ours'], mib['dense'],
-                              '<= 1.05x time, <= 1.1x memory'))
-        rows.append(ratio_row('same, naive unfused path (reference)', seconds['unfused'], seconds['dense'],
-                              mib['unfused'], mib['dense'], '-'))
+        runs = timed_in_processes(__name__, cases, True, STEPS[width], WARMUP[width], width=width)
+        mib = peak_memories(__name__, cases, True, width=width)
+        rows.append(ratio_row(f'sep_resnet20_cifar_chans x{width} vs dense ResNet-20 x{width}, train step', runs,
+                              'ours', 'dense', mib, 1.05, 1.1))
+        rows.append(ratio_row('same, naive unfused path (reference)', runs, 'unfused', 'dense', mib))
     rows.append(compiled_row())
     return rows
 
 
 def compiled_row() -> list:
-    name, target = 'same x1, torch.compile on both, train step', '<= 1.05x time'
-    compiled = {c: (torch.compile(model), x) for c, (model, x) in ((c, build(c)) for c in ('dense', 'ours'))}
+    name, target = 'same x1, torch.compile on both, train step', 1.05
     try:
-        seconds = time_interleaved_samples(compiled, True, COMPILED_STEPS, WARMUP)  # the warm-up steps compile
-    except Exception as e:  # inductor without a C++ compiler, for one: the other rows still count
-        print(f'torch.compile failed, row left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}',
-              file=sys.stderr)
-        return [name, 'not measured', 'not measured', f'torch.compile failed ({type(e).__name__})', '', target]
-    return ratio_row(name, seconds['ours'], seconds['dense'], None, None, target)
+        runs = timed_in_processes(__name__, ('dense', 'ours'), True, COMPILED_STEPS, COMPILED_WARMUP, compiled=True)
+    except RuntimeError as e:  # inductor without a C++ compiler, for one: the other rows still count
+        last = str(e).strip().splitlines()[-1][:200]
+        print(f'torch.compile failed, row left out: {last}', file=sys.stderr)
+        return [name, 'not measured', 'not measured', 'torch.compile failed', '', f'<= {target}x time', '-']
+    return ratio_row(name, runs, 'ours', 'dense', time_target=target)
 
 
 if __name__ == '__main__':
-    print(f'Batch {BATCH} at {SIZE}x{SIZE}, {STEPS} interleaved rounds after {WARMUP}; {machine()}')
+    print(f'Batch {BATCH} at {SIZE}x{SIZE}, in each of {PROCESSES} processes {STEPS[1]} interleaved rounds after '
+          f'{WARMUP[1]} at width 1, {STEPS[4]} after {WARMUP[4]} at width 4, {COMPILED_STEPS} after '
+          f'{COMPILED_WARMUP} compiled; {machine()}')
     print(table(run()))

@@ -1,5 +1,6 @@
 """ The benchmarks behind docs/performance.md: the growth sweep runs, and the page shows their output """
 import json
+import math
 import platform
 import statistics
 
@@ -9,8 +10,11 @@ import timm
 import torch
 from scipy.stats import t as student_t
 
-from benchmarks import cuda, growth, run_all, sep_resnet18_stages
-from benchmarks._harness import cpu_model, machine, paired_ratio, percent, ratio_row, scaled
+from study.stats import Interval
+
+from benchmarks import cuda, growth, inference, run_all, sep_resnet18_stages
+from benchmarks._harness import (cpu_model, machine, paired_ratio, peak_memories, percent, pooled_ratio, ratio_row,
+                                 scaled, target_verdict, timed_in_processes)
 from timm_frozenmix.layers.separable import SeparableConv2d
 
 
@@ -70,14 +74,54 @@ def test_machine_names_the_cpu_model_the_kernel_reports(tmp_path):
     assert machine().startswith(named) and ' cores, ' in machine()
 
 
-def test_ratio_row_gives_geometric_means_whose_ratio_is_the_paired_ratio():
-    ours, base = [0.110, 0.220, 0.105], [0.100, 0.200, 0.100]
-    row = ratio_row('ours vs base', ours, base, 110.0, 100.0, '<= 1.05x time')
-    assert row[:3] == ['ours vs base', '136 ms', '126 ms'] and row[4:] == ['1.10x', '<= 1.05x time']
-    assert row[3] == paired_ratio(ours, base).text('x') and row[3].startswith('1.08x [')
-    assert paired_ratio(ours, base).mean == pytest.approx(
-        statistics.geometric_mean(ours) / statistics.geometric_mean(base))
-    assert ratio_row('no memory', ours, base, None, None, '-')[4] == ''
+def test_pooled_ratio_is_the_geometric_mean_of_the_process_ratios_with_its_t_interval_over_processes():
+    runs = [dict(ours=[2.0, 2.0], base=[1.0, 1.0]), dict(ours=[1.0, 4.0], base=[1.0, 1.0])]  # process ratios 2, 2
+    same = pooled_ratio(runs, 'ours', 'base')
+    assert (same.mean, same.low, same.high, same.n) == (pytest.approx(2.0),) * 3 + (2,)
+    runs[1]['ours'] = [4.0, 4.0]  # process ratios 2 and 4: log ratios log 2, log 4
+    spread, t = pooled_ratio(runs, 'ours', 'base'), student_t.ppf(0.975, 1)
+    half = math.log(2) / 2 * t  # standard error of the two log ratios: their difference / 2
+    assert (spread.mean, spread.low, spread.high) == pytest.approx(
+        (2 ** 1.5, 2 ** 1.5 * math.exp(-half), 2 ** 1.5 * math.exp(half)))
+    with pytest.raises(ValueError, match='at least 2 rounds'):
+        pooled_ratio([dict(ours=[1.0], base=[1.0])] * 2, 'ours', 'base')
+
+
+def test_target_verdict_reads_the_whole_interval_against_the_target():
+    assert target_verdict(Interval(1.00, 0.97, 1.04, 5), 1.05) == 'met'
+    assert target_verdict(Interval(1.10, 1.06, 1.14, 5), 1.05) == 'not met'
+    assert target_verdict(Interval(1.03, 1.00, 1.07, 5), 1.05) == 'not settled'
+    assert target_verdict(Interval(1.08, 1.02, 1.06, 5), 1.05) == 'not settled'  # the mean alone never decides
+    assert target_verdict(Interval(0.90, math.nan, math.nan, 1), 1.05) == 'not settled'  # one process: no interval
+
+
+def test_ratio_row_gives_geometric_means_whose_ratio_is_the_pooled_ratio_and_verdicts_per_target():
+    runs = [dict(ours=[0.110, 0.220], base=[0.100, 0.200]), dict(ours=[0.105, 0.115], base=[0.100, 0.100])]
+    memory = dict(ours=[110.0, 111.0, 110.0], base=[100.0, 100.0, 100.0])
+    row = ratio_row('ours vs base', runs, 'ours', 'base', memory, 1.2, 1.05)
+    rounds = lambda case: [s for run in runs for s in run[case]]
+    assert row[:3] == ['ours vs base', f'{statistics.geometric_mean(rounds("ours")) * 1000:.0f} ms',
+                       f'{statistics.geometric_mean(rounds("base")) * 1000:.0f} ms']
+    pooled = pooled_ratio(runs, 'ours', 'base')
+    assert pooled.mean == pytest.approx(statistics.geometric_mean(rounds('ours')) /
+                                        statistics.geometric_mean(rounds('base')))
+    assert row[3] == pooled.text('x') and row[4].startswith('1.10x [')
+    assert row[5:] == ['<= 1.2x time, <= 1.05x memory', 'time met, memory not met']
+    plain = ratio_row('no memory', runs, 'ours', 'base', measure='latency')
+    assert plain[4:] == ['', '-', '-']
+    assert ratio_row('latency', runs, 'ours', 'base', time_target=1.5, measure='latency')[5:] == [
+        '<= 1.5x latency', 'latency met']
+
+
+def test_timed_in_processes_times_every_case_in_each_fresh_process_and_memory_per_model():
+    runs = timed_in_processes(inference.__name__, ('dense', 'reparameterized'), False, steps=2, warmup=1,
+                              processes=2)
+    assert len(runs) == 2 and all(sorted(run) == ['dense', 'reparameterized'] for run in runs)
+    assert all(len(seconds) == 2 and min(seconds) > 0 for run in runs for seconds in run.values())
+    mib = peak_memories(inference.__name__, ('dense',), False, processes=2)
+    assert len(mib['dense']) == 2 and min(mib['dense']) > 0
+    with pytest.raises(RuntimeError, match='unexpected keyword argument'):  # the child's error, passed on
+        timed_in_processes(inference.__name__, ('dense',), False, steps=2, warmup=0, processes=1, width=3)
 
 
 def test_stage_attribution_makes_one_part_dense_and_keeps_the_function():
