@@ -34,6 +34,8 @@ MMAP_THRESHOLD = 64 * 1024  # bytes; glibc's default starts at 128 KiB and grows
 HEADER = ['comparison', 'ours', 'baseline', 'time ratio', 'peak memory ratio', 'target', 'verdict']
 PROCESSES = 5  # fresh processes every comparison of a table is timed in
 MEMORY_PROCESSES = 3  # fresh processes each model's peak memory is measured in
+TIMED = []  # what every `timed_in_processes` call of this process measured, kept for the results file
+MEASURED_MEMORY = []  # ... and every `peak_memories` call
 
 
 def _current_rss_mib() -> float:
@@ -81,18 +83,21 @@ def peak_memory(module: str, case: str, train: bool, **kwargs) -> float:
 
 def peak_memories(module: str, cases: Sequence[str], train: bool, processes: int = MEMORY_PROCESSES,
                   **kwargs) -> Dict[str, List[float]]:
-    """MiB of `peak_memory` of every case, measured `processes` times, the cases taking turns."""
+    """MiB of `peak_memory` of every case, measured `processes` times, the cases taking turns; also appended to
+    MEASURED_MEMORY with what was measured."""
     mib = {case: [] for case in cases}
     for _ in range(processes):
         for case in cases:
             mib[case].append(peak_memory(module, case, train, **kwargs))
+    MEASURED_MEMORY.append(dict(module=_script_module(module), train=train, kwargs=kwargs, mib=mib))
     return mib
 
 
 def timed_in_processes(module: str, cases: Sequence[str], train: bool, steps: int, warmup: int,
                        processes: int = PROCESSES, **kwargs) -> List[Dict[str, List[float]]]:
     """`time_interleaved_samples` of `module.build(case, **kwargs)` for every case, in each of `processes` fresh
-    Pythons one after another: one dict of per-round seconds per process. Prints a line per process."""
+    Pythons one after another: one dict of per-round seconds per process, also appended to TIMED with what was
+    timed. Prints a line per process."""
     module = _script_module(module)
     code = (f'import json, sys; from {module} import build; '
             f'from timm_frozenmix.evaluation.step_time import time_interleaved_samples; a = json.loads(sys.argv[1]); '
@@ -104,6 +109,7 @@ def timed_in_processes(module: str, cases: Sequence[str], train: bool, steps: in
         print(f'  {module} {", ".join(cases)} {kwargs or ""}: process {i + 1} of {processes}', file=sys.stderr,
               flush=True)
         runs.append(json.loads(_in_fresh_python(code, argument, f'{module} {", ".join(cases)}')))
+    TIMED.append(dict(module=module, **argument, runs=runs))
     return runs
 
 

@@ -3,6 +3,9 @@
     python -m benchmarks.run_all        # prints it all; writes docs/benchmarks.{json,md}, docs/benchmarks_growth.png
                                         # and the CPU table between docs/performance.md's benchmark markers
 
+docs/benchmarks.json also keeps the seconds of every round of every timed process (`timed`) and every peak memory
+measured (`peak_memory_mib`), for re-analysis.
+
 The page's block is rendered from docs/benchmarks.json by `page_block`, and a test checks that they agree, so the
 table in docs/performance.md is always this command's output on the machine it names.
 """
@@ -10,7 +13,8 @@ import math
 from pathlib import Path
 
 from benchmarks import convmixer, growth, inference, main_job, sep_resnet18, sep_resnet20
-from benchmarks._harness import HEADER, MEMORY_PROCESSES, PROCESSES, REPO, machine, replace_block
+from benchmarks._harness import (HEADER, MEASURED_MEMORY, MEMORY_PROCESSES, PROCESSES, REPO, TIMED, machine,
+                                 replace_block)
 from timm_frozenmix.io.reporting import markdown_table, write_json, write_text
 from timm_frozenmix.training.config import TrainConfig
 
@@ -74,7 +78,8 @@ def main() -> None:
     print(markdown_table(HEADER, rows))
     growth_rows = growth.run()
     results = dict(machine=machine(), processes=PROCESSES, memory_processes=MEMORY_PROCESSES, rows=rows,
-                   growth=dict(steps=growth.STEPS, warmup=growth.WARMUP, rows=growth_rows), main_job_ms=main_job.run())
+                   growth=dict(steps=growth.STEPS, warmup=growth.WARMUP, rows=growth_rows), main_job_ms=main_job.run(),
+                   timed=TIMED, peak_memory_mib=MEASURED_MEMORY)
     write_json(RESULTS, results)
     growth.plot(growth_rows, GROWTH_PLOT)
     write_text(TABLE, page_block(results) + '\n\n' + growth.table(growth_rows) + '\n')
