@@ -9,4 +9,4 @@ from timm_frozenmix.models import FrozenMixConvMixer, SeparableResNetV2
 from timm_frozenmix.layers.separable import SeparableConv2d
 from timm_frozenmix.layers.tuning import tune_executions
 
-__version__ = '0.4.7'  # the one place the version is written (pyproject reads it)
+__version__ = '0.4.8'  # the one place the version is written (pyproject reads it)
