@@ -4,7 +4,7 @@ Step times come from `timm_frozenmix.evaluation.step_time` (interleaved rounds),
 Python processes one after another (`timed_in_processes`): rounds in one process share its memory layout,
 thread placement and kernel choices, so the noise between processes only shows in an interval over processes. A
 row gives each case's geometric-mean step time and their ratio: the geometric mean of the processes' ratios,
-with its 95% t interval over the processes (`pooled_ratio`), and a verdict on its target (`target_verdict`,
+with its 95% t interval over the processes (`ratio_over_processes`), and a verdict on its target (`target_verdict`,
 docs/performance.md "How a target is judged"). Peak memory is measured with each model alone in a fresh process
 (its peak resident memory above what it held before the first step), MEMORY_PROCESSES times, in processes that
 run with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_), so every freed tensor leaves the
@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -27,7 +28,7 @@ import torch.nn as nn
 
 from timm_frozenmix.io.reporting import markdown_table, replace_between_markers, write_json, write_text
 from timm_frozenmix.evaluation.step_time import make_step
-from study.stats import FAILS, HOLDS, Interval, log_interval, ratio, within
+from study.stats import Interval, ratio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MMAP_THRESHOLD = 64 * 1024  # bytes; glibc's default starts at 128 KiB and grows up to 32 MiB
@@ -68,9 +69,17 @@ def _in_fresh_python(code: str, argument: dict, what: str, env: Optional[dict] =
     RuntimeError with the end of its stderr when it fails."""
     out = subprocess.run([sys.executable, '-c', code, json.dumps(argument)], capture_output=True, text=True,
                          check=False, cwd=REPO, env={**os.environ, **(env or {})})
-    if out.returncode != 0:
+    if out.returncode != 0 or not out.stdout.strip():
         raise RuntimeError(f'{what} failed:\n{out.stderr[-2000:]}')
     return out.stdout.strip().splitlines()[-1]
+
+
+def error_line(failure: RuntimeError) -> str:
+    """The exception line ('XxxError: ...') of a child's stderr a RuntimeError of `_in_fresh_python` carries, else
+    its last line: the hints inductor prints after its error say nothing about what failed."""
+    lines = str(failure).strip().splitlines()
+    errors = [line for line in lines if re.match(r'^[\w.]+(Error|Exception): ', line)]
+    return (errors or lines)[-1][:200]
 
 
 def peak_memory(module: str, case: str, train: bool, **kwargs) -> float:
@@ -132,35 +141,42 @@ def ratio_row(name: str, runs: Sequence[Dict[str, List[float]]], ours: str, base
               memory: Optional[Dict[str, List[float]]] = None, time_target: Optional[float] = None,
               memory_target: Optional[float] = None, measure: str = 'time') -> list:
     """A table row of case `ours` against case `base` from `timed_in_processes` runs: each case's geometric-mean
-    step time over all rounds, their `pooled_ratio` (which equals the ratio of the two geometric means), the peak
-    memory ratio over the `peak_memories` pairs (left empty without `memory`), the targets (at most this ratio of
-    `measure`, and of memory) and their verdicts."""
-    time = pooled_ratio(runs, ours, base)
+    step time over all rounds, their `ratio_over_processes` (which equals the ratio of the two geometric means, as
+    every process runs the same rounds), the peak memory ratio over the `peak_memories` pairs (left empty without
+    `memory`), the targets (at most this ratio of `measure`, and of memory) and their verdicts."""
+    def mean_ms(case: str) -> float:
+        return statistics.geometric_mean([s for run in runs for s in run[case]]) * 1000
+
+    time_ratio = ratio_over_processes(runs, ours, base)
     memory_ratio = None if memory is None else ratio(memory[ours], memory[base])
-    mean_ms = lambda case: statistics.geometric_mean([s for run in runs for s in run[case]]) * 1000
     targets, verdicts = [], []
-    for what, interval, target in ((measure, time, time_target), ('memory', memory_ratio, memory_target)):
+    for what, interval, target in ((measure, time_ratio, time_target), ('memory', memory_ratio, memory_target)):
         if target is not None:
             targets.append(f'<= {target}x {what}')
             verdicts.append(f'{what} {target_verdict(interval, target)}')
-    return [name, f'{mean_ms(ours):.0f} ms', f'{mean_ms(base):.0f} ms', time.text('x'),
+    return [name, f'{mean_ms(ours):.0f} ms', f'{mean_ms(base):.0f} ms', time_ratio.text('x'),
             '' if memory_ratio is None else memory_ratio.text('x'), ', '.join(targets) or '-',
             ', '.join(verdicts) or '-']
 
 
-def pooled_ratio(runs: Sequence[Dict[str, List[float]]], ours: str, base: str) -> Interval:
+def ratio_over_processes(runs: Sequence[Dict[str, List[float]]], ours: str, base: str) -> Interval:
     """ours / base over the processes of `timed_in_processes`: each process's `paired_ratio` (the geometric mean
     of its rounds' ratios), and their geometric mean with its 95% t interval over the processes, which covers
-    the noise between processes as well as within them. ValueError where a process has fewer than 2 rounds."""
+    the noise between processes as well as within them. ValueError where a process has fewer than 2 rounds or
+    the two cases' rounds differ in number; with one process there is no interval."""
     per_process = [paired_ratio(run[ours], run[base]).mean for run in runs]
     return ratio(per_process, [1.0] * len(per_process))
 
 
 def target_verdict(interval: Interval, target: float) -> str:
     """'met' where the whole ratio interval lies at or below `target`, 'not met' where it lies above, 'not
-    settled' where it contains the target or has no width (`study.stats.within` on the log scale)."""
-    verdict = within(log_interval(interval), math.log(target))
-    return {HOLDS: 'met', FAILS: 'not met'}.get(verdict, 'not settled')
+    settled' where it contains the target or there is no interval (fewer than 2 values)
+    (docs/performance.md, "How a target is judged")."""
+    if interval.n < 2:
+        return 'not settled'
+    if interval.high <= target:
+        return 'met'
+    return 'not met' if interval.low > target else 'not settled'
 
 
 def paired_ratio(ours_s: Sequence[float], base_s: Sequence[float]) -> Interval:

@@ -14,10 +14,10 @@ import torch
 from timm.models.convmixer import ConvMixer
 
 import timm_frozenmix  # noqa: F401  (registers the models with timm)
-from benchmarks._harness import (PROCESSES, machine, peak_memories, pooled_ratio, ratio_row, scaled, table,
-                                 timed_in_processes)
+from benchmarks._harness import (PROCESSES, machine, peak_memories, ratio_over_processes, ratio_row, scaled,
+                                 table, timed_in_processes)
 
-BATCH, SIZE, STEPS, WARMUP = 32, 32, 4, 1  # per process; steps: a multiple of the 4 cases
+BATCH, SIZE, STEPS, WARMUP = 32, 32, 4, 2  # per process; steps: a multiple of the 4 cases
 warnings.filterwarnings('ignore', message='Using padding=.same. with even kernel')
 
 
@@ -50,7 +50,7 @@ def run() -> list:
         rows.append(ratio_row(f'convmixer_128_8_p1_{mode} vs timm ConvMixer (full), train step', runs, mode, 'timm',
                               mib))
         trainable = _trainable(build(mode)[0])
-        per_param = scaled(pooled_ratio(runs, mode, 'timm'), base_trainable / trainable)
+        per_param = scaled(ratio_over_processes(runs, mode, 'timm'), base_trainable / trainable)
         rows.append([f'same, time per trainable parameter ({trainable:,} vs {base_trainable:,})',
                      '', '', per_param.text('x'), '', '-', '-'])
     return rows

@@ -15,10 +15,10 @@ import torch
 import torch.nn as nn
 
 from timm_frozenmix import SeparableConv2d
-from benchmarks._harness import PROCESSES, machine, peak_memories, ratio_row, table, timed_in_processes
+from benchmarks._harness import PROCESSES, error_line, machine, peak_memories, ratio_row, table, timed_in_processes
 
 BATCH, SIZE = 64, 32
-STEPS, WARMUP = {1: 6, 4: 3}, {1: 2, 4: 1}  # per width and process; steps: a multiple of the 3 cases
+STEPS, WARMUP = {1: 6, 4: 3}, {1: 2, 4: 2}  # per width and process; steps: a multiple of the 3 cases
 COMPILED_STEPS, COMPILED_WARMUP = 8, 2  # per process; the warm-up steps compile
 
 
@@ -59,9 +59,9 @@ def compiled_row() -> list:
     try:
         runs = timed_in_processes(__name__, ('dense', 'ours'), True, COMPILED_STEPS, COMPILED_WARMUP, compiled=True)
     except RuntimeError as e:  # inductor without a C++ compiler, for one: the other rows still count
-        last = str(e).strip().splitlines()[-1][:200]
-        print(f'torch.compile failed, row left out: {last}', file=sys.stderr)
-        return [name, 'not measured', 'not measured', 'torch.compile failed', '', f'<= {target}x time', '-']
+        print(f'torch.compile failed, row left out: {error_line(e)}', file=sys.stderr)
+        return [name, 'not measured', 'not measured', 'torch.compile failed', '', f'<= {target}x time',
+                'time not measured']
     return ratio_row(name, runs, 'ours', 'dense', time_target=target)
 
 

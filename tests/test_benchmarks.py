@@ -12,9 +12,9 @@ from scipy.stats import t as student_t
 
 from study.stats import Interval
 
-from benchmarks import cuda, growth, inference, run_all, sep_resnet18_stages
-from benchmarks._harness import (cpu_model, machine, paired_ratio, peak_memories, percent, pooled_ratio, ratio_row,
-                                 scaled, target_verdict, timed_in_processes)
+from benchmarks import _harness, cuda, growth, inference, run_all, sep_resnet18_stages, sep_resnet20
+from benchmarks._harness import (cpu_model, error_line, machine, paired_ratio, peak_memories, percent,
+                                 ratio_over_processes, ratio_row, scaled, target_verdict, timed_in_processes)
 from timm_frozenmix.layers.separable import SeparableConv2d
 
 
@@ -74,17 +74,17 @@ def test_machine_names_the_cpu_model_the_kernel_reports(tmp_path):
     assert machine().startswith(named) and ' cores, ' in machine()
 
 
-def test_pooled_ratio_is_the_geometric_mean_of_the_process_ratios_with_its_t_interval_over_processes():
+def test_ratio_over_processes_is_the_geometric_mean_of_the_process_ratios_with_its_t_interval_over_processes():
     runs = [dict(ours=[2.0, 2.0], base=[1.0, 1.0]), dict(ours=[1.0, 4.0], base=[1.0, 1.0])]  # process ratios 2, 2
-    same = pooled_ratio(runs, 'ours', 'base')
+    same = ratio_over_processes(runs, 'ours', 'base')
     assert (same.mean, same.low, same.high, same.n) == (pytest.approx(2.0),) * 3 + (2,)
     runs[1]['ours'] = [4.0, 4.0]  # process ratios 2 and 4: log ratios log 2, log 4
-    spread, t = pooled_ratio(runs, 'ours', 'base'), student_t.ppf(0.975, 1)
+    spread, t = ratio_over_processes(runs, 'ours', 'base'), student_t.ppf(0.975, 1)
     half = math.log(2) / 2 * t  # standard error of the two log ratios: their difference / 2
     assert (spread.mean, spread.low, spread.high) == pytest.approx(
         (2 ** 1.5, 2 ** 1.5 * math.exp(-half), 2 ** 1.5 * math.exp(half)))
     with pytest.raises(ValueError, match='at least 2 rounds'):
-        pooled_ratio([dict(ours=[1.0], base=[1.0])] * 2, 'ours', 'base')
+        ratio_over_processes([dict(ours=[1.0], base=[1.0])] * 2, 'ours', 'base')
 
 
 def test_target_verdict_reads_the_whole_interval_against_the_target():
@@ -93,16 +93,18 @@ def test_target_verdict_reads_the_whole_interval_against_the_target():
     assert target_verdict(Interval(1.03, 1.00, 1.07, 5), 1.05) == 'not settled'
     assert target_verdict(Interval(1.08, 1.02, 1.06, 5), 1.05) == 'not settled'  # the mean alone never decides
     assert target_verdict(Interval(0.90, math.nan, math.nan, 1), 1.05) == 'not settled'  # one process: no interval
+    assert target_verdict(Interval(1.02, 0.99, 1.05, 5), 1.05) == 'met'  # "at or below"
+    assert target_verdict(Interval(1.05, 1.05, 1.05, 3), 1.05) == 'met'  # identical readings, at the target
 
 
-def test_ratio_row_gives_geometric_means_whose_ratio_is_the_pooled_ratio_and_verdicts_per_target():
+def test_ratio_row_gives_geometric_means_whose_ratio_is_the_ratio_over_processes_and_verdicts_per_target():
     runs = [dict(ours=[0.110, 0.220], base=[0.100, 0.200]), dict(ours=[0.105, 0.115], base=[0.100, 0.100])]
     memory = dict(ours=[110.0, 111.0, 110.0], base=[100.0, 100.0, 100.0])
     row = ratio_row('ours vs base', runs, 'ours', 'base', memory, 1.2, 1.05)
     rounds = lambda case: [s for run in runs for s in run[case]]
     assert row[:3] == ['ours vs base', f'{statistics.geometric_mean(rounds("ours")) * 1000:.0f} ms',
                        f'{statistics.geometric_mean(rounds("base")) * 1000:.0f} ms']
-    pooled = pooled_ratio(runs, 'ours', 'base')
+    pooled = ratio_over_processes(runs, 'ours', 'base')
     assert pooled.mean == pytest.approx(statistics.geometric_mean(rounds('ours')) /
                                         statistics.geometric_mean(rounds('base')))
     assert row[3] == pooled.text('x') and row[4].startswith('1.10x [')
@@ -113,15 +115,35 @@ def test_ratio_row_gives_geometric_means_whose_ratio_is_the_pooled_ratio_and_ver
         '<= 1.5x latency', 'latency met']
 
 
-def test_timed_in_processes_times_every_case_in_each_fresh_process_and_memory_per_model():
+@pytest.mark.slow
+def test_timed_in_processes_times_every_case_in_each_fresh_process_and_memory_per_model(monkeypatch):
+    monkeypatch.setattr(_harness, 'TIMED', [])
+    monkeypatch.setattr(_harness, 'MEASURED_MEMORY', [])
     runs = timed_in_processes(inference.__name__, ('dense', 'reparameterized'), False, steps=2, warmup=1,
                               processes=2)
     assert len(runs) == 2 and all(sorted(run) == ['dense', 'reparameterized'] for run in runs)
     assert all(len(seconds) == 2 and min(seconds) > 0 for run in runs for seconds in run.values())
+    assert _harness.TIMED == [dict(module=inference.__name__, cases=['dense', 'reparameterized'], train=False,
+                                   steps=2, warmup=1, kwargs={}, runs=runs)]  # what run_all keeps
     mib = peak_memories(inference.__name__, ('dense',), False, processes=2)
     assert len(mib['dense']) == 2 and min(mib['dense']) > 0
+    assert _harness.MEASURED_MEMORY == [dict(module=inference.__name__, train=False, kwargs={}, mib=mib)]
     with pytest.raises(RuntimeError, match='unexpected keyword argument'):  # the child's error, passed on
         timed_in_processes(inference.__name__, ('dense',), False, steps=2, warmup=0, processes=1, width=3)
+
+
+def test_a_failed_compile_leaves_a_row_that_says_so_with_the_childs_error(monkeypatch, capsys):
+    stderr = ('Traceback (most recent call last):\ntorch._inductor.exc.InductorError: CppCompileError: no compiler\n'
+              '\nSet TORCHDYNAMO_VERBOSE=1 for the internal stack trace')
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(f'benchmarks.sep_resnet20 dense, ours failed:\n{stderr}')
+    monkeypatch.setattr(sep_resnet20, 'timed_in_processes', fail)
+    row = sep_resnet20.compiled_row()
+    assert row == ['same x1, torch.compile on both, train step', 'not measured', 'not measured',
+                   'torch.compile failed', '', '<= 1.05x time', 'time not measured']
+    assert 'InductorError: CppCompileError: no compiler' in capsys.readouterr().err
+    assert error_line(RuntimeError('x failed:\nsome output\nlast line')) == 'last line'
 
 
 def test_stage_attribution_makes_one_part_dense_and_keeps_the_function():
