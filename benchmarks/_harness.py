@@ -13,7 +13,6 @@ its heap, and the high-water mark then depends on the order of allocations, not 
 not absolute times, are what carry across machines.
 """
 import json
-import math
 import os
 import platform
 import re
