@@ -27,6 +27,18 @@ def test_performance_page_cpu_block_is_the_benchmark_output():
     assert run_all.TABLE.read_text().startswith(run_all.page_block(results))
 
 
+def test_every_time_and_memory_ratio_of_the_cpu_table_follows_from_the_rounds_and_readings_it_keeps():
+    results = json.loads(run_all.RESULTS.read_text())
+    from_rounds = {ratio_over_processes(entry['runs'], ours, base).text('x') for entry in results['timed']
+                   for ours in entry['cases'] for base in entry['cases'] if ours != base}
+    from_readings = {ratio_row('', [{c: [1.0, 1.0] for c in entry['mib']}], ours, base, entry['mib'])[4]
+                     for entry in results['peak_memory_mib'] for ours in entry['mib'] for base in entry['mib']}
+    rows = [row for row in results['rows'] if row[1] not in ('', 'not measured')]  # per-parameter rows are scaled
+    assert len(rows) >= 10 and all(len(row) == len(run_all.HEADER) for row in results['rows'])
+    assert [row[3] for row in rows if row[3] not in from_rounds] == []
+    assert [row[4] for row in rows if row[4] and row[4] not in from_readings] == []
+
+
 def test_performance_page_gpu_block_is_the_cuda_benchmark_output():
     results = json.loads(cuda.RESULTS.read_text())
     block = cuda.PAGE.read_text().split(cuda.START, 1)[1].split(cuda.END, 1)[0]
